@@ -1,0 +1,105 @@
+//! `sciscore bench`: validates, then times the forward pass on a named geometry with random
+//! weights, printing ms and GFLOP/s (FLOPs: 2*M*N*K for every matrix product, attention included;
+//! norms, softmax and activations are not counted).
+
+use crate::config::{ClipConfig, TowerConfig};
+use crate::cpu::{linear, CpuModel};
+use crate::error::{Error, Result};
+use crate::random::RandomSource;
+use crate::safetensors::Checkpoint;
+use crate::weights::{ClipWeights, Linear};
+use std::time::Instant;
+
+/// One timed case.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchRow {
+    pub case: String,
+    pub ms: f64,
+    pub ms_per_item: f64,
+    pub gflop: f64,
+    pub gflops: f64,
+}
+
+/// FLOPs of one tower over `t` tokens (matrix products only).
+pub fn tower_flops(t: &TowerConfig, tokens: usize) -> f64 {
+    let (n, d, f) = (tokens as f64, t.hidden_size as f64, t.intermediate_size as f64);
+    let per_layer = 2.0 * n * d * (4.0 * d + 2.0 * f) + 2.0 * 2.0 * n * n * d;
+    per_layer * t.num_layers as f64
+}
+
+/// FLOPs of `get_image_features` for one image.
+pub fn vision_flops(c: &ClipConfig) -> f64 {
+    let v = &c.vision;
+    let patches = (v.grid() * v.grid()) as f64;
+    let d = v.tower.hidden_size as f64;
+    2.0 * patches * (3 * v.patch_size * v.patch_size) as f64 * d
+        + tower_flops(&v.tower, v.num_positions())
+        + 2.0 * d * c.projection_dim as f64
+}
+
+/// FLOPs of `get_text_features` for one prompt of `tokens` ids.
+pub fn text_flops(c: &ClipConfig, tokens: usize) -> f64 {
+    tower_flops(&c.text.tower, tokens) + 2.0 * (c.text.tower.hidden_size * c.projection_dim) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
+    f()?; // warm-up
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(ms))
+}
+
+/// Checks `linear` against an f64 dot product on sampled entries of a realistic shape.
+fn validate_linear(l: &Linear, rows: usize) -> Result<()> {
+    let x: Vec<f32> = (0..rows * l.in_features).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let y = linear(&x, rows, l);
+    for &(r, c) in &[(0, 0), (rows - 1, l.out_features - 1), (rows / 2, l.out_features / 3)] {
+        let want: f64 = l.bias.as_ref().map_or(0.0, |b| b[c] as f64)
+            + (0..l.in_features).map(|k| x[r * l.in_features + k] as f64 * l.weight[c * l.in_features + k] as f64).sum::<f64>();
+        let got = y[r * l.out_features + c] as f64;
+        if (got - want).abs() > 1e-3 * (1.0 + want.abs()) {
+            return Err(Error::Invalid(format!("validation failed: linear[{r},{c}] = {got}, f64 reference {want}")));
+        }
+    }
+    Ok(())
+}
+
+/// Times the CPU reference on a random model: vision at `batch`, text at 77 and 12 tokens.
+pub async fn bench_cpu(preset: &str, layers: Option<usize>, batch: usize, iters: usize) -> Result<(ClipConfig, Vec<BenchRow>)> {
+    let src = RandomSource::new(preset, layers, 0x5c1)?;
+    let cfg = ClipConfig::from_json(&crate::source::read_all(&src, "config.json", 1 << 20).await?)?;
+    let ckpt = Checkpoint::open(&src).await?;
+    let w = ClipWeights::load(&cfg, &ckpt, &src).await?;
+    let model = CpuModel { cfg: cfg.clone(), w };
+    if let Some(l) = model.w.vision.layers.first() {
+        validate_linear(&l.mlp.fc1, model.cfg.vision.num_positions())?;
+    }
+    let mut rows = Vec::new();
+    let s = cfg.vision.image_size;
+    let pixels: Vec<f32> = (0..batch * 3 * s * s).map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0).collect();
+    let feats = model.image_features(&pixels, batch, None)?;
+    if feats.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid("validation failed: non-finite image features".into()));
+    }
+    let ms = time(iters, || model.image_features(&pixels, batch, None).map(|_| ()))?;
+    let gflop = vision_flops(&cfg) * batch as f64 / 1e9;
+    rows.push(BenchRow { case: format!("vision, batch {batch}"), ms, ms_per_item: ms / batch as f64, gflop, gflops: gflop / ms * 1e3 });
+    for tokens in [77usize, 12] {
+        let mut ids: Vec<u32> = (0..tokens).map(|i| 49406u32.min(320 + i as u32 * 101)).collect();
+        ids[0] = 49406;
+        ids[tokens - 1] = 49407;
+        let ms = time(iters, || model.text_features(&ids, None).map(|_| ()))?;
+        let gflop = text_flops(&cfg, tokens) / 1e9;
+        rows.push(BenchRow { case: format!("text, {tokens} tokens"), ms, ms_per_item: ms, gflop, gflops: gflop / ms * 1e3 });
+    }
+    Ok((cfg, rows))
+}

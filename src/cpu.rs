@@ -1,0 +1,353 @@
+//! The CPU reference forward pass of a Hugging Face `CLIPModel` in f32
+//! (transformers 4.50.3 `models/clip/modeling_clip.py`). It is the oracle for the GPU kernels
+//! and the fallback where WebGPU is missing.
+//!
+//! Legend: B = batch, T = tokens (text: ids incl. BOS/EOS, <= 77; vision: 1 + (S/p)^2 = 257),
+//! D = width (text 1024, vision 1280 for ViT-H), H = heads, Dh = D/H, F = MLP width, P = projection.
+//! Matrix products go through the `gemm` crate (f32, blocked, SIMD, threads on native).
+
+use crate::config::{Activation, ClipConfig, TowerConfig};
+use crate::weights::{Attention, ClipWeights, EncoderLayer, LayerNorm, Linear};
+
+/// Hidden states recorded during a forward pass (the `output_hidden_states` of transformers).
+#[derive(Default, Debug, Clone)]
+pub struct Trace {
+    /// `hidden_states[0..=L]`, each (T, D): the encoder input (text: embeddings; vision:
+    /// after `pre_layrnorm`), then the output of each layer.
+    pub hidden: Vec<Vec<f32>>,
+    /// Text: after `final_layer_norm`, (T, D). Vision: the last layer's output (no final norm).
+    pub last_hidden_state: Vec<f32>,
+    /// Text: the final-norm state at the pooling position; vision: `post_layernorm(class token)`.
+    pub pooled: Vec<f32>,
+}
+
+/// `out (M, N) = a (M, K) . b^T` with `b (N, K)` row-major, plus `out` when `accumulate`.
+fn gemm_nt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, accumulate: bool) {
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= n * k, "gemm_nt: operand sizes");
+    #[cfg(not(target_arch = "wasm32"))]
+    let par = if m * n * k > 1 << 16 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    #[cfg(target_arch = "wasm32")]
+    let par = gemm::Parallelism::None;
+    // SAFETY: the assertion above keeps every access within the three slices; strides describe
+    // row-major a (M, K), column access of b (N, K) as (K, N), and row-major out (M, N).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `y (M, out) = x (M, in) W^T + b`.
+pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
+    let mut y = match &l.bias {
+        Some(b) => b.repeat(m),
+        None => vec![0.0; m * l.out_features],
+    };
+    gemm_nt(&mut y, x, &l.weight, m, l.out_features, l.in_features, true);
+    y
+}
+
+/// Row-wise LayerNorm over the last dimension, two-pass statistics in f64.
+pub(crate) fn layer_norm(x: &[f32], ln: &LayerNorm, eps: f32) -> Vec<f32> {
+    let d = ln.weight.len();
+    let mut y = vec![0.0f32; x.len()];
+    for (row, out) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for i in 0..d {
+            out[i] = (((row[i] as f64 - mean) * inv) as f32) * ln.weight[i] + ln.bias[i];
+        }
+    }
+    y
+}
+
+/// The MLP activation, in place.
+pub(crate) fn activate(x: &mut [f32], act: Activation) {
+    let f = |v: &mut f32| {
+        *v = match act {
+            // 0.5 x (1 + erf(x / sqrt 2)), erf in f64 so the reference is exact to f32 rounding.
+            Activation::Gelu => (0.5 * *v as f64 * (1.0 + libm::erf(*v as f64 * std::f64::consts::FRAC_1_SQRT_2))) as f32,
+            // x * sigmoid(1.702 x), as transformers' QuickGELUActivation.
+            Activation::QuickGelu => *v * (1.0 / (1.0 + (-1.702 * *v).exp())),
+        }
+    };
+    for_each_chunk(x, 4096, |c| c.iter_mut().for_each(f));
+}
+
+/// Runs `f` over chunks of `data`, on all cores natively.
+fn for_each_chunk<F: Fn(&mut [f32]) + Sync + Send>(data: &mut [f32], chunk: usize, f: F) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk).for_each(f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    data.chunks_mut(chunk).for_each(f);
+}
+
+/// Multi-head self-attention of one sequence: x (T, D) -> (T, D).
+fn attention(x: &[f32], t: usize, a: &Attention, tower: &TowerConfig, causal: bool) -> Vec<f32> {
+    let (d, h, dh) = (tower.hidden_size, tower.num_heads, tower.head_dim());
+    let scale = (dh as f32).powf(-0.5); // transformers scales q by head_dim^-0.5
+    let mut q = linear(x, t, &a.q_proj); // (T, D)
+    q.iter_mut().for_each(|v| *v *= scale);
+    let k = linear(x, t, &a.k_proj); // (T, D)
+    let v = linear(x, t, &a.v_proj); // (T, D)
+    let mut ctx = vec![0.0f32; t * d]; // (T, D), heads side by side
+    let heads: Vec<Vec<f32>> = map_heads(h, |head| {
+        // Gather this head's (T, Dh) slices contiguously, then scores = q k^T (T, T).
+        let slice = |m: &[f32]| -> Vec<f32> { (0..t).flat_map(|r| m[r * d + head * dh..][..dh].to_vec()).collect() };
+        let (qh, kh, vh) = (slice(&q), slice(&k), slice(&v));
+        let mut s = vec![0.0f32; t * t];
+        gemm_nt(&mut s, &qh, &kh, t, t, dh, false);
+        for (i, row) in s.chunks_exact_mut(t).enumerate() {
+            let valid = if causal { i + 1 } else { t };
+            let max = row[..valid].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0f64;
+            for v in row[..valid].iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v as f64;
+            }
+            let inv = (1.0 / sum) as f32;
+            row[..valid].iter_mut().for_each(|v| *v *= inv);
+            row[valid..].iter_mut().for_each(|v| *v = 0.0);
+        }
+        // out_h (T, Dh) = s (T, T) . vh (T, Dh): transpose vh to (Dh, T) for gemm_nt.
+        let mut vt = vec![0.0f32; dh * t];
+        for r in 0..t {
+            for c in 0..dh {
+                vt[c * t + r] = vh[r * dh + c];
+            }
+        }
+        let mut o = vec![0.0f32; t * dh];
+        gemm_nt(&mut o, &s, &vt, t, dh, t, false);
+        o
+    });
+    for (head, o) in heads.iter().enumerate() {
+        for r in 0..t {
+            ctx[r * d + head * dh..][..dh].copy_from_slice(&o[r * dh..][..dh]);
+        }
+    }
+    linear(&ctx, t, &a.out_proj)
+}
+
+fn map_heads<F: Fn(usize) -> Vec<f32> + Sync + Send>(h: usize, f: F) -> Vec<Vec<f32>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..h).into_par_iter().map(f).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    (0..h).map(f).collect()
+}
+
+/// One pre-norm encoder layer over `b` sequences of `t` tokens, x (B*T, D), in place.
+fn encoder_layer(x: &mut [f32], b: usize, t: usize, l: &EncoderLayer, tower: &TowerConfig, causal: bool) {
+    let (d, eps) = (tower.hidden_size, tower.layer_norm_eps);
+    // x = x + attn(ln1(x))
+    let h = layer_norm(x, &l.layer_norm1, eps);
+    for s in 0..b {
+        let a = attention(&h[s * t * d..][..t * d], t, &l.self_attn, tower, causal);
+        x[s * t * d..][..t * d].iter_mut().zip(&a).for_each(|(x, a)| *x += a);
+    }
+    // x = x + fc2(act(fc1(ln2(x))))
+    let h = layer_norm(x, &l.layer_norm2, eps);
+    let mut f = linear(&h, b * t, &l.mlp.fc1);
+    activate(&mut f, tower.act);
+    let m = linear(&f, b * t, &l.mlp.fc2);
+    x.iter_mut().zip(&m).for_each(|(x, m)| *x += m);
+}
+
+/// Where transformers pools the text tower: legacy configs (`eos_token_id == 2`) take
+/// `argmax(input_ids)` (the highest id, which is EOS in CLIP's vocabulary); others the first
+/// `eos_token_id`, or 0 when there is none (what `argmax` of an all-false mask gives).
+pub(crate) fn pool_position(ids: &[u32], eos_token_id: i64) -> usize {
+    if eos_token_id == 2 {
+        let max = ids.iter().copied().max().unwrap_or(0);
+        ids.iter().position(|&i| i == max).unwrap_or(0)
+    } else {
+        ids.iter().position(|&i| i as i64 == eos_token_id).unwrap_or(0)
+    }
+}
+
+/// The f32 CPU model.
+pub(crate) struct CpuModel {
+    pub cfg: ClipConfig,
+    pub w: ClipWeights,
+}
+
+impl CpuModel {
+    /// Text tower for one prompt's ids: `get_text_features` (P,), recording a trace if asked.
+    pub fn text_features(&self, ids: &[u32], trace: Option<&mut Trace>) -> crate::Result<Vec<f32>> {
+        let tc = &self.cfg.text;
+        let (d, t) = (tc.tower.hidden_size, ids.len());
+        if t == 0 || t > tc.max_position_embeddings {
+            return Err(crate::Error::Invalid(format!(
+                "a prompt of {t} tokens; this model takes 1 to {}",
+                tc.max_position_embeddings
+            )));
+        }
+        let tw = &self.w.text;
+        // x = token_embedding[ids] + position_embedding[0..T]   (T, D)
+        let mut x = vec![0.0f32; t * d];
+        for (r, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            if id >= tc.vocab_size {
+                return Err(crate::Error::Invalid(format!("token id {id} is outside the vocabulary ({})", tc.vocab_size)));
+            }
+            for c in 0..d {
+                x[r * d + c] = tw.token_embedding[id * d + c] + tw.position_embedding[r * d + c];
+            }
+        }
+        let mut hidden = Vec::new();
+        let tracing = trace.is_some();
+        if tracing {
+            hidden.push(x.clone());
+        }
+        for l in &tw.layers {
+            encoder_layer(&mut x, 1, t, l, &tc.tower, true);
+            if tracing {
+                hidden.push(x.clone());
+            }
+        }
+        let last = layer_norm(&x, &tw.final_layer_norm, tc.tower.layer_norm_eps);
+        let pos = pool_position(ids, tc.eos_token_id);
+        let pooled = last[pos * d..][..d].to_vec();
+        let feats = linear(&pooled, 1, &self.w.text_projection);
+        if let Some(tr) = trace {
+            *tr = Trace { hidden, last_hidden_state: last, pooled };
+        }
+        Ok(feats)
+    }
+
+    /// Vision tower for `b` images of preprocessed pixels (B, 3, S, S): `get_image_features`
+    /// (B, P). With `traces`, records one trace per image.
+    pub fn image_features(&self, pixels: &[f32], b: usize, traces: Option<&mut Vec<Trace>>) -> crate::Result<Vec<f32>> {
+        let vc = &self.cfg.vision;
+        let (d, s, p, g) = (vc.tower.hidden_size, vc.image_size, vc.patch_size, vc.grid());
+        let t = vc.num_positions();
+        if pixels.len() != b * 3 * s * s {
+            return Err(crate::Error::Invalid(format!(
+                "{} pixel values for {b} images of 3x{s}x{s}",
+                pixels.len()
+            )));
+        }
+        let vw = &self.w.vision;
+        // Patches as rows (B*N, 3*p*p) in the (c, ky, kx) order of the conv weight.
+        let kk = 3 * p * p;
+        let mut patches = vec![0.0f32; b * g * g * kk];
+        for img in 0..b {
+            for gy in 0..g {
+                for gx in 0..g {
+                    let row = &mut patches[((img * g + gy) * g + gx) * kk..][..kk];
+                    for c in 0..3 {
+                        for ky in 0..p {
+                            let src = &pixels[((img * 3 + c) * s + gy * p + ky) * s + gx * p..][..p];
+                            row[(c * p + ky) * p..][..p].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+        }
+        let mut pe = vec![0.0f32; b * g * g * d]; // (B*N, D) = patches . W^T
+        gemm_nt(&mut pe, &patches, &vw.patch_embedding, b * g * g, d, kk, false);
+        // x = [class; patches] + position_embedding   (B*T, D)
+        let mut x = vec![0.0f32; b * t * d];
+        for img in 0..b {
+            for r in 0..t {
+                let src = if r == 0 { &vw.class_embedding[..] } else { &pe[(img * g * g + r - 1) * d..][..d] };
+                for c in 0..d {
+                    x[(img * t + r) * d + c] = src[c] + vw.position_embedding[r * d + c];
+                }
+            }
+        }
+        let eps = vc.tower.layer_norm_eps;
+        let mut x = layer_norm(&x, &vw.pre_layernorm, eps);
+        let mut hidden: Vec<Vec<f32>> = Vec::new();
+        let tracing = traces.is_some();
+        if tracing {
+            hidden.push(x.clone());
+        }
+        for l in &vw.layers {
+            encoder_layer(&mut x, b, t, l, &vc.tower, false);
+            if tracing {
+                hidden.push(x.clone());
+            }
+        }
+        // pooled = post_layernorm(x[:, 0])   (B, D)
+        let cls: Vec<f32> = (0..b).flat_map(|img| x[img * t * d..][..d].to_vec()).collect();
+        let pooled = layer_norm(&cls, &vw.post_layernorm, eps);
+        let feats = linear(&pooled, b, &self.w.visual_projection);
+        if let Some(tr) = traces {
+            tr.clear();
+            for img in 0..b {
+                let per = |m: &Vec<f32>| m[img * t * d..][..t * d].to_vec();
+                tr.push(Trace {
+                    hidden: hidden.iter().map(per).collect(),
+                    last_hidden_state: per(&x),
+                    pooled: pooled[img * d..][..d].to_vec(),
+                });
+            }
+        }
+        Ok(feats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_nt_matches_naive_on_awkward_sizes() {
+        let (m, n, k) = (7, 5, 13);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| ((i * 17 % 7) as f32 - 3.0) * 0.2).collect();
+        let mut out = vec![1.0f32; m * n];
+        gemm_nt(&mut out, &a, &b, m, n, k, true);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = 1.0 + (0..k).map(|x| a[i * k + x] as f64 * b[j * k + x] as f64).sum::<f64>();
+                assert!((out[i * n + j] as f64 - want).abs() < 1e-5, "({i},{j}) {} vs {want}", out[i * n + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_follows_transformers() {
+        assert_eq!(pool_position(&[49406, 320, 49407, 49407], 2), 2);
+        assert_eq!(pool_position(&[49406, 320, 49407], 49407), 2);
+        assert_eq!(pool_position(&[49406, 320], 49407), 0);
+    }
+
+    #[test]
+    fn activations() {
+        let mut x = vec![-1.0f32, 0.0, 1.0, 3.0];
+        activate(&mut x, Activation::Gelu);
+        let want = [-0.158_655_25f32, 0.0, 0.841_344_75, 2.995_950_5];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let mut q = vec![1.0f32];
+        activate(&mut q, Activation::QuickGelu);
+        assert!((q[0] - 1.0 / (1.0 + (-1.702f32).exp())).abs() < 1e-7);
+    }
+}

@@ -1,0 +1,90 @@
+//! The one error type of the library. Every message says what went wrong and, where it helps,
+//! what to do next; nothing a user controls panics.
+
+use std::fmt;
+
+/// Everything that can go wrong while loading a model or scoring.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file of the model folder could not be found.
+    #[error("missing file `{name}` in the model folder{hint}")]
+    MissingFile { name: String, hint: Hint },
+    /// An I/O error while reading a file.
+    #[error("cannot read `{name}`: {message}")]
+    Io { name: String, message: String },
+    /// A configuration file is malformed or names something unsupported.
+    #[error("bad config `{file}`: {message}")]
+    Config { file: String, message: String },
+    /// A safetensors file is corrupt or truncated.
+    #[error("bad safetensors file `{file}`: {message}")]
+    Safetensors { file: String, message: String },
+    /// A weight the model needs is not in the checkpoint.
+    #[error("missing weight `{0}` in the checkpoint (is this a Hugging Face CLIPModel?)")]
+    MissingWeight(String),
+    /// A weight has a different shape than the config implies.
+    #[error("weight `{name}` has shape {got:?}, but config.json implies {expected:?}")]
+    WeightShape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    /// A weight is stored in a dtype we cannot convert.
+    #[error("weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported")]
+    WeightDtype { name: String, dtype: String },
+    /// The tokenizer files are missing or malformed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// An image could not be decoded or is unacceptable.
+    #[error("image `{name}`: {message}")]
+    Image { name: String, message: String },
+    /// A request exceeds what the device or a documented limit allows.
+    #[error("{what} needs {needed}, but only {available} is available")]
+    Limits {
+        what: String,
+        needed: u64,
+        available: u64,
+    },
+    /// Bad arguments to an API call.
+    #[error("{0}")]
+    Invalid(String),
+    /// A GPU problem (no adapter, shader compilation, validation, lost device).
+    #[error("gpu: {0}")]
+    Gpu(String),
+}
+
+/// An optional hint appended to an error message.
+#[derive(Debug, Default, Clone)]
+pub struct Hint(pub Option<String>);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(h) => write!(f, " ({h})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn config(file: &str, message: impl Into<String>) -> Self {
+        Error::Config {
+            file: file.to_string(),
+            message: message.into(),
+        }
+    }
+    pub(crate) fn safetensors(file: &str, message: impl Into<String>) -> Self {
+        Error::Safetensors {
+            file: file.to_string(),
+            message: message.into(),
+        }
+    }
+    pub(crate) fn image(name: &str, message: impl Into<String>) -> Self {
+        Error::Image {
+            name: name.to_string(),
+            message: message.into(),
+        }
+    }
+}

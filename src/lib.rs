@@ -1,0 +1,34 @@
+//! sciscore: scientific-accuracy scores for generated images with SciScore (Science-T2I,
+//! CVPR 2025) and other CLIP-family reward models (PickScore, HPSv2, CLIP-H), computed locally.
+//!
+//! ```no_run
+//! # async fn demo() -> sciscore::Result<()> {
+//! let src = sciscore::DirSource::new("models/SciScore")?;
+//! let model = sciscore::Model::load(&src, sciscore::Backend::Cpu).await?;
+//! let png = std::fs::read("a.png").unwrap();
+//! let scores = model.score("an ice cube melting in the sun", &[sciscore::ImageInput { name: "a.png", bytes: &png }]).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod cpu;
+mod error;
+mod model;
+pub mod preprocess;
+mod safetensors;
+pub mod score;
+pub mod source;
+mod tokenizer;
+mod weights;
+
+pub use config::{ClipConfig, PreprocessorConfig};
+pub use cpu::Trace;
+pub use error::{Error, Result};
+pub use model::{Backend, ImageInput, ImageScore, Model};
+#[cfg(not(target_arch = "wasm32"))]
+pub use source::DirSource;
+pub use source::{MemorySource, ModelSource};
+pub use tokenizer::Tokenizer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+pub mod random;

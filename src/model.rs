@@ -1,0 +1,214 @@
+//! The public model: load a Hugging Face `CLIPModel` folder, embed prompts and images, score.
+//! One async API for native and wasm; native callers block on it with `pollster`.
+
+use crate::config::{ClipConfig, PreprocessorConfig};
+use crate::cpu::{CpuModel, Trace};
+use crate::error::{Error, Hint, Result};
+use crate::safetensors::Checkpoint;
+use crate::score;
+use crate::source::{read_all, ModelSource};
+use crate::tokenizer::Tokenizer;
+use crate::weights::ClipWeights;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
+/// Config files are small; anything bigger is not a config.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// CLIP's tokenizer.json is about 3.5 MB.
+const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
+/// Which engine runs the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The f32 CPU reference.
+    Cpu,
+    /// WGSL compute shaders on WebGPU / Vulkan / Metal / DX12.
+    Gpu,
+}
+
+/// One image to score: a name for messages and its encoded bytes (PNG, JPEG, WebP, GIF, BMP).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageInput<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// The score of one image for a prompt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ImageScore {
+    /// `exp(logit_scale) * cos(text, image)`.
+    pub score: f32,
+    /// Softmax of the scores over the images scored together.
+    pub prob: f32,
+}
+
+/// A loaded CLIP-family reward model (SciScore, PickScore, CLIP-H, ...).
+pub struct Model {
+    cfg: ClipConfig,
+    pre: PreprocessorConfig,
+    tokenizer: Tokenizer,
+    cpu: CpuModel,
+    text_cache: Mutex<HashMap<String, Vec<f32>>>,
+    image_cache: Mutex<HashMap<u128, Vec<f32>>>,
+}
+
+fn content_key(bytes: &[u8]) -> u128 {
+    // Two independent SipHash-1-3 states; a 128-bit key makes a collision between two images
+    // of one session practically impossible.
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    0xa5u8.hash(&mut b);
+    bytes.hash(&mut a);
+    bytes.hash(&mut b);
+    ((a.finish() as u128) << 64) | b.finish() as u128
+}
+
+impl Model {
+    /// Loads config, tokenizer, preprocessor settings and weights from `src`, tensor by tensor.
+    pub async fn load(src: &dyn ModelSource, backend: Backend) -> Result<Model> {
+        if backend == Backend::Gpu {
+            return Err(Error::Gpu(
+                "the GPU backend is not available in this build yet; use the CPU backend (`--backend cpu`)".into(),
+            ));
+        }
+        let cfg = ClipConfig::from_json(&read_all(src, "config.json", MAX_CONFIG_BYTES).await?)?;
+        let pre = load_preprocessor(src).await?;
+        if pre.crop_size != (cfg.vision.image_size, cfg.vision.image_size) {
+            return Err(Error::config(
+                "preprocessor_config.json",
+                format!(
+                    "crop_size {:?} does not match the vision tower's image_size {}",
+                    pre.crop_size, cfg.vision.image_size
+                ),
+            ));
+        }
+        let tokenizer = load_tokenizer(src).await?;
+        let ckpt = Checkpoint::open(src).await?;
+        let w = ClipWeights::load(&cfg, &ckpt, src).await?;
+        Ok(Model {
+            cpu: CpuModel { cfg: cfg.clone(), w },
+            cfg,
+            pre,
+            tokenizer,
+            text_cache: Mutex::new(HashMap::new()),
+            image_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ClipConfig {
+        &self.cfg
+    }
+
+    /// The raw `logit_scale` parameter (scores use its exponential).
+    pub fn logit_scale(&self) -> f32 {
+        self.cpu.w.logit_scale
+    }
+
+    /// Token ids of a prompt, as `CLIPTokenizerFast(prompt, truncation=True, max_length=77)`.
+    pub fn tokenize(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(prompt, self.cfg.text.max_position_embeddings)
+    }
+
+    /// Preprocessed pixels of one image, (3, S, S), as `CLIPImageProcessor`.
+    pub fn pixels(&self, image: ImageInput) -> Result<Vec<f32>> {
+        crate::preprocess::image_to_pixels(image.name, image.bytes, &self.pre)
+    }
+
+    /// `get_text_features` of each prompt (projected, not normalized); cached by prompt text.
+    pub async fn text_embeds(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        for &p in prompts {
+            if let Some(e) = self.text_cache.lock().expect("cache lock").get(p) {
+                out.push(e.clone());
+                continue;
+            }
+            let e = self.cpu.text_features(&self.tokenize(p)?, None)?;
+            self.text_cache.lock().expect("cache lock").insert(p.to_string(), e.clone());
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// `get_image_features` of each image (projected, not normalized); cached by content. An
+    /// image that cannot be decoded fails the call with its name.
+    pub async fn image_embeds(&self, images: &[ImageInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        let keys: Vec<u128> = images.iter().map(|im| content_key(im.bytes)).collect();
+        let mut todo: Vec<usize> = Vec::new();
+        {
+            let cache = self.image_cache.lock().expect("cache lock");
+            for (i, k) in keys.iter().enumerate() {
+                if !cache.contains_key(k) && !todo.iter().any(|&j| keys[j] == *k) {
+                    todo.push(i);
+                }
+            }
+        }
+        if !todo.is_empty() {
+            let mut pixels = Vec::new();
+            for &i in &todo {
+                pixels.extend(self.pixels(images[i])?);
+            }
+            let feats = self.cpu.image_features(&pixels, todo.len(), None)?;
+            let p = self.cfg.projection_dim;
+            let mut cache = self.image_cache.lock().expect("cache lock");
+            for (n, &i) in todo.iter().enumerate() {
+                cache.insert(keys[i], feats[n * p..][..p].to_vec());
+            }
+        }
+        let cache = self.image_cache.lock().expect("cache lock");
+        Ok(keys.iter().map(|k| cache[k].clone()).collect())
+    }
+
+    /// Scores each image against `prompt`; probabilities are a softmax over these images.
+    pub async fn score(&self, prompt: &str, images: &[ImageInput<'_>]) -> Result<Vec<ImageScore>> {
+        if images.is_empty() {
+            return Err(Error::Invalid("no images to score".into()));
+        }
+        let text = self.text_embeds(&[prompt]).await?.remove(0);
+        let imgs = self.image_embeds(images).await?;
+        let s = score::scores(&text, &imgs, self.logit_scale());
+        let p = score::softmax(&s);
+        Ok(s.into_iter().zip(p).map(|(score, prob)| ImageScore { score, prob }).collect())
+    }
+
+    /// Text tower with every hidden state recorded (tests and `--dump`).
+    pub fn trace_text(&self, ids: &[u32]) -> Result<(Vec<f32>, Trace)> {
+        let mut t = Trace::default();
+        let f = self.cpu.text_features(ids, Some(&mut t))?;
+        Ok((f, t))
+    }
+
+    /// Vision tower for one preprocessed image with every hidden state recorded.
+    pub fn trace_image(&self, pixels: &[f32]) -> Result<(Vec<f32>, Trace)> {
+        let mut t = Vec::new();
+        let f = self.cpu.image_features(pixels, 1, Some(&mut t))?;
+        Ok((f, t.remove(0)))
+    }
+}
+
+async fn load_preprocessor(src: &dyn ModelSource) -> Result<PreprocessorConfig> {
+    const NAME: &str = "preprocessor_config.json";
+    if src.size(NAME).await?.is_none() {
+        return Err(Error::MissingFile {
+            name: NAME.into(),
+            hint: Hint(Some("every Hugging Face CLIP model folder has one; copy it from the model's repository".into())),
+        });
+    }
+    PreprocessorConfig::from_json(&read_all(src, NAME, MAX_CONFIG_BYTES).await?)
+}
+
+async fn load_tokenizer(src: &dyn ModelSource) -> Result<Tokenizer> {
+    if src.size("tokenizer.json").await?.is_some() {
+        return Tokenizer::from_tokenizer_json(&read_all(src, "tokenizer.json", MAX_TOKENIZER_BYTES).await?);
+    }
+    if src.size("vocab.json").await?.is_some() && src.size("merges.txt").await?.is_some() {
+        let v = read_all(src, "vocab.json", MAX_TOKENIZER_BYTES).await?;
+        let m = read_all(src, "merges.txt", MAX_TOKENIZER_BYTES).await?;
+        return Tokenizer::from_vocab_merges(&v, &m);
+    }
+    Err(Error::MissingFile {
+        name: "tokenizer.json".into(),
+        hint: Hint(Some("expected tokenizer.json, or vocab.json and merges.txt".into())),
+    })
+}

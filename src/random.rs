@@ -1,0 +1,191 @@
+//! A virtual model folder with random weights (`--random clip-h`): `config.json` and a
+//! `model.safetensors` synthesized on demand, so benchmarks exercise the real loading path on the
+//! full CLIP ViT-H/14 geometry without downloading 3.9 GB.
+
+use crate::error::{Error, Result};
+use crate::source::{LocalFuture, ModelSource};
+use serde_json::json;
+
+/// A random `CLIPModel` served as files.
+pub struct RandomSource {
+    config: Vec<u8>,
+    /// `8-byte length + header JSON`, then the data section.
+    header: Vec<u8>,
+    /// (absolute start, numel, kind) of each tensor, in file order.
+    tensors: Vec<(u64, u64, Kind)>,
+    size: u64,
+    seed: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Values in +-scale.
+    Uniform(f32),
+    /// 1 +- 0.1 (LayerNorm weights).
+    NearOne,
+    Const(f32),
+}
+
+/// Named geometries.
+fn preset(name: &str, layers: Option<usize>) -> Result<serde_json::Value> {
+    // CLIP ViT-H/14 (laion/CLIP-ViT-H-14-laion2B-s32B-b79K, SciScore, PickScore_v1).
+    let (tl, vl, td, vd, tf, vf, th, vh, proj, img, patch) = match name {
+        "clip-h" => (24, 32, 1024, 1280, 4096, 5120, 16, 16, 1024, 224, 14),
+        "clip-b" => (12, 12, 512, 768, 2048, 3072, 8, 12, 512, 224, 32),
+        "tiny" => (2, 2, 32, 64, 64, 128, 4, 4, 40, 224, 14),
+        _ => return Err(Error::Invalid(format!("unknown random model `{name}`; try clip-h, clip-b or tiny"))),
+    };
+    Ok(json!({
+        "model_type": "clip",
+        "projection_dim": proj,
+        "text_config": {"hidden_size": td, "intermediate_size": tf, "num_attention_heads": th,
+                        "num_hidden_layers": layers.unwrap_or(tl), "hidden_act": "gelu",
+                        "vocab_size": 49408, "max_position_embeddings": 77, "eos_token_id": 2},
+        "vision_config": {"hidden_size": vd, "intermediate_size": vf, "num_attention_heads": vh,
+                          "num_hidden_layers": layers.unwrap_or(vl), "hidden_act": "gelu",
+                          "image_size": img, "patch_size": patch}
+    }))
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl RandomSource {
+    /// A random model of geometry `name` (`clip-h`, `clip-b`, `tiny`), optionally with fewer layers.
+    pub fn new(name: &str, layers: Option<usize>, seed: u64) -> Result<Self> {
+        let config = preset(name, layers)?;
+        let cfg = crate::config::ClipConfig::from_json(config.to_string().as_bytes())?;
+        let mut list: Vec<(String, Vec<usize>, Kind)> = Vec::new();
+        let mut tower = |prefix: &str, t: &crate::config::TowerConfig| {
+            let (d, f) = (t.hidden_size, t.intermediate_size);
+            let u = |fan_in: usize| Kind::Uniform((3.0 / fan_in as f32).sqrt());
+            for i in 0..t.num_layers {
+                let p = format!("{prefix}.encoder.layers.{i}");
+                for ln in ["layer_norm1", "layer_norm2"] {
+                    list.push((format!("{p}.{ln}.weight"), vec![d], Kind::NearOne));
+                    list.push((format!("{p}.{ln}.bias"), vec![d], Kind::Uniform(0.05)));
+                }
+                for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                    list.push((format!("{p}.self_attn.{proj}.weight"), vec![d, d], u(d)));
+                    list.push((format!("{p}.self_attn.{proj}.bias"), vec![d], Kind::Uniform(0.05)));
+                }
+                list.push((format!("{p}.mlp.fc1.weight"), vec![f, d], u(d)));
+                list.push((format!("{p}.mlp.fc1.bias"), vec![f], Kind::Uniform(0.05)));
+                list.push((format!("{p}.mlp.fc2.weight"), vec![d, f], u(f)));
+                list.push((format!("{p}.mlp.fc2.bias"), vec![d], Kind::Uniform(0.05)));
+            }
+        };
+        tower("text_model", &cfg.text.tower);
+        tower("vision_model", &cfg.vision.tower);
+        let (tc, vc) = (&cfg.text, &cfg.vision);
+        let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
+        for (n, s, k) in [
+            ("text_model.embeddings.token_embedding.weight", vec![tc.vocab_size, dt], Kind::Uniform(0.5)),
+            ("text_model.embeddings.position_embedding.weight", vec![tc.max_position_embeddings, dt], Kind::Uniform(0.5)),
+            ("text_model.final_layer_norm.weight", vec![dt], Kind::NearOne),
+            ("text_model.final_layer_norm.bias", vec![dt], Kind::Uniform(0.05)),
+            ("vision_model.embeddings.class_embedding", vec![dv], Kind::Uniform(0.5)),
+            ("vision_model.embeddings.patch_embedding.weight", vec![dv, 3, p, p], Kind::Uniform((3.0 / (3 * p * p) as f32).sqrt())),
+            ("vision_model.embeddings.position_embedding.weight", vec![vc.num_positions(), dv], Kind::Uniform(0.5)),
+            ("vision_model.pre_layrnorm.weight", vec![dv], Kind::NearOne),
+            ("vision_model.pre_layrnorm.bias", vec![dv], Kind::Uniform(0.05)),
+            ("vision_model.post_layernorm.weight", vec![dv], Kind::NearOne),
+            ("vision_model.post_layernorm.bias", vec![dv], Kind::Uniform(0.05)),
+            ("text_projection.weight", vec![cfg.projection_dim, dt], Kind::Uniform((3.0 / dt as f32).sqrt())),
+            ("visual_projection.weight", vec![cfg.projection_dim, dv], Kind::Uniform((3.0 / dv as f32).sqrt())),
+            ("logit_scale", vec![], Kind::Const(100f32.ln())),
+        ] {
+            list.push((n.to_string(), s, k));
+        }
+        let mut header = serde_json::Map::new();
+        let mut at = 0u64;
+        let mut spans = Vec::new();
+        for (name, shape, kind) in &list {
+            let numel: u64 = shape.iter().map(|&d| d as u64).product();
+            header.insert(name.clone(), json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + 4 * numel]}));
+            spans.push((at, numel, *kind));
+            at += 4 * numel;
+        }
+        let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+        while h.len() % 8 != 0 {
+            h.push(b' ');
+        }
+        let start = 8 + h.len() as u64;
+        let mut head = (h.len() as u64).to_le_bytes().to_vec();
+        head.extend(h);
+        Ok(RandomSource {
+            config: config.to_string().into_bytes(),
+            header: head,
+            tensors: spans.into_iter().map(|(a, n, k)| (a + start, n, k)).collect(),
+            size: start + at,
+            seed,
+        })
+    }
+
+    fn value(&self, tensor: usize, i: u64, kind: Kind) -> f32 {
+        let r = splitmix(self.seed ^ splitmix(tensor as u64) ^ i);
+        let u = (r >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0; // [-1, 1)
+        match kind {
+            Kind::Uniform(s) => u * s,
+            Kind::NearOne => 1.0 + 0.1 * u,
+            Kind::Const(c) => c,
+        }
+    }
+
+    fn bytes(&self, offset: u64, len: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len as usize);
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            if (pos as usize) < self.header.len() {
+                out.push(self.header[pos as usize]);
+                pos += 1;
+                continue;
+            }
+            let ti = self.tensors.partition_point(|t| t.0 <= pos) - 1;
+            let (start, numel, kind) = self.tensors[ti];
+            let stop = end.min(start + 4 * numel);
+            if pos >= stop {
+                out.push(0);
+                pos += 1;
+                continue;
+            }
+            while pos < stop {
+                let b = self.value(ti, (pos - start) / 4, kind).to_le_bytes();
+                let from = ((pos - start) % 4) as usize;
+                let take = (4 - from).min((stop - pos) as usize);
+                out.extend_from_slice(&b[from..from + take]);
+                pos += take as u64;
+            }
+        }
+        out
+    }
+}
+
+impl ModelSource for RandomSource {
+    fn describe(&self) -> String {
+        "a random model".to_string()
+    }
+    fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            Ok(match name {
+                "config.json" => Some(self.config.len() as u64),
+                "model.safetensors" => Some(self.size),
+                _ => None,
+            })
+        })
+    }
+    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            match name {
+                "config.json" => Ok(self.config[offset as usize..(offset + len) as usize].to_vec()),
+                "model.safetensors" if offset + len <= self.size => Ok(self.bytes(offset, len)),
+                _ => Err(Error::Io { name: name.to_string(), message: "not in the random model".to_string() }),
+            }
+        })
+    }
+}

@@ -1,0 +1,299 @@
+//! safetensors reading: header parsing and validation, sharded checkpoints, dtype conversion.
+//!
+//! Format (<https://github.com/huggingface/safetensors>, v0.4): 8-byte little-endian header length
+//! `N`, then `N` bytes of JSON `{name: {"dtype", "shape", "data_offsets": [begin, end]}}` (offsets
+//! relative to the end of the header), then the data. Tensors are read one at a time through a
+//! [`ModelSource`], so a checkpoint is never held whole.
+
+use crate::error::{Error, Result};
+use crate::source::{read_all, ModelSource};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The safetensors reference implementation refuses headers over 100 MB; so do we, before
+/// allocating anything for one.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Index files list a few thousand names at most; 16 MB is generous.
+const MAX_INDEX_BYTES: u64 = 16 << 20;
+
+/// Element types of safetensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DType {
+    Bool,
+    U8,
+    I8,
+    F8E5M2,
+    F8E4M3,
+    I16,
+    U16,
+    F16,
+    BF16,
+    I32,
+    U32,
+    F32,
+    F64,
+    I64,
+    U64,
+}
+
+impl DType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "BOOL" => DType::Bool,
+            "U8" => DType::U8,
+            "I8" => DType::I8,
+            "F8_E5M2" => DType::F8E5M2,
+            "F8_E4M3" => DType::F8E4M3,
+            "I16" => DType::I16,
+            "U16" => DType::U16,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "I32" => DType::I32,
+            "U32" => DType::U32,
+            "F32" => DType::F32,
+            "F64" => DType::F64,
+            "I64" => DType::I64,
+            "U64" => DType::U64,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element.
+    pub(crate) fn size(self) -> u64 {
+        match self {
+            DType::Bool | DType::U8 | DType::I8 | DType::F8E5M2 | DType::F8E4M3 => 1,
+            DType::I16 | DType::U16 | DType::F16 | DType::BF16 => 2,
+            DType::I32 | DType::U32 | DType::F32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+        }
+    }
+}
+
+/// Where one tensor's bytes are.
+#[derive(Debug, Clone)]
+pub(crate) struct TensorInfo {
+    pub file: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Absolute byte offset in `file`.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Parses and validates one file's header. `file_size` is the size of the whole file.
+pub(crate) fn parse_header(
+    file: &str,
+    header: &[u8],
+    data_start: u64,
+    file_size: u64,
+) -> Result<Vec<(String, TensorInfo)>> {
+    let bad = |m: String| Error::safetensors(file, m);
+    let root = match serde_json::from_slice::<Value>(header) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(bad("the header is not a JSON object".into())),
+        Err(e) => return Err(bad(format!("the header is not valid JSON ({e})"))),
+    };
+    let data_len = file_size - data_start;
+    let mut out = Vec::with_capacity(root.len());
+    for (name, v) in root {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |k: &str| v.get(k).ok_or_else(|| bad(format!("tensor `{name}` has no `{k}`")));
+        let dtype_s = field("dtype")?.as_str().unwrap_or("?");
+        let dtype =
+            DType::parse(dtype_s).ok_or_else(|| bad(format!("tensor `{name}` has unknown dtype {dtype_s}")))?;
+        let shape: Vec<usize> = field("shape")?
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| bad(format!("tensor `{name}` has a malformed shape")))?;
+        let offs: Vec<u64> = field("data_offsets")?
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_u64).collect())
+            .filter(|o: &Vec<u64>| o.len() == 2)
+            .ok_or_else(|| bad(format!("tensor `{name}` has malformed data_offsets")))?;
+        let (begin, end) = (offs[0], offs[1]);
+        if begin > end || end > data_len {
+            return Err(bad(format!(
+                "tensor `{name}` spans bytes {begin}..{end} but the data section has {data_len} bytes (truncated file?)"
+            )));
+        }
+        let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let want = numel.and_then(|n| n.checked_mul(dtype.size()));
+        if want != Some(end - begin) {
+            return Err(bad(format!(
+                "tensor `{name}`: {dtype_s} x {shape:?} needs {} bytes, data_offsets give {}",
+                want.map_or("too many".to_string(), |w| w.to_string()),
+                end - begin
+            )));
+        }
+        out.push((
+            name,
+            TensorInfo { file: file.to_string(), dtype, shape, offset: data_start + begin, len: end - begin },
+        ));
+    }
+    let mut spans: Vec<(u64, u64, &str)> =
+        out.iter().filter(|(_, t)| t.len > 0).map(|(n, t)| (t.offset, t.offset + t.len, n.as_str())).collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(bad(format!("tensors `{}` and `{}` overlap", w[0].2, w[1].2)));
+        }
+    }
+    Ok(out)
+}
+
+/// All tensors of a checkpoint (one file or shards), by name.
+pub(crate) struct Checkpoint {
+    tensors: BTreeMap<String, TensorInfo>,
+}
+
+impl Checkpoint {
+    /// Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
+    pub(crate) async fn open(src: &dyn ModelSource) -> Result<Self> {
+        const SINGLE: &str = "model.safetensors";
+        const INDEX: &str = "model.safetensors.index.json";
+        let mut files: Vec<String> = Vec::new();
+        if src.size(INDEX).await?.is_some() {
+            let bytes = read_all(src, INDEX, MAX_INDEX_BYTES).await?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::safetensors(INDEX, format!("invalid JSON ({e})")))?;
+            let map = v
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| Error::safetensors(INDEX, "no `weight_map` object"))?;
+            for f in map.values() {
+                let f = f.as_str().ok_or_else(|| Error::safetensors(INDEX, "a weight_map value is not a string"))?;
+                if !files.iter().any(|g| g == f) {
+                    files.push(f.to_string());
+                }
+            }
+        } else if src.size(SINGLE).await?.is_some() {
+            files.push(SINGLE.to_string());
+        } else {
+            let hint = if src.size("pytorch_model.bin").await?.is_some() {
+                "only pytorch_model.bin is there: sciscore reads safetensors; convert with \
+                 `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
+            } else {
+                "expected model.safetensors or model.safetensors.index.json"
+            };
+            return Err(Error::MissingFile {
+                name: SINGLE.to_string(),
+                hint: crate::error::Hint(Some(hint.to_string())),
+            });
+        }
+        let mut tensors = BTreeMap::new();
+        for f in &files {
+            for (name, info) in Self::read_header(src, f).await? {
+                if tensors.insert(name.clone(), info).is_some() {
+                    return Err(Error::safetensors(f, format!("tensor `{name}` appears in two shards")));
+                }
+            }
+        }
+        Ok(Checkpoint { tensors })
+    }
+
+    async fn read_header(src: &dyn ModelSource, file: &str) -> Result<Vec<(String, TensorInfo)>> {
+        let size = src.size(file).await?.ok_or_else(|| Error::MissingFile {
+            name: file.to_string(),
+            hint: crate::error::Hint(Some("named by model.safetensors.index.json".to_string())),
+        })?;
+        if size < 8 {
+            return Err(Error::safetensors(file, format!("the file has {size} bytes; a safetensors file has at least 8")));
+        }
+        let n = u64::from_le_bytes(src.read(file, 0, 8).await?.try_into().expect("8 bytes"));
+        if n > MAX_HEADER_BYTES || n > size - 8 {
+            return Err(Error::safetensors(
+                file,
+                format!("header length {n} is past the end of the {size}-byte file (corrupt or truncated)"),
+            ));
+        }
+        let header = src.read(file, 8, n).await?;
+        parse_header(file, &header, 8 + n, size)
+    }
+
+    /// Metadata of `name`, checked against the shape the config implies.
+    pub(crate) fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
+        let t = self.tensors.get(name).ok_or_else(|| Error::MissingWeight(name.to_string()))?;
+        if t.shape != expected {
+            return Err(Error::WeightShape {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                got: t.shape.clone(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Reads `name` as f32, whatever its stored float type.
+    pub(crate) async fn read_f32(&self, src: &dyn ModelSource, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let t = self.info(name, expected)?;
+        let bytes = src.read(&t.file, t.offset, t.len).await?;
+        to_f32(name, t.dtype, &bytes)
+    }
+}
+
+/// Converts little-endian F32/F16/BF16 bytes to f32.
+pub(crate) fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect(),
+        other => return Err(Error::WeightDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(json: &str) -> Vec<(String, TensorInfo)> {
+        parse_header("t.safetensors", json.as_bytes(), 8 + json.len() as u64, 8 + json.len() as u64 + 64).unwrap()
+    }
+
+    fn header_err(json: &str, data: u64) -> String {
+        parse_header("t.safetensors", json.as_bytes(), 8 + json.len() as u64, 8 + json.len() as u64 + data)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn parses_and_places() {
+        let h = header(r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"s":{"dtype":"F16","shape":[],"data_offsets":[24,26]}}"#);
+        assert_eq!(h.len(), 2);
+        let a = &h.iter().find(|(n, _)| n == "a").unwrap().1;
+        assert_eq!((a.shape.clone(), a.len), (vec![2, 3], 24));
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let m = header_err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 64);
+        assert!(m.contains("overlap"), "{m}");
+        let m = header_err(r#"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}"#, 64);
+        assert!(m.contains("needs 24 bytes"), "{m}");
+        let m = header_err(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8);
+        assert!(m.contains("truncated"), "{m}");
+        let m = header_err(r#"{"a":{"dtype":"Q4","shape":[4],"data_offsets":[0,16]}}"#, 64);
+        assert!(m.contains("unknown dtype"), "{m}");
+        let m = header_err(r#"[1,2]"#, 64);
+        assert!(m.contains("not a JSON object"), "{m}");
+        let m = header_err(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}}"#, 64);
+        assert!(m.contains("too many"), "{m}");
+    }
+
+    #[test]
+    fn converts_half_types() {
+        let one_f16 = half::f16::from_f32(1.5).to_bits().to_le_bytes();
+        assert_eq!(to_f32("x", DType::F16, &one_f16).unwrap(), vec![1.5]);
+        let bf = half::bf16::from_f32(-2.0).to_bits().to_le_bytes();
+        assert_eq!(to_f32("x", DType::BF16, &bf).unwrap(), vec![-2.0]);
+        assert!(to_f32("x", DType::I64, &[0; 8]).is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! The weights of a `CLIPModel` in f32 for the CPU reference, named and shaped as in Hugging Face
+//! `modeling_clip.py` (transformers 4.50.3), so that each safetensors key lines up with one field.
+//! Every tensor is checked against the shape `config.json` implies when it is loaded.
+
+use crate::config::{ClipConfig, TowerConfig};
+use crate::error::Result;
+use crate::safetensors::Checkpoint;
+use crate::source::ModelSource;
+
+/// `y = x W^T + b`, W: (out, in) row-major as stored by PyTorch.
+pub(crate) struct Linear {
+    pub weight: Vec<f32>, // (out, in)
+    pub bias: Option<Vec<f32>>, // (out,)
+    pub out_features: usize,
+    pub in_features: usize,
+}
+
+pub(crate) struct LayerNorm {
+    pub weight: Vec<f32>, // (D,)
+    pub bias: Vec<f32>,   // (D,)
+}
+
+pub(crate) struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+}
+
+pub(crate) struct Mlp {
+    pub fc1: Linear, // (F, D)
+    pub fc2: Linear, // (D, F)
+}
+
+pub(crate) struct EncoderLayer {
+    pub layer_norm1: LayerNorm,
+    pub self_attn: Attention,
+    pub layer_norm2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+pub(crate) struct TextWeights {
+    pub token_embedding: Vec<f32>,    // (V, D)
+    pub position_embedding: Vec<f32>, // (P, D)
+    pub layers: Vec<EncoderLayer>,
+    pub final_layer_norm: LayerNorm,
+}
+
+pub(crate) struct VisionWeights {
+    pub class_embedding: Vec<f32>,    // (D,)
+    pub patch_embedding: Vec<f32>,    // (D, 3, p, p) = (D, 3*p*p)
+    pub position_embedding: Vec<f32>, // (N+1, D)
+    pub pre_layernorm: LayerNorm,     // HF: pre_layrnorm
+    pub layers: Vec<EncoderLayer>,
+    pub post_layernorm: LayerNorm,
+}
+
+pub(crate) struct ClipWeights {
+    pub text: TextWeights,
+    pub vision: VisionWeights,
+    pub text_projection: Linear,   // (P, Dt), no bias
+    pub visual_projection: Linear, // (P, Dv), no bias
+    /// The raw parameter; scores use `exp(logit_scale)`.
+    pub logit_scale: f32,
+}
+
+/// Reads tensors by name with their expected shapes.
+pub(crate) struct Loader<'a> {
+    pub ckpt: &'a Checkpoint,
+    pub src: &'a dyn ModelSource,
+}
+
+impl Loader<'_> {
+    pub async fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.ckpt.read_f32(self.src, name, shape).await
+    }
+
+    pub async fn linear(&self, name: &str, out_f: usize, in_f: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&format!("{name}.weight"), &[out_f, in_f]).await?,
+            bias: match bias {
+                true => Some(self.tensor(&format!("{name}.bias"), &[out_f]).await?),
+                false => None,
+            },
+            out_features: out_f,
+            in_features: in_f,
+        })
+    }
+
+    pub async fn layer_norm(&self, name: &str, d: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: self.tensor(&format!("{name}.weight"), &[d]).await?,
+            bias: self.tensor(&format!("{name}.bias"), &[d]).await?,
+        })
+    }
+
+    async fn layers(&self, prefix: &str, t: &TowerConfig) -> Result<Vec<EncoderLayer>> {
+        let (d, f) = (t.hidden_size, t.intermediate_size);
+        let mut out = Vec::with_capacity(t.num_layers);
+        for i in 0..t.num_layers {
+            let p = format!("{prefix}.encoder.layers.{i}");
+            out.push(EncoderLayer {
+                layer_norm1: self.layer_norm(&format!("{p}.layer_norm1"), d).await?,
+                self_attn: Attention {
+                    q_proj: self.linear(&format!("{p}.self_attn.q_proj"), d, d, true).await?,
+                    k_proj: self.linear(&format!("{p}.self_attn.k_proj"), d, d, true).await?,
+                    v_proj: self.linear(&format!("{p}.self_attn.v_proj"), d, d, true).await?,
+                    out_proj: self.linear(&format!("{p}.self_attn.out_proj"), d, d, true).await?,
+                },
+                layer_norm2: self.layer_norm(&format!("{p}.layer_norm2"), d).await?,
+                mlp: Mlp {
+                    fc1: self.linear(&format!("{p}.mlp.fc1"), f, d, true).await?,
+                    fc2: self.linear(&format!("{p}.mlp.fc2"), d, f, true).await?,
+                },
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl ClipWeights {
+    /// Loads every tensor of the CPU model, one at a time.
+    pub(crate) async fn load(cfg: &ClipConfig, ckpt: &Checkpoint, src: &dyn ModelSource) -> Result<Self> {
+        let l = Loader { ckpt, src };
+        let (tc, vc) = (&cfg.text, &cfg.vision);
+        let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
+        let text = TextWeights {
+            token_embedding: l.tensor("text_model.embeddings.token_embedding.weight", &[tc.vocab_size, dt]).await?,
+            position_embedding: l
+                .tensor("text_model.embeddings.position_embedding.weight", &[tc.max_position_embeddings, dt])
+                .await?,
+            layers: l.layers("text_model", &tc.tower).await?,
+            final_layer_norm: l.layer_norm("text_model.final_layer_norm", dt).await?,
+        };
+        let vision = VisionWeights {
+            class_embedding: l.tensor("vision_model.embeddings.class_embedding", &[dv]).await?,
+            patch_embedding: l
+                .tensor("vision_model.embeddings.patch_embedding.weight", &[dv, vc.num_channels, p, p])
+                .await?,
+            position_embedding: l
+                .tensor("vision_model.embeddings.position_embedding.weight", &[vc.num_positions(), dv])
+                .await?,
+            pre_layernorm: l.layer_norm("vision_model.pre_layrnorm", dv).await?,
+            layers: l.layers("vision_model", &vc.tower).await?,
+            post_layernorm: l.layer_norm("vision_model.post_layernorm", dv).await?,
+        };
+        Ok(ClipWeights {
+            text,
+            vision,
+            text_projection: l.linear("text_projection", cfg.projection_dim, dt, false).await?,
+            visual_projection: l.linear("visual_projection", cfg.projection_dim, dv, false).await?,
+            logit_scale: l.tensor("logit_scale", &[]).await?[0],
+        })
+    }
+}

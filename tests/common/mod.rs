@@ -1,0 +1,90 @@
+//! Shared test helpers: fixture paths, golden readers, comparisons with named tolerances.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// f32 CPU path vs transformers f32: embeddings must agree to cosine >= this.
+pub const EMBED_COS_F32: f64 = 0.99999;
+/// Scores are `100 * cos`: an f32 reordering of sums moves them by ~1e-5; 0.01 is the contract.
+pub const SCORE_ABS_F32: f64 = 0.01;
+/// Hidden states: relative max-abs error vs the golden's magnitude. Both sides are f32 with
+/// different summation orders (SDPA, MKL vs gemm); 1e-4 is ~1000 ulp of headroom over 2-3 layers.
+pub const HIDDEN_REL_F32: f64 = 1e-4;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn model_dir(name: &str) -> PathBuf {
+    fixtures().join("models").join(name)
+}
+
+pub const MODELS: [&str; 3] = ["tiny224", "odd", "bf16"];
+
+pub fn golden_json(model: &str) -> Value {
+    let p = fixtures().join("goldens").join(format!("{model}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// All F32 tensors of a golden safetensors file: name -> (shape, values).
+pub fn golden_tensors(model: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(fixtures().join("goldens").join(format!("{model}.safetensors"))).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut out = HashMap::new();
+    for (k, v) in header {
+        if k == "__metadata__" {
+            continue;
+        }
+        assert_eq!(v["dtype"], "F32", "{k}");
+        let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let o = v["data_offsets"].as_array().unwrap();
+        let (a, b) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
+        let vals = data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        out.insert(k, (shape, vals));
+    }
+    out
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Max |a - b|, with its index.
+pub fn max_abs(a: &[f32], b: &[f32]) -> (f64, usize) {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .map(|(i, (&x, &y))| ((x as f64 - y as f64).abs(), i))
+        .fold((0.0, 0), |m, v| if v.0 > m.0 { v } else { m })
+}
+
+/// Asserts `ours` equals `theirs` within `rel * (1 + max|theirs|)`, printing where it broke.
+pub fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f64) -> f64 {
+    assert_eq!(ours.len(), theirs.len(), "{what}: length {} vs golden {}", ours.len(), theirs.len());
+    let scale = 1.0 + theirs.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
+    let (d, i) = max_abs(ours, theirs);
+    assert!(
+        d <= rel * scale,
+        "{what}: max |diff| {d:.3e} at index {i} (ours {}, golden {}), allowed {:.3e}",
+        ours[i],
+        theirs[i],
+        rel * scale
+    );
+    d
+}
+
+pub fn load(model: &str) -> sciscore::Model {
+    let src = sciscore::DirSource::new(model_dir(model)).unwrap();
+    pollster::block_on(sciscore::Model::load(&src, sciscore::Backend::Cpu)).unwrap()
+}
