@@ -30,6 +30,7 @@ deterministic algorithms. Running the script twice gives byte-identical files.
 
 import gzip
 import hashlib
+import io
 import importlib.util
 import json
 import math
@@ -706,13 +707,125 @@ def tokenizer_cases(model_dir: Path, gold_dir: Path):
         json.dumps(cases, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
 
+# ---------------------------------------------------------------------------------------------
+# A tiny Science-T2I split: the schema of the Hugging Face parquet shards of Science-T2I-S/-C
+# (image lists as list<struct<bytes: binary, path: string>>), in two shards with small row
+# groups so readers must stream, and the accuracies transformers gives on it per model.
+BENCH_LAWS = [
+    ("physics", "buoyancy", "ice cubes in a glass of water", "ice floating at the top", "ice sunk at the bottom"),
+    ("physics", "refraction", "a straw in a glass of water", "the straw looks bent at the surface", "a perfectly straight straw"),
+    ("chemistry", "oxidation", "an old iron nail left outside for years", "a rusty orange nail", "a shiny silver nail"),
+    ("chemistry", "combustion", "a candle burning for three hours", "a short melted candle", "a tall unburnt candle"),
+    ("biology", "phototropism", "a plant on a windowsill for weeks", "the plant leaning toward the window", "the plant growing straight up"),
+    ("biology", "ripening", "a banana left on the counter for two weeks", "a brown spotted banana", "a bright green banana"),
+]
+BENCH_CANDIDATES = 40
+BENCH_ROWS = 14
+# Rows whose two scores are closer than this (in logit units, for every model) are skipped:
+# the benchmark decision is a strict comparison and a near-tie is decided by rounding noise,
+# which no test across backends can pin.
+BENCH_MIN_MARGIN = 0.05
+
+
+def _bench_image(rng, fmt):
+    w, h = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+    x, y = _grad(w, h)
+    base = np.stack([x, y, (x + y) / 2], axis=-1) * 255 * rng.uniform(0.3, 1.0, size=3)
+    im = Image.fromarray(_u8(base), "RGB")
+    cols = [tuple(int(c) for c in rng.integers(0, 256, size=3)) for _ in range(4)]
+    _shapes(ImageDraw.Draw(im), w, h, cols)
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        im.save(buf, format="JPEG", quality=92, subsampling=0)
+    else:
+        im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def write_benchmark(gold_dir: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(SEED + 100)
+    cands = []
+    for i in range(BENCH_CANDIDATES):
+        cat, law, scene, right, wrong = BENCH_LAWS[i % len(BENCH_LAWS)]
+        fmt = "JPEG" if i % 3 == 0 else "PNG"
+        ext = "jpg" if fmt == "JPEG" else "png"
+        cands.append({
+            "implicit_prompt": f"{scene}, picture {i}",
+            "explicit_prompt": f"{scene}, {right}",
+            "superficial_prompt": f"{scene}, {wrong}",
+            "explicit_image": [{"bytes": _bench_image(rng, fmt), "path": f"{i:03d}_explicit.{ext}"}],
+            "superficial_image": [{"bytes": _bench_image(rng, fmt), "path": f"{i:03d}_superficial.{ext}"}],
+            "category": cat,
+            "law": law,
+        })
+
+    # Score every candidate with every model, as the authors' eval script does.
+    margins = {}
+    for name in MODELS:
+        d = OUT / "models" / name
+        tok = CLIPTokenizerFast.from_pretrained(str(d))
+        proc = CLIPImageProcessor.from_pretrained(str(d))
+        model = CLIPModel.from_pretrained(str(d), torch_dtype=torch.float32).eval()
+        rows = []
+        for c in cands:
+            ims = [Image.open(io.BytesIO(c[k][0]["bytes"])) for k in ("explicit_image", "superficial_image")]
+            x = tok(c["implicit_prompt"], truncation=True, max_length=MAX_POSITIONS, return_tensors="pt")
+            pv = proc(images=ims, return_tensors="pt").pixel_values
+            logits = model(input_ids=x.input_ids, pixel_values=pv).logits_per_text[0]
+            probs = logits.softmax(-1)
+            rows.append((float(logits[0]), float(logits[1]), float(probs[0]), float(probs[1])))
+        margins[name] = rows
+    keep = [i for i in range(BENCH_CANDIDATES)
+            if all(abs(margins[n][i][0] - margins[n][i][1]) > BENCH_MIN_MARGIN for n in MODELS)][:BENCH_ROWS]
+    assert len(keep) == BENCH_ROWS, len(keep)
+
+    schema = pa.schema([
+        ("implicit_prompt", pa.string()), ("explicit_prompt", pa.string()), ("superficial_prompt", pa.string()),
+        ("explicit_image", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+        ("superficial_image", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+        ("category", pa.string()), ("law", pa.string()),
+    ])
+    bench_dir = OUT / "science_t2i"
+    shutil.rmtree(bench_dir, ignore_errors=True)
+    bench_dir.mkdir(parents=True)
+    half = BENCH_ROWS // 2
+    for s, part in enumerate([keep[:half], keep[half:]]):
+        table = pa.Table.from_pylist([cands[i] for i in part], schema=schema)
+        pq.write_table(table, bench_dir / f"test-{s:05d}-of-00002.parquet", row_group_size=3,
+                       compression="snappy")
+
+    for name in MODELS:
+        per_row, cat_ok, law_ok = [], {}, {}
+        for r, i in enumerate(keep):
+            s0, s1, p0, p1 = margins[name][i]
+            correct = p0 > p1
+            c = cands[i]
+            per_row.append({"row": r, "category": c["category"], "law": c["law"], "score_explicit": s0,
+                            "score_superficial": s1, "prob_explicit": p0, "prob_superficial": p1,
+                            "correct": correct})
+            cat_ok.setdefault(c["category"], []).append(correct)
+            law_ok.setdefault(c["law"], []).append(correct)
+        out = {
+            "rows": len(per_row),
+            "overall_accuracy": sum(x["correct"] for x in per_row) / len(per_row),
+            "category_accuracy": {k: sum(v) / len(v) for k, v in sorted(cat_ok.items())},
+            "law_accuracy": {k: sum(v) / len(v) for k, v in sorted(law_ok.items())},
+            "per_row": per_row,
+        }
+        (gold_dir / f"eval_{name}.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        print(f"  eval {name}: {out['overall_accuracy']:.4f} over {len(per_row)} rows")
+
+
 def main():
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # one thread: the same reduction order on every machine
 
     # Clear only what this script owns.
-    for sub in ["images", "models", "goldens"]:
+    for sub in ["images", "models", "goldens", "science_t2i"]:
         shutil.rmtree(OUT / sub, ignore_errors=True)
     for f in ["PROVENANCE.json", "prompts.json", "images.json"]:
         (OUT / f).unlink(missing_ok=True)
@@ -737,6 +850,8 @@ def main():
         save_model(name, spec, model_dir, tok_dir)
         diags[name] = goldens(name, spec, model_dir, OUT / "images", images_meta, gold_dir)
     tokenizer_cases(OUT / "models" / "tiny224", gold_dir)
+    print("benchmark split")
+    write_benchmark(gold_dir)
     shutil.rmtree(tok_dir)
 
     provenance = {
@@ -750,6 +865,7 @@ def main():
             "numpy": np.__version__,
             "safetensors": safetensors.__version__,
             "open_clip_torch": _dist_version("open_clip_torch"),
+            "pyarrow": _dist_version("pyarrow"),
         },
         "script": "scripts/make_fixtures.py",
         "notes": (
