@@ -797,6 +797,16 @@ def write_benchmark(gold_dir: Path):
         pq.write_table(table, bench_dir / f"test-{s:05d}-of-00002.parquet", row_group_size=3,
                        compression="snappy")
 
+    # Bad inputs: a shard without the `law` column, and one whose row 1 has undecodable bytes.
+    bad_dir = OUT / "science_t2i_bad"
+    shutil.rmtree(bad_dir, ignore_errors=True)
+    bad_dir.mkdir(parents=True)
+    rows = [dict(cands[i]) for i in keep[:3]]
+    no_law = pa.Table.from_pylist(rows, schema=schema).drop_columns(["law"])
+    pq.write_table(no_law, bad_dir / "missing_column.parquet")
+    rows[1]["explicit_image"] = [{"bytes": b"definitely not an image", "path": "broken.png"}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), bad_dir / "bad_image.parquet", row_group_size=2)
+
     for name in MODELS:
         per_row, cat_ok, law_ok = [], {}, {}
         for r, i in enumerate(keep):
@@ -825,7 +835,7 @@ def main():
     torch.set_num_threads(1)  # one thread: the same reduction order on every machine
 
     # Clear only what this script owns.
-    for sub in ["images", "models", "goldens", "science_t2i"]:
+    for sub in ["images", "models", "goldens", "science_t2i", "science_t2i_bad"]:
         shutil.rmtree(OUT / sub, ignore_errors=True)
     for f in ["PROVENANCE.json", "prompts.json", "images.json"]:
         (OUT / f).unlink(missing_ok=True)

@@ -10,6 +10,8 @@ use crate::safetensors::Checkpoint;
 use crate::weights::{ClipWeights, Linear};
 use std::time::Instant;
 
+pub use crate::gpu::bench::{bench_gpu, GpuBench};
+
 /// One timed case.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchRow {

@@ -47,7 +47,13 @@ pub enum Error {
     /// Bad arguments to an API call.
     #[error("{0}")]
     Invalid(String),
-    /// A GPU problem (no adapter, shader compilation, validation, lost device).
+    /// No GPU adapter (WebGPU / Vulkan / Metal / DX12) could be found.
+    #[error("no GPU adapter found ({0}); install a GPU driver (e.g. Mesa's lavapipe for Vulkan on the CPU) or use the CPU backend (`--backend cpu`)")]
+    NoAdapter(String),
+    /// A WGSL shader or its pipeline failed to compile on this device.
+    #[error("shader `{label}` does not compile on this GPU: {message}")]
+    Shader { label: String, message: String },
+    /// A GPU problem (validation, out of memory, lost device).
     #[error("gpu: {0}")]
     Gpu(String),
 }

@@ -13,6 +13,7 @@
 pub mod config;
 mod cpu;
 mod error;
+mod gpu;
 mod model;
 pub mod preprocess;
 mod safetensors;
@@ -20,6 +21,8 @@ pub mod score;
 pub mod source;
 mod tokenizer;
 mod weights;
+#[cfg(target_arch = "wasm32")]
+mod web;
 
 pub use config::{ClipConfig, PreprocessorConfig};
 pub use cpu::Trace;
@@ -32,3 +35,7 @@ pub use tokenizer::Tokenizer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod random;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod batch;

@@ -3,6 +3,7 @@
 
 use crate::config::{ClipConfig, PreprocessorConfig};
 use crate::cpu::{CpuModel, Trace};
+use crate::gpu::{GpuModel, GpuOptions};
 use crate::error::{Error, Hint, Result};
 use crate::safetensors::Checkpoint;
 use crate::score;
@@ -48,9 +49,15 @@ pub struct Model {
     cfg: ClipConfig,
     pre: PreprocessorConfig,
     tokenizer: Tokenizer,
-    cpu: CpuModel,
+    engine: Engine,
     text_cache: Mutex<HashMap<String, Vec<f32>>>,
     image_cache: Mutex<HashMap<u128, Vec<f32>>>,
+}
+
+/// The network behind a `Model`.
+enum Engine {
+    Cpu(CpuModel),
+    Gpu(Box<GpuModel>),
 }
 
 fn content_key(bytes: &[u8]) -> u128 {
@@ -67,11 +74,6 @@ fn content_key(bytes: &[u8]) -> u128 {
 impl Model {
     /// Loads config, tokenizer, preprocessor settings and weights from `src`, tensor by tensor.
     pub async fn load(src: &dyn ModelSource, backend: Backend) -> Result<Model> {
-        if backend == Backend::Gpu {
-            return Err(Error::Gpu(
-                "the GPU backend is not available in this build yet; use the CPU backend (`--backend cpu`)".into(),
-            ));
-        }
         let cfg = ClipConfig::from_json(&read_all(src, "config.json", MAX_CONFIG_BYTES).await?)?;
         let pre = load_preprocessor(src).await?;
         if pre.crop_size != (cfg.vision.image_size, cfg.vision.image_size) {
@@ -85,9 +87,12 @@ impl Model {
         }
         let tokenizer = load_tokenizer(src).await?;
         let ckpt = Checkpoint::open(src).await?;
-        let w = ClipWeights::load(&cfg, &ckpt, src).await?;
+        let engine = match backend {
+            Backend::Cpu => Engine::Cpu(CpuModel { cfg: cfg.clone(), w: ClipWeights::load(&cfg, &ckpt, src).await? }),
+            Backend::Gpu => Engine::Gpu(Box::new(GpuModel::load(&cfg, &ckpt, src, GpuOptions::default()).await?)),
+        };
         Ok(Model {
-            cpu: CpuModel { cfg: cfg.clone(), w },
+            engine,
             cfg,
             pre,
             tokenizer,
@@ -103,7 +108,33 @@ impl Model {
 
     /// The raw `logit_scale` parameter (scores use its exponential).
     pub fn logit_scale(&self) -> f32 {
-        self.cpu.w.logit_scale
+        match &self.engine {
+            Engine::Cpu(m) => m.w.logit_scale,
+            Engine::Gpu(m) => m.w.logit_scale,
+        }
+    }
+
+    /// The engine in use: `cpu`, or the GPU adapter's name, backend and driver.
+    pub fn device(&self) -> String {
+        match &self.engine {
+            Engine::Cpu(_) => "cpu".to_string(),
+            Engine::Gpu(m) => m.adapter_info(),
+        }
+    }
+
+    /// Bytes of GPU memory the model holds (weights and activations); 0 on the CPU backend.
+    pub fn gpu_bytes(&self) -> u64 {
+        match &self.engine {
+            Engine::Cpu(_) => 0,
+            Engine::Gpu(m) => m.gpu_bytes(),
+        }
+    }
+
+    fn cpu(&self) -> Result<&CpuModel> {
+        match &self.engine {
+            Engine::Cpu(m) => Ok(m),
+            Engine::Gpu(_) => Err(Error::Invalid("tracing hidden states needs the CPU backend (`--backend cpu`)".into())),
+        }
     }
 
     /// Token ids of a prompt, as `CLIPTokenizerFast(prompt, truncation=True, max_length=77)`.
@@ -118,17 +149,29 @@ impl Model {
 
     /// `get_text_features` of each prompt (projected, not normalized); cached by prompt text.
     pub async fn text_embeds(&self, prompts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(prompts.len());
-        for &p in prompts {
-            if let Some(e) = self.text_cache.lock().expect("cache lock").get(p) {
-                out.push(e.clone());
-                continue;
+        let mut todo: Vec<&str> = Vec::new();
+        {
+            let cache = self.text_cache.lock().expect("cache lock");
+            for &p in prompts {
+                if !cache.contains_key(p) && !todo.contains(&p) {
+                    todo.push(p);
+                }
             }
-            let e = self.cpu.text_features(&self.tokenize(p)?, None)?;
-            self.text_cache.lock().expect("cache lock").insert(p.to_string(), e.clone());
-            out.push(e);
         }
-        Ok(out)
+        if !todo.is_empty() {
+            let ids = todo.iter().map(|p| self.tokenize(p)).collect::<Result<Vec<_>>>()?;
+            let feats = match &self.engine {
+                Engine::Cpu(m) => ids.iter().map(|i| m.text_features(i, None)).collect::<Result<Vec<_>>>()?,
+                // All new prompts in one GPU pass.
+                Engine::Gpu(m) => m.text_features(&ids).await?,
+            };
+            let mut cache = self.text_cache.lock().expect("cache lock");
+            for (p, e) in todo.iter().zip(feats) {
+                cache.insert(p.to_string(), e);
+            }
+        }
+        let cache = self.text_cache.lock().expect("cache lock");
+        Ok(prompts.iter().map(|p| cache[*p].clone()).collect())
     }
 
     /// `get_image_features` of each image (projected, not normalized); cached by content. An
@@ -149,7 +192,11 @@ impl Model {
             for &i in &todo {
                 pixels.extend(self.pixels(images[i])?);
             }
-            let feats = self.cpu.image_features(&pixels, todo.len(), None)?;
+            // All new images in one pass (the GPU splits only what exceeds its buffer limits).
+            let feats = match &self.engine {
+                Engine::Cpu(m) => m.image_features(&pixels, todo.len(), None)?,
+                Engine::Gpu(m) => m.image_features(&pixels, todo.len()).await?,
+            };
             let p = self.cfg.projection_dim;
             let mut cache = self.image_cache.lock().expect("cache lock");
             for (n, &i) in todo.iter().enumerate() {
@@ -158,6 +205,21 @@ impl Model {
         }
         let cache = self.image_cache.lock().expect("cache lock");
         Ok(keys.iter().map(|k| cache[k].clone()).collect())
+    }
+
+    /// The image preprocessing settings (`preprocessor_config.json`).
+    pub fn preprocessor(&self) -> &PreprocessorConfig {
+        &self.pre
+    }
+
+    /// `get_image_features` of `n` preprocessed images, (n, 3, S, S) -> n x (P,), in one pass and
+    /// without the content cache (streams of unique images: benchmarks, batch scoring).
+    pub async fn embed_pixels(&self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
+        let feats = match &self.engine {
+            Engine::Cpu(m) => m.image_features(pixels, n, None)?,
+            Engine::Gpu(m) => m.image_features(pixels, n).await?,
+        };
+        Ok(feats.chunks_exact(self.cfg.projection_dim).map(<[f32]>::to_vec).collect())
     }
 
     /// Scores each image against `prompt`; probabilities are a softmax over these images.
@@ -175,14 +237,14 @@ impl Model {
     /// Text tower with every hidden state recorded (tests and `--dump`).
     pub fn trace_text(&self, ids: &[u32]) -> Result<(Vec<f32>, Trace)> {
         let mut t = Trace::default();
-        let f = self.cpu.text_features(ids, Some(&mut t))?;
+        let f = self.cpu()?.text_features(ids, Some(&mut t))?;
         Ok((f, t))
     }
 
     /// Vision tower for one preprocessed image with every hidden state recorded.
     pub fn trace_image(&self, pixels: &[f32]) -> Result<(Vec<f32>, Trace)> {
         let mut t = Vec::new();
-        let f = self.cpu.image_features(pixels, 1, Some(&mut t))?;
+        let f = self.cpu()?.image_features(pixels, 1, Some(&mut t))?;
         Ok((f, t.remove(0)))
     }
 }

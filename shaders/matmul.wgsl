@@ -1,0 +1,202 @@
+// y (M, N) = x (M, K) . W^T (+ bias) (+ activation | + y), the Linear layer of every block.
+//
+// W is stored as PyTorch does, (N, K) row-major: `matmul_f16` reads it as f16 pairs packed in u32
+// (row stride `ldw` = ceil(K / 2) words; the pad half of an odd K is zero), `matmul_f32` as f32
+// (row stride `ldw` = K). Products and accumulation are f32 either way.
+//
+// Tiling: one 256-invocation workgroup computes a 64 x 64 tile of y; each invocation a 4 x 4
+// register block (four vec4 accumulators, written out by hand, no private arrays: lavapipe and
+// SwiftShader compile loops over private arrays to slow scratch memory). K advances 16 at a time
+// through two 16 x 64 f32 tiles in workgroup memory (2 x 4 KiB, well under the 16 KiB default).
+// Rows and columns past M / N and k past K are bounds-checked, so no shape needs padding.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    ldw: u32,       // row stride of W in its storage words (u32 pairs or f32)
+    has_bias: u32,  // 1: add bias[n]
+    act: u32,       // 0: none, 1: exact GELU (erf), 2: quick_gelu x * sigmoid(1.702 x)
+    accumulate: u32,// 1: y += result (residual add into y)
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;        // (M, K) f32
+@group(0) @binding(2) var<storage, read> w16: array<u32>;      // (N, ldw) f16 pairs
+@group(0) @binding(3) var<storage, read> w32: array<f32>;      // (N, ldw) f32
+@group(0) @binding(4) var<storage, read> bias: array<f32>;     // (N,) f32 (unused unless has_bias)
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;  // (M, N) f32
+
+const TILE_K: u32 = 16u;
+
+// a_tile[kk * 16 + r]: rows 4r..4r+3 of the tile at k0 + kk; b_tile likewise for columns.
+var<workgroup> a_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 rows)
+var<workgroup> b_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 cols)
+
+fn x_at(row: u32, col: u32) -> f32 {
+    if (row < p.m && col < p.k) {
+        return x[row * p.k + col];
+    }
+    return 0.0;
+}
+
+// The x tile: invocation (kk = lid % 16, r = lid / 16) loads rows 4r..4r+3 at column k0 + kk.
+fn load_a(lid: u32, m0: u32, k0: u32) {
+    let kk = lid % TILE_K;
+    let r = lid / TILE_K;
+    let row = m0 + 4u * r;
+    let col = k0 + kk;
+    a_tile[kk * 16u + r] = vec4<f32>(x_at(row, col), x_at(row + 1u, col), x_at(row + 2u, col), x_at(row + 3u, col));
+}
+
+// The packed pair (k, k + 1) of W row n, zero past N (the pad half of an odd K is stored as 0).
+fn w16_pair(n: u32, pair: u32) -> vec2<f32> {
+    if (n < p.n && 2u * pair < p.k) {
+        return unpack2x16float(w16[n * p.ldw + pair]);
+    }
+    return vec2<f32>(0.0);
+}
+
+// The f16 W tile: invocations 0..127, (pair = lid % 8, c = lid / 8) load columns 4c..4c+3 at
+// k0 + 2 pair and k0 + 2 pair + 1.
+fn load_b16(lid: u32, n0: u32, k0: u32) {
+    if (lid < 128u) {
+        let pr = lid % 8u;
+        let c = lid / 8u;
+        let n = n0 + 4u * c;
+        let pair = k0 / 2u + pr;
+        let w0 = w16_pair(n, pair);
+        let w1 = w16_pair(n + 1u, pair);
+        let w2 = w16_pair(n + 2u, pair);
+        let w3 = w16_pair(n + 3u, pair);
+        b_tile[(2u * pr) * 16u + c] = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
+        b_tile[(2u * pr + 1u) * 16u + c] = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
+    }
+}
+
+fn w32_at(n: u32, col: u32) -> f32 {
+    if (n < p.n && col < p.k) {
+        return w32[n * p.ldw + col];
+    }
+    return 0.0;
+}
+
+// The f32 W tile: invocation (kk = lid % 16, c = lid / 16) loads columns 4c..4c+3 at k0 + kk.
+fn load_b32(lid: u32, n0: u32, k0: u32) {
+    let kk = lid % TILE_K;
+    let c = lid / TILE_K;
+    let n = n0 + 4u * c;
+    let col = k0 + kk;
+    b_tile[kk * 16u + c] = vec4<f32>(w32_at(n, col), w32_at(n + 1u, col), w32_at(n + 2u, col), w32_at(n + 3u, col));
+}
+
+// erf(x) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in exact arithmetic, about 3e-7 in
+// f32; tested against f64 erf on a dense grid): erfc(z) = t (a1 + t (a2 + ...)) exp(-z^2),
+// t = 1 / (1 + 0.3275911 z), z >= 0. Returned as erfc so that GELU of negative inputs does not
+// lose its digits to 1 + erf cancellation.
+fn erfc_nonneg(z: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return poly * exp(-z * z);
+}
+
+// GELU(v) = 0.5 v (1 + erf(v / sqrt 2)); 1 + erf(-z) = erfc(z).
+fn gelu(v: f32) -> f32 {
+    let z = abs(v) * 0.70710678118654752;
+    let c = erfc_nonneg(z);
+    let one_plus_erf = select(c, 2.0 - c, v >= 0.0);
+    return 0.5 * v * one_plus_erf;
+}
+
+fn epilogue(row: u32, col: u32, acc: f32) {
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    var v = acc;
+    if (p.has_bias == 1u) {
+        v = v + bias[col];
+    }
+    if (p.act == 1u) {
+        v = gelu(v);
+    } else if (p.act == 2u) {
+        v = v / (1.0 + exp(-1.702 * v));
+    }
+    let i = row * p.n + col;
+    if (p.accumulate == 1u) {
+        v = v + y[i];
+    }
+    y[i] = v;
+}
+
+fn store_row(row: u32, col: u32, acc: vec4<f32>) {
+    epilogue(row, col, acc.x);
+    epilogue(row, col + 1u, acc.y);
+    epilogue(row, col + 2u, acc.z);
+    epilogue(row, col + 3u, acc.w);
+}
+
+// One k-step of the 4 x 4 register block: acc_i += a[i] * b.
+struct Acc {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
+
+fn tile_product(acc_in: Acc, tx: u32, ty: u32) -> Acc {
+    var acc = acc_in;
+    for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
+        let a = a_tile[kk * 16u + ty];
+        let b = b_tile[kk * 16u + tx];
+        acc.r0 = fma(vec4<f32>(a.x), b, acc.r0);
+        acc.r1 = fma(vec4<f32>(a.y), b, acc.r1);
+        acc.r2 = fma(vec4<f32>(a.z), b, acc.r2);
+        acc.r3 = fma(vec4<f32>(a.w), b, acc.r3);
+    }
+    return acc;
+}
+
+fn finish(acc: Acc, m0: u32, n0: u32, tx: u32, ty: u32) {
+    let row = m0 + 4u * ty;
+    let col = n0 + 4u * tx;
+    store_row(row, col, acc.r0);
+    store_row(row + 1u, col, acc.r1);
+    store_row(row + 2u, col, acc.r2);
+    store_row(row + 3u, col, acc.r3);
+}
+
+// Dispatch (ceil(N / 64), ceil(M / 64), 1).
+@compute @workgroup_size(256)
+fn matmul_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = wg.y * 64u;
+    let n0 = wg.x * 64u;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + TILE_K) {
+        load_a(lid, m0, k0);
+        load_b16(lid, n0, k0);
+        workgroupBarrier();
+        acc = tile_product(acc, tx, ty);
+        workgroupBarrier();
+    }
+    finish(acc, m0, n0, tx, ty);
+}
+
+@compute @workgroup_size(256)
+fn matmul_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = wg.y * 64u;
+    let n0 = wg.x * 64u;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + TILE_K) {
+        load_a(lid, m0, k0);
+        load_b32(lid, n0, k0);
+        workgroupBarrier();
+        acc = tile_product(acc, tx, ty);
+        workgroupBarrier();
+    }
+    finish(acc, m0, n0, tx, ty);
+}

@@ -1,0 +1,296 @@
+//! The weights of a `CLIPModel` on the GPU, named as in Hugging Face `modeling_clip.py`
+//! (transformers 4.50.3), streamed tensor by tensor (and matrices in row chunks) from the same
+//! `Checkpoint` + `ModelSource` as the CPU model, converted to packed f16 (default) or f32 on
+//! the way. q/k/v projections are fused into one (3D, D) matrix at load.
+//!
+//! Matrix layout: PyTorch's (out, in) row-major. f16: pairs packed in `u32`, row stride
+//! ceil(in / 2) words with a zero pad half when `in` is odd (shaders/matmul.wgsl `ldw`).
+//! Vectors (biases, LayerNorm, class and position embeddings) are always f32.
+
+use super::Gpu;
+use crate::config::{ClipConfig, TowerConfig};
+use crate::error::Result;
+use crate::safetensors::{to_f32, Checkpoint};
+use crate::source::ModelSource;
+
+/// Source bytes read per chunk while streaming a matrix: bounds host memory (wasm32) at a few
+/// MB whatever the tensor (the token table is 101-202 MB).
+const CHUNK_BYTES: u64 = 8 << 20;
+
+/// `y = x W^T + b` on the GPU.
+pub(crate) struct GpuLinear {
+    pub weight: wgpu::Buffer,       // (out, ldw) f16 pairs in u32, or f32
+    pub bias: Option<wgpu::Buffer>, // (out,) f32
+    pub out_features: usize,
+    pub in_features: usize,
+    /// Row stride of `weight` in its storage words.
+    pub ldw: usize,
+    pub f16: bool,
+}
+
+pub(crate) struct GpuLayerNorm {
+    pub weight: wgpu::Buffer, // (D,) f32
+    pub bias: wgpu::Buffer,   // (D,) f32
+}
+
+pub(crate) struct GpuAttention {
+    /// q_proj, k_proj, v_proj stacked: (3D, D), bias (3D,).
+    pub qkv_proj: GpuLinear,
+    pub out_proj: GpuLinear, // (D, D)
+}
+
+pub(crate) struct GpuMlp {
+    pub fc1: GpuLinear, // (F, D)
+    pub fc2: GpuLinear, // (D, F)
+}
+
+pub(crate) struct GpuEncoderLayer {
+    pub layer_norm1: GpuLayerNorm,
+    pub self_attn: GpuAttention,
+    pub layer_norm2: GpuLayerNorm,
+    pub mlp: GpuMlp,
+}
+
+pub(crate) struct GpuTextWeights {
+    /// (V, ldt): rows are gathered by buffer copies, so this table is never bound and may exceed
+    /// the storage-binding limit (lavapipe and browsers: 128 MiB; CLIP-H f32: 202 MB).
+    pub token_embedding: wgpu::Buffer,
+    /// Row stride of `token_embedding` in 4-byte words (ceil(D / 2) for f16, D for f32).
+    pub token_ld: usize,
+    pub position_embedding: wgpu::Buffer, // (P, D) f32
+    pub layers: Vec<GpuEncoderLayer>,
+    pub final_layer_norm: GpuLayerNorm,
+}
+
+pub(crate) struct GpuVisionWeights {
+    pub class_embedding: wgpu::Buffer,    // (D,) f32
+    pub patch_embedding: GpuLinear,       // (D, 3 p p), no bias
+    pub position_embedding: wgpu::Buffer, // (N+1, D) f32
+    pub pre_layernorm: GpuLayerNorm,      // HF: pre_layrnorm
+    pub layers: Vec<GpuEncoderLayer>,
+    pub post_layernorm: GpuLayerNorm,
+}
+
+pub(crate) struct GpuWeights {
+    pub text: GpuTextWeights,
+    pub vision: GpuVisionWeights,
+    pub text_projection: GpuLinear,   // (P, Dt)
+    pub visual_projection: GpuLinear, // (P, Dv)
+    pub logit_scale: f32,
+    /// Matrices (and the token table) are packed f16, not f32.
+    pub f16: bool,
+    /// Bytes of every buffer above.
+    pub bytes: u64,
+}
+
+/// Converts one row-chunk of f32 values, `rows` x `cols`, to the storage words of a matrix.
+pub(crate) fn pack_rows(vals: &[f32], cols: usize, f16: bool) -> Vec<u32> {
+    if !f16 {
+        return vals.iter().map(|v| v.to_bits()).collect();
+    }
+    let ld = cols.div_ceil(2);
+    let mut out = Vec::with_capacity(vals.len() / cols.max(1) * ld);
+    for row in vals.chunks_exact(cols) {
+        for pair in row.chunks(2) {
+            let lo = half::f16::from_f32(pair[0]).to_bits() as u32;
+            let hi = pair.get(1).map_or(0, |&v| half::f16::from_f32(v).to_bits() as u32);
+            out.push(lo | (hi << 16));
+        }
+    }
+    out
+}
+
+/// Row stride in storage words of a matrix with `cols` columns.
+pub(crate) fn row_words(cols: usize, f16: bool) -> usize {
+    if f16 {
+        cols.div_ceil(2)
+    } else {
+        cols
+    }
+}
+
+impl GpuLinear {
+    /// From host f32 values (tests, benchmarks): weight (out, in), bias (out,).
+    pub fn from_f32(gpu: &Gpu, w: &[f32], bias: Option<&[f32]>, out_f: usize, in_f: usize, f16: bool) -> Result<GpuLinear> {
+        let ldw = row_words(in_f, f16);
+        let weight = gpu.upload("linear", bytemuck::cast_slice(&pack_rows(w, in_f, f16)))?;
+        let bias = bias.map(|b| gpu.upload("bias", bytemuck::cast_slice(b))).transpose()?;
+        Ok(GpuLinear { weight, bias, out_features: out_f, in_features: in_f, ldw, f16 })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.weight.size() + self.bias.as_ref().map_or(0, |b| b.size())
+    }
+}
+
+impl GpuLayerNorm {
+    #[cfg(test)]
+    pub fn from_f32(gpu: &Gpu, w: &[f32], b: &[f32]) -> Result<GpuLayerNorm> {
+        Ok(GpuLayerNorm {
+            weight: gpu.upload("ln.weight", bytemuck::cast_slice(w))?,
+            bias: gpu.upload("ln.bias", bytemuck::cast_slice(b))?,
+        })
+    }
+}
+
+/// Streams tensors from the checkpoint into GPU buffers.
+struct Uploader<'a> {
+    gpu: &'a Gpu,
+    ckpt: &'a Checkpoint,
+    src: &'a dyn ModelSource,
+    f16: bool,
+    bytes: u64,
+}
+
+impl Uploader<'_> {
+    fn count(&mut self, b: &wgpu::Buffer) {
+        self.bytes += b.size();
+    }
+
+    /// A small f32 tensor.
+    async fn vector(&mut self, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
+        let v = self.ckpt.read_f32(self.src, name, shape).await?;
+        let b = self.gpu.upload(name, bytemuck::cast_slice(&v))?;
+        self.count(&b);
+        Ok(b)
+    }
+
+    /// Writes tensor `name` (stored with `shape`, viewed as (rows, cols)) into `dst` from row
+    /// `row0` on, in row chunks, converting to the matrix words.
+    async fn matrix_into(&self, dst: &wgpu::Buffer, row0: usize, name: &str, shape: &[usize], rows: usize, cols: usize, f16: bool) -> Result<()> {
+        let t = self.ckpt.info(name, shape)?;
+        let elem = t.dtype.size();
+        let row_bytes = cols as u64 * elem;
+        let chunk = (CHUNK_BYTES / row_bytes.max(1)).max(1) as usize;
+        let ld = row_words(cols, f16) as u64 * 4;
+        let mut r = 0;
+        while r < rows {
+            let n = chunk.min(rows - r);
+            let bytes = self.src.read(&t.file, t.offset + r as u64 * row_bytes, n as u64 * row_bytes).await?;
+            let vals = to_f32(name, t.dtype, &bytes)?;
+            let words = pack_rows(&vals, cols, f16);
+            self.gpu.write(dst, (row0 + r) as u64 * ld, bytemuck::cast_slice(&words));
+            r += n;
+        }
+        Ok(())
+    }
+
+    /// `names` stacked along the output dimension (one name: a plain Linear; three: fused QKV).
+    async fn linear(&mut self, names: &[String], out_each: usize, in_f: usize, bias: bool) -> Result<GpuLinear> {
+        let f16 = self.f16;
+        let ldw = row_words(in_f, f16);
+        let out_f = out_each * names.len();
+        let weight = self.gpu.storage(&names[0], (out_f * ldw * 4) as u64)?;
+        for (i, n) in names.iter().enumerate() {
+            self.matrix_into(&weight, i * out_each, &format!("{n}.weight"), &[out_each, in_f], out_each, in_f, f16).await?;
+        }
+        let bias = if bias {
+            let b = self.gpu.storage(&format!("{}.bias", names[0]), (out_f * 4) as u64)?;
+            for (i, n) in names.iter().enumerate() {
+                let v = self.ckpt.read_f32(self.src, &format!("{n}.bias"), &[out_each]).await?;
+                self.gpu.write(&b, (i * out_each * 4) as u64, bytemuck::cast_slice(&v));
+            }
+            Some(b)
+        } else {
+            None
+        };
+        let l = GpuLinear { weight, bias, out_features: out_f, in_features: in_f, ldw, f16 };
+        self.bytes += l.bytes();
+        Ok(l)
+    }
+
+    async fn layer_norm(&mut self, name: &str, d: usize) -> Result<GpuLayerNorm> {
+        Ok(GpuLayerNorm {
+            weight: self.vector(&format!("{name}.weight"), &[d]).await?,
+            bias: self.vector(&format!("{name}.bias"), &[d]).await?,
+        })
+    }
+
+    async fn layers(&mut self, prefix: &str, t: &TowerConfig) -> Result<Vec<GpuEncoderLayer>> {
+        let (d, f) = (t.hidden_size, t.intermediate_size);
+        let mut out = Vec::with_capacity(t.num_layers);
+        for i in 0..t.num_layers {
+            let p = format!("{prefix}.encoder.layers.{i}");
+            let qkv: Vec<String> = ["q_proj", "k_proj", "v_proj"].iter().map(|n| format!("{p}.self_attn.{n}")).collect();
+            out.push(GpuEncoderLayer {
+                layer_norm1: self.layer_norm(&format!("{p}.layer_norm1"), d).await?,
+                self_attn: GpuAttention {
+                    qkv_proj: self.linear(&qkv, d, d, true).await?,
+                    out_proj: self.linear(&[format!("{p}.self_attn.out_proj")], d, d, true).await?,
+                },
+                layer_norm2: self.layer_norm(&format!("{p}.layer_norm2"), d).await?,
+                mlp: GpuMlp {
+                    fc1: self.linear(&[format!("{p}.mlp.fc1")], f, d, true).await?,
+                    fc2: self.linear(&[format!("{p}.mlp.fc2")], d, f, true).await?,
+                },
+            });
+            // Hand the queued writes to the GPU so their staging memory is freed as we go.
+            self.gpu.queue.submit([]);
+            self.gpu.wait_idle()?;
+        }
+        Ok(out)
+    }
+}
+
+impl GpuWeights {
+    pub(crate) async fn load(gpu: &Gpu, cfg: &ClipConfig, ckpt: &Checkpoint, src: &dyn ModelSource, f16: bool) -> Result<GpuWeights> {
+        let mut u = Uploader { gpu, ckpt, src, f16, bytes: 0 };
+        let (tc, vc) = (&cfg.text, &cfg.vision);
+        let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
+        let token_ld = row_words(dt, f16);
+        let token_embedding = {
+            let name = "text_model.embeddings.token_embedding.weight";
+            let bytes = (tc.vocab_size * token_ld * 4) as u64;
+            let max = gpu.limits.max_buffer_size;
+            if bytes > max {
+                return Err(crate::Error::Limits { what: format!("GPU buffer `{name}`"), needed: bytes, available: max });
+            }
+            // Copy source only: never bound, so only max_buffer_size applies.
+            let b = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size: bytes.div_ceil(16) * 16,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            u.matrix_into(&b, 0, name, &[tc.vocab_size, dt], tc.vocab_size, dt, f16).await?;
+            u.count(&b);
+            gpu.queue.submit([]);
+            gpu.wait_idle()?;
+            b
+        };
+        let text = GpuTextWeights {
+            token_embedding,
+            token_ld,
+            position_embedding: u
+                .vector("text_model.embeddings.position_embedding.weight", &[tc.max_position_embeddings, dt])
+                .await?,
+            layers: u.layers("text_model", &tc.tower).await?,
+            final_layer_norm: u.layer_norm("text_model.final_layer_norm", dt).await?,
+        };
+        let kk = vc.num_channels * p * p;
+        let patch_embedding = {
+            let name = "vision_model.embeddings.patch_embedding.weight";
+            let ldw = row_words(kk, f16);
+            let weight = gpu.storage(name, (dv * ldw * 4) as u64)?;
+            u.matrix_into(&weight, 0, name, &[dv, vc.num_channels, p, p], dv, kk, f16).await?;
+            u.count(&weight);
+            GpuLinear { weight, bias: None, out_features: dv, in_features: kk, ldw, f16 }
+        };
+        let vision = GpuVisionWeights {
+            class_embedding: u.vector("vision_model.embeddings.class_embedding", &[dv]).await?,
+            patch_embedding,
+            position_embedding: u
+                .vector("vision_model.embeddings.position_embedding.weight", &[vc.num_positions(), dv])
+                .await?,
+            pre_layernorm: u.layer_norm("vision_model.pre_layrnorm", dv).await?,
+            layers: u.layers("vision_model", &vc.tower).await?,
+            post_layernorm: u.layer_norm("vision_model.post_layernorm", dv).await?,
+        };
+        let text_projection = u.linear(&["text_projection".to_string()], cfg.projection_dim, dt, false).await?;
+        let visual_projection = u.linear(&["visual_projection".to_string()], cfg.projection_dim, dv, false).await?;
+        let logit_scale = ckpt.read_f32(src, "logit_scale", &[]).await?[0];
+        gpu.queue.submit([]);
+        gpu.wait_idle()?;
+        Ok(GpuWeights { text, vision, text_projection, visual_projection, logit_scale, f16, bytes: u.bytes })
+    }
+}

@@ -1,0 +1,702 @@
+//! The browser facade: one `#[wasm_bindgen]` class, `SciScore`, used from the page's Web Worker
+//! (`www/worker.js`).
+//!
+//! Model files come either from browser `File`s (read with `Blob.slice(a, b).arrayBuffer()`) or
+//! from a base URL (one HTTP `Range` request per tensor, optionally kept in Cache Storage for the
+//! next visit). Either way the loader pulls one tensor at a time, so a 3.9 GB checkpoint never
+//! sits whole in wasm memory (wasm32 has 4 GiB).
+//!
+//! Every error reaches JavaScript as a `JsError` carrying the library's message. wasm32 panics
+//! abort (they cannot be caught); `console_error_panic_hook` logs them and the worker reports the
+//! resulting `RuntimeError` so the page can restart the engine.
+
+use crate::error::{Error, Hint, Result};
+use crate::model::{Backend, ImageInput, Model};
+use crate::score;
+use crate::random::RandomSource;
+use crate::source::{LocalFuture, MemorySource, ModelSource};
+use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+/// The Cache Storage bucket for downloaded model files (`www/app.js` clears it by this name).
+const CACHE_NAME: &str = "sciscore-models-v1";
+/// Progress callbacks at most this often (ms): a 900-tensor checkpoint must not flood the page.
+const PROGRESS_EVERY_MS: f64 = 100.0;
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// The readable message of a thrown JavaScript value.
+fn js_message(e: &JsValue) -> String {
+    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
+        return String::from(err.message());
+    }
+    e.as_string().unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn io(name: &str, message: impl Into<String>) -> Error {
+    Error::Io {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+fn to_js(e: Error) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+fn parse_backend(name: &str) -> Result<Backend> {
+    match name {
+        "cpu" => Ok(Backend::Cpu),
+        "webgpu" | "gpu" => Ok(Backend::Gpu),
+        other => Err(Error::Invalid(format!(
+            "unknown backend `{other}`: use `webgpu` or `cpu`"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+/// The files a user picked or dropped, matched by file name (`config.json`, `model.safetensors`).
+struct FileSource {
+    files: Vec<web_sys::File>,
+}
+
+impl FileSource {
+    fn file(&self, name: &str) -> Option<&web_sys::File> {
+        self.files.iter().find(|f| f.name() == name)
+    }
+}
+
+impl ModelSource for FileSource {
+    fn describe(&self) -> String {
+        format!("the {} chosen files", self.files.len())
+    }
+    fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move { Ok(self.file(name).map(|f| f.size() as u64)) })
+    }
+    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let f = self.file(name).ok_or_else(|| Error::MissingFile {
+                name: name.to_string(),
+                hint: Hint(Some("add it to the chosen files".into())),
+            })?;
+            let size = f.size() as u64;
+            let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| {
+                io(name, format!("asked for bytes {offset}..+{len} of a {size}-byte file (truncated?)"))
+            })?;
+            // Only this range is read from disk: Blob.slice is lazy.
+            let blob = f
+                .slice_with_f64_and_f64(offset as f64, end as f64)
+                .map_err(|e| io(name, js_message(&e)))?;
+            let buf = JsFuture::from(blob.array_buffer())
+                .await
+                .map_err(|e| io(name, format!("the browser could not read the file: {}", js_message(&e))))?;
+            let bytes = Uint8Array::new(&buf).to_vec();
+            if bytes.len() as u64 != len {
+                return Err(io(name, format!("read {} bytes, expected {len} (did the file change?)", bytes.len())));
+            }
+            Ok(bytes)
+        })
+    }
+}
+
+/// `fetch` from a worker or a window.
+fn fetch(req: &web_sys::Request) -> Result<Promise> {
+    let global = js_sys::global();
+    if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        Ok(w.fetch_with_request(req))
+    } else if let Some(w) = global.dyn_ref::<web_sys::Window>() {
+        Ok(w.fetch_with_request(req))
+    } else {
+        Err(Error::Invalid("no fetch in this JavaScript context".into()))
+    }
+}
+
+async fn open_cache() -> Option<web_sys::Cache> {
+    let global = js_sys::global();
+    let storage = if let Some(w) = global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        w.caches().ok()?
+    } else {
+        global.dyn_ref::<web_sys::Window>()?.caches().ok()?
+    };
+    JsFuture::from(storage.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
+}
+
+/// The files under a base URL (a Hugging Face `resolve/main` URL, or the local server), read
+/// with one Range request per call; responses optionally kept in Cache Storage, keyed by URL and
+/// byte range, so the same load works offline next time.
+struct HttpSource {
+    base: String,
+    cache: Option<web_sys::Cache>,
+    sizes: RefCell<HashMap<String, Option<u64>>>,
+}
+
+impl HttpSource {
+    async fn new(base: &str, use_cache: bool) -> Result<Self> {
+        let base = base.trim();
+        if base.is_empty() {
+            return Err(Error::Invalid("the model URL is empty".into()));
+        }
+        let cache = if use_cache { open_cache().await } else { None };
+        Ok(HttpSource {
+            base: format!("{}/", base.trim_end_matches('/')),
+            cache,
+            sizes: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        let path: Vec<String> = name.split('/').map(|s| String::from(js_sys::encode_uri_component(s))).collect();
+        format!("{}{}", self.base, path.join("/"))
+    }
+
+    /// A Cache Storage key for `url` + `tag` (a query parameter: Cache matching ignores fragments).
+    fn cache_key(url: &str, tag: &str) -> String {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sciscore={tag}")
+    }
+
+    async fn cache_get(&self, key: &str) -> Option<Uint8Array> {
+        let cache = self.cache.as_ref()?;
+        let hit = JsFuture::from(cache.match_with_str(key)).await.ok()?;
+        let resp: web_sys::Response = hit.dyn_into().ok()?;
+        let buf = JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
+        Some(Uint8Array::new(&buf))
+    }
+
+    async fn cache_put(&self, key: &str, body: &Uint8Array) {
+        let Some(cache) = self.cache.as_ref() else { return };
+        let Ok(resp) = web_sys::Response::new_with_opt_buffer_source(Some(body)) else { return };
+        // A full disk or quota only costs the next visit a download: warn, do not fail.
+        if let Err(e) = JsFuture::from(cache.put_with_str(key, &resp)).await {
+            web_sys_warn(&format!("sciscore: not cached ({key}): {}", js_message(&e)));
+        }
+    }
+
+    fn request(&self, url: &str, method: &str, range: Option<(u64, u64)>) -> Result<web_sys::Request> {
+        let init = web_sys::RequestInit::new();
+        init.set_method(method);
+        init.set_mode(web_sys::RequestMode::Cors);
+        // No cookies to the model host; no second copy of multi-GB files in the HTTP cache.
+        init.set_credentials(web_sys::RequestCredentials::Omit);
+        if self.cache.is_some() {
+            init.set_cache(web_sys::RequestCache::NoStore);
+        }
+        let headers = web_sys::Headers::new().map_err(|e| io(url, js_message(&e)))?;
+        if let Some((a, b)) = range {
+            headers
+                .set("Range", &format!("bytes={a}-{}", b - 1))
+                .map_err(|e| io(url, js_message(&e)))?;
+        }
+        init.set_headers(&headers);
+        web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| io(url, js_message(&e)))
+    }
+
+    async fn send(&self, name: &str, req: &web_sys::Request) -> Result<web_sys::Response> {
+        let resp = JsFuture::from(fetch(req)?).await.map_err(|e| {
+            io(
+                name,
+                format!(
+                    "network error fetching {} ({}); check the URL, the connection, and that the host allows cross-origin requests",
+                    req.url(),
+                    js_message(&e)
+                ),
+            )
+        })?;
+        resp.dyn_into().map_err(|_| io(name, "fetch did not return a Response"))
+    }
+
+    fn status_error(name: &str, url: &str, status: u16) -> Error {
+        let why = match status {
+            401 | 403 => "access denied: the model may be gated or private; download its folder and load the files instead",
+            416 => "the server refused the byte range (is the file shorter than its index says?)",
+            _ => "the server answered with an error",
+        };
+        io(name, format!("HTTP {status} for {url}: {why}"))
+    }
+
+    async fn body(name: &str, resp: &web_sys::Response) -> Result<Uint8Array> {
+        let p = resp.array_buffer().map_err(|e| io(name, js_message(&e)))?;
+        let buf = JsFuture::from(p)
+            .await
+            .map_err(|e| io(name, format!("download interrupted: {}", js_message(&e))))?;
+        Ok(Uint8Array::new(&buf))
+    }
+
+    async fn fetch_size(&self, name: &str) -> Result<Option<u64>> {
+        let url = self.url(name);
+        let key = Self::cache_key(&url, "size");
+        if let Some(b) = self.cache_get(&key).await {
+            let s = String::from_utf8(b.to_vec()).unwrap_or_default();
+            return Ok(if s == "missing" { None } else { s.parse().ok() });
+        }
+        let resp = self.send(name, &self.request(&url, "HEAD", None)?).await?;
+        let size = match resp.status() {
+            404 | 410 => None,
+            200..=299 => match resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse().ok()) {
+                Some(n) => Some(n),
+                // No length on HEAD (some CDNs): ask for one byte and read the total from
+                // Content-Range.
+                None => Some(self.size_by_range(name, &url).await?),
+            },
+            s => return Err(Self::status_error(name, &url, s)),
+        };
+        let tag = size.map_or("missing".to_string(), |n| n.to_string());
+        self.cache_put(&key, &Uint8Array::from(tag.as_bytes())).await;
+        Ok(size)
+    }
+
+    async fn size_by_range(&self, name: &str, url: &str) -> Result<u64> {
+        let resp = self.send(name, &self.request(url, "GET", Some((0, 1)))?).await?;
+        let total = resp
+            .headers()
+            .get("content-range")
+            .ok()
+            .flatten()
+            .and_then(|v| v.rsplit('/').next().and_then(|t| t.trim().parse().ok()));
+        match (resp.status(), total) {
+            (206, Some(n)) => Ok(n),
+            (200, _) => Ok(Self::body(name, &resp).await?.length() as u64),
+            (s, _) if !(200..300).contains(&s) => Err(Self::status_error(name, url, s)),
+            _ => Err(io(name, format!("{url}: the server reports no file size"))),
+        }
+    }
+
+    async fn fetch_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let url = self.url(name);
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| io(name, "byte range overflows"))?;
+        let key = Self::cache_key(&url, &format!("{offset}-{end}"));
+        if let Some(b) = self.cache_get(&key).await {
+            if b.length() as u64 == len {
+                return Ok(b.to_vec());
+            }
+        }
+        let resp = self.send(name, &self.request(&url, "GET", Some((offset, end)))?).await?;
+        let body = match resp.status() {
+            206 => Self::body(name, &resp).await?,
+            // The server ignored Range and sends the whole file: acceptable for small files
+            // only, a multi-GB checkpoint must not arrive in one piece.
+            200 => {
+                let total: Option<u64> = resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse().ok());
+                if total.is_none_or(|t| t > 64 << 20) {
+                    return Err(io(name, format!("{url}: the server does not support HTTP Range requests, which large files need")));
+                }
+                let whole = Self::body(name, &resp).await?;
+                if (whole.length() as u64) < end {
+                    return Err(io(name, format!("{url} has {} bytes, expected at least {end}", whole.length())));
+                }
+                whole.subarray(offset as u32, end as u32)
+            }
+            s => return Err(Self::status_error(name, &url, s)),
+        };
+        if body.length() as u64 != len {
+            return Err(io(name, format!("{url}: got {} bytes for a {len}-byte range", body.length())));
+        }
+        self.cache_put(&key, &body).await;
+        Ok(body.to_vec())
+    }
+}
+
+impl ModelSource for HttpSource {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+    fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            if let Some(s) = self.sizes.borrow().get(name) {
+                return Ok(*s);
+            }
+            let s = self.fetch_size(name).await?;
+            self.sizes.borrow_mut().insert(name.to_string(), s);
+            Ok(s)
+        })
+    }
+    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+        Box::pin(self.fetch_range(name, offset, len))
+    }
+}
+
+fn web_sys_warn(msg: &str) {
+    let console = Reflect::get(&js_sys::global(), &"console".into()).ok();
+    if let Some(warn) = console.as_ref().and_then(|c| Reflect::get(c, &"warn".into()).ok()) {
+        if let Some(f) = warn.dyn_ref::<Function>() {
+            let _ = f.call1(console.as_ref().unwrap_or(&JsValue::UNDEFINED), &msg.into());
+        }
+    }
+}
+
+/// CLIPImageProcessor's settings for the 224 px geometries of `RandomSource`.
+const RANDOM_PREPROCESSOR: &str = r#"{"crop_size": 224, "do_center_crop": true, "do_convert_rgb": true,
+  "do_normalize": true, "do_resize": true, "resample": 3, "size": 224,
+  "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}"#;
+
+/// Files of `top` first, then those of `base`.
+struct Overlay<A, B> {
+    top: A,
+    base: B,
+}
+
+impl<A: ModelSource, B: ModelSource> ModelSource for Overlay<A, B> {
+    fn describe(&self) -> String {
+        self.base.describe()
+    }
+    fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            match self.top.size(name).await? {
+                Some(n) => Ok(Some(n)),
+                None => self.base.size(name).await,
+            }
+        })
+    }
+    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            if self.top.size(name).await?.is_some() {
+                self.top.read(name, offset, len).await
+            } else {
+                self.base.read(name, offset, len).await
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+#[derive(Default, serde::Serialize)]
+struct ProgressState {
+    /// `config`, `tokenizer` or `weights`: what is being read.
+    phase: &'static str,
+    file: String,
+    tensors: u64,
+    tensors_total: u64,
+    bytes: u64,
+    bytes_total: u64,
+}
+
+/// Wraps a source and reports bytes and tensors read to a JavaScript callback. Totals come from
+/// the safetensors headers, which the loader reads (at offset 8) before any tensor.
+struct Progress<S> {
+    inner: S,
+    callback: Option<Function>,
+    state: RefCell<ProgressState>,
+    last: RefCell<f64>,
+}
+
+impl<S: ModelSource> Progress<S> {
+    fn new(inner: S, callback: Option<Function>) -> Self {
+        Progress {
+            inner,
+            callback,
+            state: RefCell::default(),
+            last: RefCell::new(f64::NEG_INFINITY),
+        }
+    }
+
+    fn note(&self, name: &str, offset: u64, bytes: &[u8]) {
+        let mut st = self.state.borrow_mut();
+        st.file = name.to_string();
+        if name.ends_with(".safetensors") {
+            st.phase = "weights";
+            if offset == 8 {
+                // The JSON header: count its tensors and their bytes.
+                if let Ok(serde_json::Value::Object(h)) = serde_json::from_slice(bytes) {
+                    for (k, v) in &h {
+                        if k == "__metadata__" {
+                            continue;
+                        }
+                        st.tensors_total += 1;
+                        if let Some([a, b]) = v.get("data_offsets").and_then(|o| o.as_array()).map(|o| [o[0].as_u64(), o.get(1).and_then(|x| x.as_u64())]) {
+                            st.bytes_total += b.unwrap_or(0).saturating_sub(a.unwrap_or(0));
+                        }
+                    }
+                }
+            } else if offset > 8 {
+                st.tensors += 1;
+                st.bytes += bytes.len() as u64;
+            }
+        } else if name.starts_with("tokenizer") || name == "vocab.json" || name == "merges.txt" {
+            st.phase = "tokenizer";
+        } else {
+            st.phase = "config";
+        }
+        let done = st.tensors_total > 0 && st.tensors == st.tensors_total;
+        drop(st);
+        self.report(done);
+    }
+
+    fn report(&self, force: bool) {
+        let Some(cb) = &self.callback else { return };
+        let now = js_sys::Date::now();
+        if !force && now - *self.last.borrow() < PROGRESS_EVERY_MS {
+            return;
+        }
+        *self.last.borrow_mut() = now;
+        if let Ok(v) = serde_wasm_bindgen::to_value(&*self.state.borrow()) {
+            // A throwing progress callback must not fail the load.
+            let _ = cb.call1(&JsValue::NULL, &v);
+        }
+    }
+}
+
+impl<S: ModelSource> ModelSource for Progress<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
+        self.inner.size(name)
+    }
+    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            let bytes = self.inner.read(name, offset, len).await?;
+            self.note(name, offset, &bytes);
+            Ok(bytes)
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The class
+
+/// The result for one image: its score and probability, or why it could not be scored.
+#[derive(serde::Serialize)]
+struct ImageResult {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prob: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// What the page shows about a loaded model.
+#[derive(serde::Serialize)]
+struct ModelInfo {
+    backend: &'static str,
+    device: String,
+    text_layers: usize,
+    text_hidden: usize,
+    vision_layers: usize,
+    vision_hidden: usize,
+    image_size: usize,
+    patch_size: usize,
+    projection_dim: usize,
+    logit_scale: f32,
+}
+
+/// The files of a model at a URL, and their sizes, before downloading anything.
+#[derive(serde::Serialize)]
+struct Probe {
+    files: Vec<ProbeFile>,
+    total_bytes: u64,
+    /// A previous load from this URL completed into Cache Storage.
+    cached: bool,
+}
+
+#[derive(serde::Serialize)]
+struct ProbeFile {
+    name: String,
+    size: u64,
+}
+
+/// A loaded CLIP-family reward model in the browser.
+#[wasm_bindgen]
+pub struct SciScore {
+    model: Rc<Model>,
+    backend: Backend,
+}
+
+#[wasm_bindgen]
+impl SciScore {
+    /// Loads a model from the files of a model folder (`File[]`), on `backend` (`"webgpu"` or
+    /// `"cpu"`). `onProgress({phase, file, tensors, tensors_total, bytes, bytes_total})`.
+    #[wasm_bindgen(js_name = loadFiles)]
+    pub async fn load_files(files: Array, backend: String, on_progress: Option<Function>) -> Result<SciScore, JsError> {
+        let backend = parse_backend(&backend)?;
+        let mut list = Vec::new();
+        for f in files.iter() {
+            let f: web_sys::File = f.dyn_into().map_err(|_| JsError::new("loadFiles expects an array of File objects"))?;
+            list.push(f);
+        }
+        if list.is_empty() {
+            return Err(JsError::new("no model files chosen: pick the files of a model folder (config.json, model.safetensors, tokenizer.json, preprocessor_config.json)"));
+        }
+        let src = Progress::new(FileSource { files: list }, on_progress);
+        let model = Model::load(&src, backend).await?;
+        Ok(SciScore { model: Rc::new(model), backend })
+    }
+
+    /// Loads a model from a base URL (`<base>/config.json`, ...), reading weights with HTTP Range
+    /// requests; with `useCache`, responses are kept in Cache Storage for the next visit.
+    #[wasm_bindgen(js_name = loadUrl)]
+    pub async fn load_url(base: String, backend: String, use_cache: bool, on_progress: Option<Function>) -> Result<SciScore, JsError> {
+        let backend = parse_backend(&backend)?;
+        let http = HttpSource::new(&base, use_cache).await?;
+        let complete = HttpSource::cache_key(&http.base, "complete");
+        let src = Progress::new(http, on_progress);
+        let model = Model::load(&src, backend).await?;
+        src.inner.cache_put(&complete, &Uint8Array::from(&b"1"[..])).await;
+        Ok(SciScore { model: Rc::new(model), backend })
+    }
+
+    /// Loads a random model of a named geometry (`clip-h`, `clip-b`, `tiny`) with `layers`
+    /// layers per tower, its weights synthesized on the fly (nothing downloaded): for timing the
+    /// engine in this browser. `tokenizer` holds a `tokenizer.json` (the demo model's will do).
+    #[wasm_bindgen(js_name = loadRandom)]
+    pub async fn load_random(geometry: String, layers: usize, tokenizer: Uint8Array, backend: String) -> Result<SciScore, JsError> {
+        let backend = parse_backend(&backend)?;
+        let mut files = MemorySource::new();
+        files.insert("tokenizer.json", tokenizer.to_vec());
+        files.insert("preprocessor_config.json", RANDOM_PREPROCESSOR.as_bytes().to_vec());
+        let src = Overlay { top: files, base: RandomSource::new(&geometry, Some(layers), 0x5c1)? };
+        let model = Model::load(&src, backend).await?;
+        Ok(SciScore { model: Rc::new(model), backend })
+    }
+
+    /// The model files at `base` and their sizes (`{files: [{name, size}], total_bytes,
+    /// cached}`), read with HEAD requests, so the page can ask before a multi-GB download.
+    #[wasm_bindgen(js_name = probeUrl)]
+    pub async fn probe_url(base: String, use_cache: bool) -> Result<JsValue, JsError> {
+        let src = HttpSource::new(&base, use_cache).await?;
+        let mut names: Vec<String> = ["config.json", "preprocessor_config.json"].map(String::from).to_vec();
+        if src.size("tokenizer.json").await?.is_some() {
+            names.push("tokenizer.json".into());
+        } else {
+            names.extend(["vocab.json", "merges.txt"].map(String::from));
+        }
+        const INDEX: &str = "model.safetensors.index.json";
+        if src.size(INDEX).await?.is_some() {
+            names.push(INDEX.into());
+            let size = src.size(INDEX).await?.unwrap_or(0);
+            if size > 16 << 20 {
+                return Err(Error::Limits { what: format!("reading `{INDEX}`"), needed: size, available: 16 << 20 }.into());
+            }
+            let index: serde_json::Value = serde_json::from_slice(&src.read(INDEX, 0, size).await?)
+                .map_err(|e| Error::safetensors(INDEX, e.to_string()))?;
+            let mut shards: Vec<String> = index
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            shards.sort();
+            shards.dedup();
+            names.extend(shards);
+        } else {
+            names.push("model.safetensors".into());
+        }
+        let mut files = Vec::new();
+        for name in names {
+            let size = src.size(&name).await?.ok_or_else(|| Error::MissingFile {
+                name: name.clone(),
+                hint: Hint(Some(format!("looked in {}", src.base))),
+            })?;
+            files.push(ProbeFile { name, size });
+        }
+        let cached = src.cache_get(&HttpSource::cache_key(&src.base, "complete")).await.is_some();
+        let total_bytes = files.iter().map(|f| f.size).sum();
+        Ok(serde_wasm_bindgen::to_value(&Probe { files, total_bytes, cached })?)
+    }
+
+    /// `"webgpu"` or `"cpu"`.
+    pub fn backend(&self) -> String {
+        match self.backend {
+            Backend::Gpu => "webgpu".into(),
+            Backend::Cpu => "cpu".into(),
+        }
+    }
+
+    /// Sizes of the loaded model and the device that runs it.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        let c = self.model.config();
+        let info = ModelInfo {
+            backend: if self.backend == Backend::Gpu { "webgpu" } else { "cpu" },
+            device: self.model.device(),
+            text_layers: c.text.tower.num_layers,
+            text_hidden: c.text.tower.hidden_size,
+            vision_layers: c.vision.tower.num_layers,
+            vision_hidden: c.vision.tower.hidden_size,
+            image_size: c.vision.image_size,
+            patch_size: c.vision.patch_size,
+            projection_dim: c.projection_dim,
+            logit_scale: self.model.logit_scale(),
+        };
+        Ok(serde_wasm_bindgen::to_value(&info)?)
+    }
+
+    /// Scores `images` (`[{name, bytes: Uint8Array}]`) against `prompt`; resolves to
+    /// `[{name, score, prob} | {name, error}]` in input order. Probabilities are a softmax over
+    /// the images that could be read; an unreadable image gets an `error` and does not fail the
+    /// others. Embeddings are cached by content, so a new prompt does not rerun the vision tower.
+    pub fn score(&self, prompt: String, images: Array) -> Promise {
+        let model = Rc::clone(&self.model);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let images = read_images(&images).map_err(to_js)?;
+            let results = score_images(&model, &prompt, &images).await.map_err(to_js)?;
+            serde_wasm_bindgen::to_value(&results).map_err(JsValue::from)
+        })
+    }
+}
+
+fn read_images(images: &Array) -> Result<Vec<(String, Vec<u8>)>> {
+    let field = |v: &JsValue, k: &str| Reflect::get(v, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = field(&v, "name").as_string().unwrap_or_else(|| format!("image {}", i + 1));
+            let bytes = field(&v, "bytes")
+                .dyn_into::<Uint8Array>()
+                .map_err(|_| Error::Invalid(format!("image `{name}`: `bytes` must be a Uint8Array")))?;
+            Ok((name, bytes.to_vec()))
+        })
+        .collect()
+}
+
+async fn score_images(model: &Model, prompt: &str, images: &[(String, Vec<u8>)]) -> Result<Vec<ImageResult>> {
+    if images.is_empty() {
+        return Err(Error::Invalid("no images to score: add some first".into()));
+    }
+    let inputs: Vec<ImageInput> = images.iter().map(|(n, b)| ImageInput { name: n, bytes: b }).collect();
+    let text = model.text_embeds(&[prompt]).await?.remove(0);
+    // All images in one pass; if one cannot be read, embed them one by one to find which.
+    let embeds: Vec<Result<Vec<f32>>> = match model.image_embeds(&inputs).await {
+        Ok(v) => v.into_iter().map(Ok).collect(),
+        Err(e) if inputs.len() == 1 => vec![Err(e)],
+        Err(_) => {
+            let mut out = Vec::with_capacity(inputs.len());
+            for im in &inputs {
+                out.push(model.image_embeds(&[*im]).await.map(|mut v| v.remove(0)));
+            }
+            out
+        }
+    };
+    let ok: Vec<Vec<f32>> = embeds.iter().filter_map(|e| e.as_ref().ok().cloned()).collect();
+    let scores = score::scores(&text, &ok, model.logit_scale());
+    let probs = score::softmax(&scores);
+    let mut k = 0;
+    Ok(images
+        .iter()
+        .zip(embeds)
+        .map(|((name, _), e)| match e {
+            Ok(_) => {
+                k += 1;
+                ImageResult { name: name.clone(), score: Some(scores[k - 1]), prob: Some(probs[k - 1]), error: None }
+            }
+            Err(e) => ImageResult { name: name.clone(), score: None, prob: None, error: Some(e.to_string()) },
+        })
+        .collect())
+}

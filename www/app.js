@@ -1,0 +1,543 @@
+// The page: model choice, images, prompt, results. All computation happens in worker.js; this
+// file only moves files to it and renders what comes back. Names and prompts are rendered with
+// textContent, never as HTML. Element ids are a contract (DESIGN.md, "Page contract").
+
+const $ = (sel) => document.querySelector(sel);
+const params = new URLSearchParams(location.search);
+/** 'auto' | 'cpu' | 'webgpu' (from ?backend=). */
+const BACKEND_PREF = ['cpu', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
+/** Ask before downloading more than this (bytes) that is not already in Cache Storage. */
+const CONFIRM_BYTES = 200e6;
+/** The Cache Storage bucket src/web.rs fills with downloaded model files. */
+const CACHE_NAME = 'sciscore-models-v1';
+/** Files of a Hugging Face CLIPModel folder the loader reads. */
+const MODEL_FILE = /^(config\.json|preprocessor_config\.json|tokenizer\.json|vocab\.json|merges\.txt|model\.safetensors\.index\.json|.*\.safetensors)$/;
+
+const hf = (repo) => `https://huggingface.co/${repo}/resolve/main`;
+const PRESETS = [
+  { id: 'sciscore', label: 'Jialuo21/SciScore (Science-T2I reward model, 3.9 GB)', url: hf('Jialuo21/SciScore') },
+  { id: 'pickscore', label: 'yuvalkirstain/PickScore_v1 (3.9 GB)', url: hf('yuvalkirstain/PickScore_v1') },
+  { id: 'clip-h', label: 'laion/CLIP-ViT-H-14-laion2B-s32B-b79K (3.9 GB)', url: hf('laion/CLIP-ViT-H-14-laion2B-s32B-b79K') },
+  { id: 'demo', label: 'Demo model (bundled, 12 MB, random weights: scores are meaningless)', url: new URL('models/demo/', location.href).href },
+];
+
+// ------------------------------------------------------------------------------------------------
+// The engine (worker) connection
+
+class Engine {
+  constructor() {
+    this.nextId = 1;
+    this.pending = new Map();
+    this.worker = null;
+  }
+
+  ensure() {
+    if (this.worker) return;
+    this.worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
+    this.worker.onmessage = (ev) => this.onMessage(ev.data);
+    this.worker.onerror = (ev) => {
+      ev.preventDefault?.();
+      this.fail(`the engine did not start (${ev.message || 'worker script error'}); is www/pkg/ built? run scripts/serve`);
+    };
+  }
+
+  call(type, payload = {}, onProgress = null) {
+    this.ensure();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, onProgress });
+      this.worker.postMessage({ id, type, ...payload });
+    });
+  }
+
+  onMessage(m) {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    if (m.type === 'progress') {
+      p.onProgress?.(m.progress);
+      return;
+    }
+    this.pending.delete(m.id);
+    if (m.type === 'done') p.resolve(m.value);
+    else if (m.type === 'fatal') this.fail(m.message, p);
+    else p.reject(new Error(m.message));
+  }
+
+  /** The worker is gone (crash or failed start): reject everything; the next call starts anew. */
+  fail(message, first = null) {
+    const all = first ? [first, ...this.pending.values()] : [...this.pending.values()];
+    this.pending.clear();
+    this.worker?.terminate();
+    this.worker = null;
+    for (const p of all) {
+      const e = new Error(message);
+      e.fatal = true;
+      p.reject(e);
+    }
+  }
+}
+
+const engine = new Engine();
+
+// ------------------------------------------------------------------------------------------------
+// State and small helpers
+
+const state = {
+  /** {name, bytes: ArrayBuffer, url: thumbnail blob URL} in input order. */
+  images: [],
+  /** Results of the last scoring, aligned with `scored` (a snapshot of images and prompt). */
+  results: null,
+  scored: null,
+  model: null,
+  loadSeq: 0,
+  scoreSeq: 0,
+};
+
+function setStatus(text, kind = '') {
+  const s = $('#status');
+  s.textContent = text;
+  s.className = kind;
+}
+
+function showError(e) {
+  setStatus(`error: ${e.message || e}`, 'error');
+}
+
+const fmtBytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.round(n / 1e3)} kB`);
+const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+function onProgress(p) {
+  const bar = $('#progress');
+  const text = $('#progress-text');
+  if (p.phase === 'weights' && p.bytes_total > 0) {
+    bar.value = p.bytes / p.bytes_total;
+    text.textContent = `weights: ${p.tensors}/${p.tensors_total} tensors, ${fmtBytes(p.bytes)} of ${fmtBytes(p.bytes_total)}`;
+  } else {
+    bar.removeAttribute('value'); // indeterminate
+    text.textContent = `reading ${p.file || p.phase}…`;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Loading a model
+
+async function load(source, label) {
+  const seq = ++state.loadSeq;
+  setStatus(`loading ${label}…`, 'busy');
+  $('#progress').value = 0;
+  $('#progress-text').textContent = '';
+  $('#model-note').hidden = true;
+  try {
+    const r = await engine.call('load', { source, backend: BACKEND_PREF }, onProgress);
+    if (seq !== state.loadSeq) return; // a newer load replaced this one
+    state.model = { label, info: r.info };
+    state.results = null;
+    state.scored = null;
+    renderResults();
+    $('#backend').textContent = r.info.backend;
+    $('#backend-note').textContent = [
+      `${r.info.device}; text ${r.info.text_layers}×${r.info.text_hidden}, vision ${r.info.vision_layers}×${r.info.vision_hidden}, ${r.info.image_size} px`,
+      ...r.notes,
+    ].join(' · ');
+    if (r.info.vision_hidden < 256) {
+      const note = $('#model-note');
+      note.textContent = 'Demo model: tiny and random. Its scores show that the pipeline works and mean nothing about science; load SciScore for real scores.';
+      note.hidden = false;
+    }
+    $('#progress').value = 1;
+    const st = $('#status');
+    st.dataset.loadMs = String(Math.round(r.ms));
+    setStatus(`ready — ${label} on ${r.info.backend} (loaded in ${fmtMs(r.ms)})`, 'ready');
+    updateCacheUsage();
+    if (state.images.length && $('#prompt').value.trim()) score();
+  } catch (e) {
+    if (seq !== state.loadSeq) return;
+    state.model = null;
+    $('#backend').textContent = '—';
+    showError(e);
+  }
+}
+
+/** Loads the model files among `files` (a folder's worth, maybe with extra files). */
+function loadFiles(files, label) {
+  // One file per name; from a nested folder, the shallowest copy wins.
+  const byName = new Map();
+  for (const f of files) {
+    if (!MODEL_FILE.test(f.name)) continue;
+    const depth = (f.webkitRelativePath || f.name).split('/').length;
+    const seen = byName.get(f.name);
+    if (!seen || depth < seen.depth) byName.set(f.name, { f, depth });
+  }
+  const chosen = [...byName.values()].map((v) => v.f);
+  if (!byName.has('config.json')) {
+    showError(new Error('no config.json among the chosen files: choose all files of a Hugging Face CLIP model folder'));
+    return;
+  }
+  const folder = (files[0]?.webkitRelativePath || '').split('/')[0];
+  load({ kind: 'files', files: chosen }, label || folder || `${chosen.length} local files`);
+}
+
+/** Loads from a base URL; asks first when that means downloading a lot. */
+async function loadUrl(url) {
+  let abs;
+  try {
+    abs = new URL(url.trim(), location.href);
+    if (!['http:', 'https:'].includes(abs.protocol)) throw new Error('only http(s) URLs');
+  } catch (e) {
+    showError(new Error(`not a usable model URL: ${url} (${e.message})`));
+    return;
+  }
+  const href = abs.href;
+  const local = abs.origin === location.origin;
+  const preset = PRESETS.find((p) => p.url.replace(/\/$/, '') === href.replace(/\/$/, ''));
+  const label = preset?.id === 'demo' ? 'the demo model' : local ? abs.pathname : abs.pathname.split('/').slice(1, 3).join('/');
+  const seq = ++state.loadSeq;
+  setStatus(`checking ${label}…`, 'busy');
+  let probe;
+  try {
+    probe = await engine.call('probe', { url: href, cache: !local });
+  } catch (e) {
+    if (seq === state.loadSeq) showError(e);
+    return;
+  }
+  if (seq !== state.loadSeq) return;
+  if (!local && !probe.cached && probe.total_bytes > CONFIRM_BYTES) {
+    const ok = await confirmDownload(`Download ${fmtBytes(probe.total_bytes)} (${probe.files.length} files) from ${abs.host}? `
+      + 'The files are kept in this browser for the next visit ("Clear downloaded models" removes them). Your images are not sent anywhere.');
+    if (!ok) {
+      setStatus('download cancelled: no model loaded');
+      return;
+    }
+    navigator.storage?.persist?.().catch(() => {});
+  }
+  load({ kind: 'url', url: href, cache: !local }, label);
+}
+
+function confirmDownload(text) {
+  const box = $('#confirm');
+  $('#confirm-text').textContent = text;
+  box.hidden = false;
+  setStatus('waiting for your confirmation to download the model');
+  return new Promise((resolve) => {
+    const done = (ok) => {
+      box.hidden = true;
+      $('#confirm-download').onclick = null;
+      $('#cancel-download').onclick = null;
+      resolve(ok);
+    };
+    $('#confirm-download').onclick = () => done(true);
+    $('#cancel-download').onclick = () => done(false);
+    $('#confirm-download').focus();
+  });
+}
+
+async function updateCacheUsage() {
+  const out = $('#cache-usage');
+  try {
+    const keys = await (await caches.open(CACHE_NAME)).keys();
+    const est = await navigator.storage?.estimate?.();
+    out.textContent = keys.length ? `${keys.length} cached pieces; this site uses ${fmtBytes(est?.usage ?? 0)}` : 'nothing downloaded';
+  } catch {
+    out.textContent = '';
+  }
+}
+
+/** Every file under dropped folders (DataTransferItem.webkitGetAsEntry). */
+async function droppedFiles(dt) {
+  const entries = [...dt.items].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
+  if (!entries.length) return [...dt.files];
+  const out = [];
+  const walk = async (entry, path) => {
+    if (entry.isFile) {
+      const f = await new Promise((res, rej) => entry.file(res, rej));
+      Object.defineProperty(f, 'webkitRelativePath', { value: path + f.name });
+      out.push(f);
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+        if (!batch.length) break;
+        for (const e of batch) await walk(e, `${path}${entry.name}/`);
+      }
+    }
+  };
+  for (const e of entries) await walk(e, '');
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Images
+
+async function addImages(files) {
+  const added = [...files].filter((f) => f && f.size !== undefined);
+  for (const f of added) {
+    const bytes = await f.arrayBuffer();
+    state.images.push({ name: f.name || `pasted-${state.images.length + 1}.png`, bytes, url: URL.createObjectURL(f) });
+  }
+  if (added.length) imagesChanged();
+}
+
+function removeImage(i) {
+  URL.revokeObjectURL(state.images[i].url);
+  state.images.splice(i, 1);
+  imagesChanged();
+}
+
+function imagesChanged() {
+  state.results = null;
+  state.scored = null;
+  renderThumbs();
+  renderResults();
+}
+
+function renderThumbs() {
+  const ul = $('#thumbs');
+  ul.replaceChildren(
+    ...state.images.map((im, i) => {
+      const rm = el('button', { type: 'button', class: 'remove', 'aria-label': `remove ${im.name}`, text: '×' });
+      rm.onclick = () => removeImage(i);
+      return el('li', {}, el('img', { src: im.url, alt: '' }), el('span', { class: 'name', text: `${i + 1}. ${im.name}` }), rm);
+    }),
+  );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scoring
+
+/** Index groups to score together: all images, or consecutive pairs in pairwise mode. */
+function groups(n, pairwise) {
+  if (!pairwise) return [[...Array(n).keys()]];
+  const g = [];
+  for (let i = 0; i < n; i += 2) g.push(i + 1 < n ? [i, i + 1] : [i]);
+  return g;
+}
+
+async function score() {
+  if (!state.model) {
+    showError(new Error('no model loaded: load a model first'));
+    return;
+  }
+  if (!state.images.length) {
+    setStatus('ready — add images to score (file picker, drag and drop, or paste)', 'ready');
+    return;
+  }
+  const seq = ++state.scoreSeq;
+  const prompt = $('#prompt').value;
+  const pairwise = $('#pairwise').checked;
+  const images = state.images.slice();
+  setStatus(`scoring ${images.length} image${images.length > 1 ? 's' : ''}…`, 'busy');
+  $('#score').disabled = true;
+  try {
+    const r = await engine.call('score', {
+      prompt,
+      images: images.map((im) => ({ name: im.name, bytes: im.bytes })),
+      groups: groups(images.length, pairwise),
+    });
+    if (seq !== state.scoreSeq) return; // superseded by a newer scoring
+    state.results = r.results;
+    state.scored = { prompt, pairwise, images, model: state.model.label, backend: state.model.info.backend };
+    renderResults();
+    const failed = r.results.filter((x) => x.error).length;
+    const st = $('#status');
+    st.dataset.scoreMs = String(Math.round(r.ms));
+    setStatus(
+      `ready — scored ${images.length - failed} of ${images.length} images in ${fmtMs(r.ms)}`
+        + (failed ? `; ${failed} could not be read (see below)` : ''),
+      'ready',
+    );
+  } catch (e) {
+    if (seq !== state.scoreSeq) return;
+    showError(e);
+    if (e.fatal) {
+      state.model = null;
+      $('#backend').textContent = '—';
+    }
+  } finally {
+    if (seq === state.scoreSeq) $('#score').disabled = false;
+  }
+}
+
+/** Rank 1 = highest score, within each group. */
+function ranks(results, gs) {
+  const rank = new Array(results.length).fill(null);
+  for (const g of gs) {
+    const ok = g.filter((i) => !results[i].error).sort((a, b) => results[b].score - results[a].score);
+    ok.forEach((i, k) => { rank[i] = k + 1; });
+  }
+  return rank;
+}
+
+function renderResults() {
+  const ol = $('#results');
+  const r = state.results;
+  $('#export-csv').disabled = !r;
+  $('#export-json').disabled = !r;
+  $('#results-hint').hidden = !!r;
+  if (!r) {
+    ol.replaceChildren();
+    return;
+  }
+  const { images, pairwise } = state.scored;
+  const gs = groups(images.length, pairwise);
+  const rank = ranks(r, gs);
+  const groupOf = new Map(gs.flatMap((g, k) => g.map((i) => [i, k])));
+  const sorted = $('#sort').checked;
+  const order = [...r.keys()].sort((a, b) => (r[b].score ?? -Infinity) - (r[a].score ?? -Infinity));
+  ol.classList.toggle('pairwise', pairwise);
+  ol.replaceChildren(
+    ...r.map((res, i) => {
+      const g = gs[groupOf.get(i)];
+      const li = el('li', { 'data-testid': 'result', 'data-name': res.name, 'data-index': String(i) });
+      // Input order in the DOM; "best first" only changes the visual order.
+      if (sorted) li.style.order = String(pairwise ? i : order.indexOf(i));
+      li.append(el('img', { src: images[i].url, alt: '' }));
+      const body = el('div', { class: 'body' });
+      body.append(el('div', { class: 'name', text: res.name }));
+      if (res.error) {
+        li.classList.add('failed');
+        li.setAttribute('data-error', res.error);
+        body.append(el('div', { class: 'error', role: 'alert', text: `error: ${res.error}` }));
+      } else {
+        li.setAttribute('data-score', String(res.score));
+        li.setAttribute('data-prob', String(res.prob));
+        li.setAttribute('data-rank', String(rank[i]));
+        const ok = g.filter((j) => !r[j].error).length;
+        if (rank[i] === 1 && ok > 1) li.classList.add('best');
+        const label = pairwise
+          ? (g.length === 1 ? 'no partner' : `pair ${groupOf.get(i) + 1}: ${rank[i] === 1 ? 'more likely right' : 'less likely right'}`)
+          : `rank ${rank[i]} of ${ok}`;
+        body.append(el('div', { class: 'rank', text: label }));
+        const bar = el('div', { class: 'bar', role: 'img', 'aria-label': `probability ${(res.prob * 100).toFixed(1)}%` });
+        const fill = el('span');
+        fill.style.width = `${Math.max(0, Math.min(1, res.prob)) * 100}%`;
+        bar.append(fill);
+        body.append(bar, el('div', { class: 'nums', text: `${(res.prob * 100).toFixed(1)}% · score ${res.score.toFixed(3)}` }));
+      }
+      li.append(body);
+      return li;
+    }),
+  );
+}
+
+function rows() {
+  const { images, pairwise, prompt } = state.scored;
+  const gs = groups(images.length, pairwise);
+  const rank = ranks(state.results, gs);
+  const groupOf = new Map(gs.flatMap((g, k) => g.map((i) => [i, k])));
+  return state.results.map((r, i) => ({
+    prompt,
+    image: r.name,
+    group: groupOf.get(i) + 1,
+    score: r.score ?? null,
+    prob: r.prob ?? null,
+    rank: rank[i],
+    error: r.error ?? null,
+  }));
+}
+
+function download(name, type, text) {
+  const a = el('a', { href: URL.createObjectURL(new Blob([text], { type })), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+function exportCsv() {
+  // RFC 4180 quoting; a leading = + - @ is neutralised so spreadsheets do not run it.
+  const cell = (v) => {
+    if (v === null || v === undefined) return '';
+    let s = String(v);
+    if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+    return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const cols = ['prompt', 'image', 'group', 'score', 'prob', 'rank', 'error'];
+  const lines = [cols.join(','), ...rows().map((r) => cols.map((c) => cell(r[c])).join(','))];
+  download('sciscore-results.csv', 'text/csv', `${lines.join('\r\n')}\r\n`);
+}
+
+function exportJson() {
+  const s = state.scored;
+  const out = { model: s.model, backend: s.backend, prompt: s.prompt, mode: s.pairwise ? 'pairwise' : 'all', results: rows() };
+  download('sciscore-results.json', 'application/json', `${JSON.stringify(out, null, 2)}\n`);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Wiring
+
+function dropZone(zone, onFiles) {
+  zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', async (e) => {
+    e.preventDefault();
+    zone.classList.remove('over');
+    onFiles(await droppedFiles(e.dataTransfer));
+  });
+}
+
+function init() {
+  const preset = $('#preset');
+  for (const p of PRESETS) preset.append(el('option', { value: p.id, text: p.label }));
+  preset.value = 'sciscore';
+  $('#model-url').value = PRESETS[0].url;
+  preset.onchange = () => { $('#model-url').value = PRESETS.find((p) => p.id === preset.value).url; };
+  $('#load-preset').onclick = () => loadUrl(PRESETS.find((p) => p.id === preset.value).url);
+  $('#load-url').onclick = () => loadUrl($('#model-url').value);
+  $('#model-url').addEventListener('keydown', (e) => { if (e.key === 'Enter') loadUrl($('#model-url').value); });
+
+  $('#model-files').onchange = (e) => { loadFiles([...e.target.files]); e.target.value = ''; };
+  $('#model-folder').onchange = (e) => { loadFiles([...e.target.files]); e.target.value = ''; };
+  dropZone($('#model-drop'), (files) => loadFiles(files));
+
+  $('#images').onchange = async (e) => { await addImages(e.target.files); e.target.value = ''; };
+  dropZone($('#image-drop'), (files) => addImages(files.filter((f) => !f.type || f.type.startsWith('image/') || !MODEL_FILE.test(f.name))));
+  document.addEventListener('paste', (e) => {
+    if (e.target === $('#prompt') || e.target === $('#model-url')) return; // text paste
+    const files = [...(e.clipboardData?.files || [])];
+    if (files.length) { e.preventDefault(); addImages(files); }
+  });
+  // A file dropped outside the zones must not navigate away from the page.
+  for (const ev of ['dragover', 'drop']) document.addEventListener(ev, (e) => e.preventDefault());
+
+  $('#score').onclick = () => score();
+  $('#clear-images').onclick = () => { state.images.forEach((im) => URL.revokeObjectURL(im.url)); state.images = []; imagesChanged(); };
+  $('#pairwise').onchange = () => { if (state.results) score(); };
+  $('#sort').onchange = () => renderResults();
+  let timer = 0;
+  $('#prompt').addEventListener('input', () => {
+    clearTimeout(timer);
+    // Image embeddings are cached, so a new prompt costs one text-tower pass.
+    if (state.results && state.model) timer = setTimeout(score, 300);
+  });
+  $('#export-csv').onclick = exportCsv;
+  $('#export-json').onclick = exportJson;
+  $('#clear-cache').onclick = async () => {
+    try {
+      await caches.delete(CACHE_NAME);
+      $('#cache-usage').textContent = 'downloaded models cleared';
+    } catch (e) {
+      showError(e);
+    }
+  };
+
+  setStatus('no model loaded — choose a preset, a URL, or a local model folder');
+  updateCacheUsage();
+  const model = params.get('model');
+  if (model) {
+    $('#model-url').value = model;
+    loadUrl(model);
+  }
+}
+
+init();

@@ -1,0 +1,146 @@
+// The engine's thread. Loads the wasm build of sciscore (www/pkg/, made by scripts/serve) and runs
+// the model here, so the page never freezes. WebGPU is used from this worker when a hardware
+// adapter exists (or when ?backend=webgpu forces it); otherwise the wasm CPU path (SIMD128).
+//
+// Protocol: the page posts {id, type, ...}; the worker answers {id, type: 'progress', progress},
+// then {id, type: 'done', value} or {id, type: 'error' | 'fatal', message}. 'fatal' means the
+// wasm instance aborted (a Rust panic is a trap on wasm32): the page starts a fresh worker.
+// Requests run one at a time, in order.
+
+import init, { SciScore } from './pkg/sciscore.js';
+
+/** Cache Storage bucket of downloaded model files (the name src/web.rs writes to). */
+const CACHE_NAME = 'sciscore-models-v1';
+
+let wasmReady = null;
+let model = null;
+let queue = Promise.resolve();
+
+const message = (e) => (e && e.message) || String(e);
+
+self.onmessage = (ev) => {
+  const msg = ev.data;
+  queue = queue.then(() => handle(msg));
+};
+
+async function handle(msg) {
+  const { id } = msg;
+  const progress = (p) => self.postMessage({ id, type: 'progress', progress: p });
+  try {
+    const op = ops[msg.type];
+    if (!op) throw new Error(`unknown request ${msg.type}`);
+    if (msg.type !== 'clearCache') {
+      wasmReady ??= init().catch((e) => {
+        wasmReady = null;
+        throw new Error(`could not start the wasm engine (${message(e)}); is www/pkg/ built? run scripts/serve`);
+      });
+      await wasmReady;
+    }
+    const value = await op(msg, progress);
+    self.postMessage({ id, type: 'done', value });
+  } catch (e) {
+    const fatal = e instanceof WebAssembly.RuntimeError;
+    self.postMessage({ id, type: fatal ? 'fatal' : 'error', message: fatal ? `the engine crashed: ${message(e)}` : message(e) });
+    if (fatal) self.close();
+  }
+}
+
+/**
+ * Which backend to try: WebGPU on a hardware adapter; the CPU when WebGPU or an adapter is
+ * missing, when forced with ?backend=cpu, or when the only adapter is a software fallback
+ * (SwiftShader: the wasm CPU path is far faster there) unless ?backend=webgpu forces it.
+ */
+async function chooseBackend(pref) {
+  if (pref === 'cpu') return { backend: 'cpu', note: 'CPU forced with ?backend=cpu' };
+  if (!self.navigator.gpu) return { backend: 'cpu', note: 'this browser has no WebGPU; using the CPU' };
+  let adapter = null;
+  try {
+    adapter = await self.navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    return { backend: 'cpu', note: `WebGPU adapter request failed (${message(e)}); using the CPU` };
+  }
+  if (!adapter) return { backend: 'cpu', note: 'no WebGPU adapter; using the CPU' };
+  const info = adapter.info || {};
+  const software = info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false;
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
+  if (software && pref !== 'webgpu') {
+    return { backend: 'cpu', note: `the only WebGPU adapter is a software one (${name}), slower than the CPU path; ?backend=webgpu forces it` };
+  }
+  return { backend: 'webgpu', note: software ? `software WebGPU adapter (${name}) forced with ?backend=webgpu` : '' };
+}
+
+function loadWith(source, backend, progress) {
+  if (source.kind === 'files') return SciScore.loadFiles(source.files, backend, progress);
+  return SciScore.loadUrl(source.url, backend, source.cache, progress);
+}
+
+const ops = {
+  async load(msg, progress) {
+    const t0 = performance.now();
+    const choice = await chooseBackend(msg.backend);
+    const notes = choice.note ? [choice.note] : [];
+    let loaded = null;
+    if (choice.backend === 'webgpu') {
+      try {
+        loaded = await loadWith(msg.source, 'webgpu', progress);
+      } catch (e) {
+        if (e instanceof WebAssembly.RuntimeError) throw e;
+        notes.push(`WebGPU could not run the model (${message(e)}); using the CPU`);
+      }
+    }
+    if (!loaded) loaded = await loadWith(msg.source, 'cpu', progress);
+    model?.free();
+    model = loaded;
+    return { info: model.info(), notes, ms: performance.now() - t0 };
+  },
+
+  probe(msg) {
+    return SciScore.probeUrl(msg.url, msg.cache);
+  },
+
+  async score(msg) {
+    if (!model) throw new Error('no model loaded: load one first');
+    const images = msg.images.map((im) => ({ name: im.name, bytes: new Uint8Array(im.bytes) }));
+    const groups = msg.groups ?? [images.map((_, i) => i)];
+    const results = new Array(images.length);
+    const t0 = performance.now();
+    for (const g of groups) {
+      // Embeddings are cached by content inside the model, so pairs and re-scores are cheap.
+      const r = await model.score(msg.prompt, g.map((i) => images[i]));
+      g.forEach((i, k) => { results[i] = r[k]; });
+    }
+    return { results, ms: performance.now() - t0 };
+  },
+
+  /**
+   * Times the vision tower on random models of a named geometry with each of `layers` layers per
+   * tower (nothing downloaded): ms per image for each, from which ms per layer follows.
+   */
+  async bench(msg) {
+    const images = msg.images.map((im) => ({ name: im.name, bytes: new Uint8Array(im.bytes) }));
+    const out = [];
+    for (const layers of msg.layers) {
+      const t0 = performance.now();
+      const m = await SciScore.loadRandom(msg.geometry, layers, new Uint8Array(msg.tokenizer), msg.backend);
+      const loadMs = performance.now() - t0;
+      try {
+        await m.score('warm-up', [images[0]]); // text tower, first image, shader compilation
+        const times = [];
+        for (const im of images.slice(1)) {
+          const t1 = performance.now();
+          await m.score('warm-up', [im]); // text embedding cached: one vision pass
+          times.push(performance.now() - t1);
+        }
+        times.sort((a, b) => a - b);
+        out.push({ layers, load_ms: loadMs, image_ms: times[Math.floor(times.length / 2)], device: m.info().device });
+      } finally {
+        m.free();
+      }
+    }
+    return out;
+  },
+
+  clearCache() {
+    return self.caches.delete(CACHE_NAME);
+  },
+};
