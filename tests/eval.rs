@@ -15,7 +15,11 @@ fn ok_json(out: &std::process::Output) -> serde_json::Value {
 }
 
 fn backends() -> Vec<&'static str> {
-    vec!["cpu"]
+    if gpu_available() {
+        vec!["cpu", "gpu"]
+    } else {
+        vec!["cpu"]
+    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ fn text_tower_matches_every_recorded_state() {
         let model = load(m);
         let (g, t) = (golden_json(m), golden_tensors(m));
         let proj = model.config().projection_dim;
+        let (mut worst_cos, mut worst_abs) = (1.0f64, 0.0f64);
         for (p, prompt) in strings(&g["prompts"]).iter().enumerate() {
             let ids = model.tokenize(prompt).unwrap();
             let (feats, tr) = model.trace_text(&ids).unwrap();
@@ -39,8 +40,10 @@ fn text_tower_matches_every_recorded_state() {
             let want = &t["text_embeds"].1[p * proj..][..proj];
             let cos = cosine(&feats, want);
             assert!(cos >= EMBED_COS_F32, "{m}: text_embeds[{p}] cos {cos}");
-            assert_close(&format!("{m} text_embeds[{p}]"), &feats, want, HIDDEN_REL_F32);
+            let d = assert_close(&format!("{m} text_embeds[{p}]"), &feats, want, HIDDEN_REL_F32);
+            (worst_cos, worst_abs) = (worst_cos.min(cos), worst_abs.max(d));
         }
+        eprintln!("parity {m} text_embeds: min cos {worst_cos:.9}, max |diff| {worst_abs:.2e}");
     }
 }
 
@@ -52,6 +55,7 @@ fn vision_tower_matches_every_recorded_state() {
         // bf16 shares tiny224's preprocessor, so its goldens leave the pixels out.
         let pix = if t.keys().any(|k| k.starts_with("pixel_values.")) { t.clone() } else { golden_tensors("tiny224") };
         let proj = model.config().projection_dim;
+        let (mut worst_cos, mut worst_abs) = (1.0f64, 0.0f64);
         for (i, name) in strings(&g["images"]).iter().enumerate() {
             let pixels = &pix[&format!("pixel_values.{name}")].1;
             let (feats, tr) = model.trace_image(pixels).unwrap();
@@ -65,7 +69,9 @@ fn vision_tower_matches_every_recorded_state() {
             let want = &t["image_embeds"].1[i * proj..][..proj];
             let cos = cosine(&feats, want);
             assert!(cos >= EMBED_COS_F32, "{m}: image_embeds[{i}] ({name}) cos {cos}");
+            (worst_cos, worst_abs) = (worst_cos.min(cos), worst_abs.max(max_abs(&feats, want).0));
         }
+        eprintln!("parity {m} image_embeds (golden pixels): min cos {worst_cos:.9}, max |diff| {worst_abs:.2e}");
     }
 }
 
@@ -80,15 +86,18 @@ fn scores_and_probs_from_files_match() {
             names.iter().zip(&bytes).map(|(n, b)| sciscore::ImageInput { name: n, bytes: b }).collect();
         let logit_scale = g["logit_scale"].as_f64().unwrap();
         assert_eq!(model.logit_scale() as f64, logit_scale, "{m}: logit_scale");
+        let mut worst = 0.0f64;
         for (p, prompt) in strings(&g["prompts"]).iter().enumerate() {
             let got = pollster::block_on(model.score(prompt, &inputs)).unwrap();
             for (i, s) in got.iter().enumerate() {
                 let (ws, wp) = (g["scores"][p][i].as_f64().unwrap(), g["probs"][p][i].as_f64().unwrap());
+                worst = worst.max((s.score as f64 - ws).abs());
                 assert!((s.score as f64 - ws).abs() <= SCORE_ABS_F32, "{m}: score[{p}][{i}] {} vs {ws}", s.score);
                 // prob = softmax(score): its error is bounded by the score error times prob.
                 assert!((s.prob as f64 - wp).abs() <= SCORE_ABS_F32, "{m}: prob[{p}][{i}] {} vs {wp}", s.prob);
             }
         }
+        eprintln!("parity {m} scores from image files: max |score diff| {worst:.2e}");
         for pair in g["pairs"].as_array().unwrap() {
             let p = pair["prompt"].as_u64().unwrap() as usize;
             let idx: Vec<usize> = pair["images"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();

@@ -88,3 +88,19 @@ pub fn load(model: &str) -> sciscore::Model {
     let src = sciscore::DirSource::new(model_dir(model)).unwrap();
     pollster::block_on(sciscore::Model::load(&src, sciscore::Backend::Cpu)).unwrap()
 }
+
+/// Whether a GPU adapter is usable here. With `SCISCORE_REQUIRE_GPU=1` (CI, which installs
+/// lavapipe) a missing adapter fails the test instead of skipping the GPU half.
+pub fn gpu_available() -> bool {
+    let src = sciscore::DirSource::new(model_dir("odd")).unwrap();
+    match pollster::block_on(sciscore::Model::load(&src, sciscore::Backend::Gpu)) {
+        Ok(_) => true,
+        Err(e) if std::env::var("SCISCORE_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("SCISCORE_REQUIRE_GPU=1 but the GPU backend failed: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping the GPU backend: {e}");
+            false
+        }
+    }
+}
