@@ -142,7 +142,10 @@ fn handle(stream: TcpStream, site: &Site) -> io::Result<()> {
         mime(&path),
     );
     if status == 206 {
-        head.push_str(&format!("Content-Range: bytes {start}-{}/{size}\r\n", start + len - 1));
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{size}\r\n",
+            start + len - 1
+        ));
     }
     head.push_str("\r\n");
     let mut out = io::BufWriter::new(&stream);
@@ -234,7 +237,10 @@ fn parse_range(h: &str, size: u64) -> Range {
     };
     let (a, b) = (a.trim(), b.trim());
     let parsed = match (a.is_empty(), b.is_empty()) {
-        (true, false) => b.parse::<u64>().ok().map(|n| (size.saturating_sub(n), size, n > 0)),
+        (true, false) => b
+            .parse::<u64>()
+            .ok()
+            .map(|n| (size.saturating_sub(n), size, n > 0)),
         (false, true) => a.parse::<u64>().ok().map(|a| (a, size, a < size)),
         (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
             (Ok(a), Ok(b)) if a <= b => Some((a, (b + 1).min(size), a < size)),
@@ -250,7 +256,12 @@ fn parse_range(h: &str, size: u64) -> Range {
 }
 
 fn mime(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("html") => "text/html; charset=utf-8",
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
@@ -278,7 +289,10 @@ mod tests {
         let mut all = Vec::new();
         s.read_to_end(&mut all).unwrap();
         let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        (String::from_utf8_lossy(&all[..split]).into_owned(), all[split + 4..].to_vec())
+        (
+            String::from_utf8_lossy(&all[..split]).into_owned(),
+            all[split + 4..].to_vec(),
+        )
     }
 
     #[test]
@@ -306,24 +320,58 @@ mod tests {
         std::fs::write(dir.path().join("outside.txt"), "no").unwrap();
         std::fs::write(demo.join("config.json"), "{}").unwrap();
         let (listener, addr) = bind(0).unwrap();
-        std::thread::spawn(move || run(listener, Site { root, demo: Some(demo) }));
+        std::thread::spawn(move || {
+            run(
+                listener,
+                Site {
+                    root,
+                    demo: Some(demo),
+                },
+            )
+        });
 
         let (h, body) = fetch(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(h.starts_with("HTTP/1.1 200") && h.contains("text/html") && h.contains("Content-Security-Policy"), "{h}");
+        assert!(
+            h.starts_with("HTTP/1.1 200")
+                && h.contains("text/html")
+                && h.contains("Content-Security-Policy"),
+            "{h}"
+        );
         assert_eq!(body, b"<!doctype html>");
 
         let (h, body) = fetch(addr, "GET /pkg/a.wasm HTTP/1.1\r\nRange: bytes=4-7\r\n\r\n");
-        assert!(h.starts_with("HTTP/1.1 206") && h.contains("application/wasm") && h.contains("Content-Range: bytes 4-7/14"), "{h}");
+        assert!(
+            h.starts_with("HTTP/1.1 206")
+                && h.contains("application/wasm")
+                && h.contains("Content-Range: bytes 4-7/14"),
+            "{h}"
+        );
         assert_eq!(body, b"0123");
 
         let (h, body) = fetch(addr, "HEAD /models/demo/config.json HTTP/1.1\r\n\r\n");
-        assert!(h.starts_with("HTTP/1.1 200") && h.contains("Content-Length: 2") && h.contains("application/json"), "{h}");
+        assert!(
+            h.starts_with("HTTP/1.1 200")
+                && h.contains("Content-Length: 2")
+                && h.contains("application/json"),
+            "{h}"
+        );
         assert!(body.is_empty());
 
         let (h, _) = fetch(addr, "GET /pkg/a.wasm HTTP/1.1\r\nRange: bytes=99-\r\n\r\n");
-        assert!(h.starts_with("HTTP/1.1 416") && h.contains("bytes */14"), "{h}");
+        assert!(
+            h.starts_with("HTTP/1.1 416") && h.contains("bytes */14"),
+            "{h}"
+        );
 
-        for bad in ["/../outside.txt", "/%2e%2e/outside.txt", "/pkg/..%2F..%2Foutside.txt", "/.secret", "/models/demo/../../outside.txt", "/nope.js", "/%zz"] {
+        for bad in [
+            "/../outside.txt",
+            "/%2e%2e/outside.txt",
+            "/pkg/..%2F..%2Foutside.txt",
+            "/.secret",
+            "/models/demo/../../outside.txt",
+            "/nope.js",
+            "/%zz",
+        ] {
             let (h, _) = fetch(addr, &format!("GET {bad} HTTP/1.1\r\n\r\n"));
             assert!(h.starts_with("HTTP/1.1 404"), "{bad}: {h}");
         }

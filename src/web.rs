@@ -12,8 +12,8 @@
 
 use crate::error::{Error, Hint, Result};
 use crate::model::{Backend, ImageInput, Model};
-use crate::score;
 use crate::random::RandomSource;
+use crate::score;
 use crate::source::{LocalFuture, MemorySource, ModelSource};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
@@ -83,26 +83,48 @@ impl ModelSource for FileSource {
     fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
         Box::pin(async move { Ok(self.file(name).map(|f| f.size() as u64)) })
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             let f = self.file(name).ok_or_else(|| Error::MissingFile {
                 name: name.to_string(),
                 hint: Hint(Some("add it to the chosen files".into())),
             })?;
             let size = f.size() as u64;
-            let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| {
-                io(name, format!("asked for bytes {offset}..+{len} of a {size}-byte file (truncated?)"))
-            })?;
+            let end = offset
+                .checked_add(len)
+                .filter(|&e| e <= size)
+                .ok_or_else(|| {
+                    io(
+                        name,
+                        format!(
+                            "asked for bytes {offset}..+{len} of a {size}-byte file (truncated?)"
+                        ),
+                    )
+                })?;
             // Only this range is read from disk: Blob.slice is lazy.
             let blob = f
                 .slice_with_f64_and_f64(offset as f64, end as f64)
                 .map_err(|e| io(name, js_message(&e)))?;
-            let buf = JsFuture::from(blob.array_buffer())
-                .await
-                .map_err(|e| io(name, format!("the browser could not read the file: {}", js_message(&e))))?;
+            let buf = JsFuture::from(blob.array_buffer()).await.map_err(|e| {
+                io(
+                    name,
+                    format!("the browser could not read the file: {}", js_message(&e)),
+                )
+            })?;
             let bytes = Uint8Array::new(&buf).to_vec();
             if bytes.len() as u64 != len {
-                return Err(io(name, format!("read {} bytes, expected {len} (did the file change?)", bytes.len())));
+                return Err(io(
+                    name,
+                    format!(
+                        "read {} bytes, expected {len} (did the file change?)",
+                        bytes.len()
+                    ),
+                ));
             }
             Ok(bytes)
         })
@@ -128,7 +150,11 @@ async fn open_cache() -> Option<web_sys::Cache> {
     } else {
         global.dyn_ref::<web_sys::Window>()?.caches().ok()?
     };
-    JsFuture::from(storage.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
+    JsFuture::from(storage.open(CACHE_NAME))
+        .await
+        .ok()?
+        .dyn_into()
+        .ok()
 }
 
 /// The files under a base URL (a Hugging Face `resolve/main` URL, or the local server), read
@@ -155,7 +181,10 @@ impl HttpSource {
     }
 
     fn url(&self, name: &str) -> String {
-        let path: Vec<String> = name.split('/').map(|s| String::from(js_sys::encode_uri_component(s))).collect();
+        let path: Vec<String> = name
+            .split('/')
+            .map(|s| String::from(js_sys::encode_uri_component(s)))
+            .collect();
         format!("{}{}", self.base, path.join("/"))
     }
 
@@ -174,15 +203,24 @@ impl HttpSource {
     }
 
     async fn cache_put(&self, key: &str, body: &Uint8Array) {
-        let Some(cache) = self.cache.as_ref() else { return };
-        let Ok(resp) = web_sys::Response::new_with_opt_buffer_source(Some(body)) else { return };
+        let Some(cache) = self.cache.as_ref() else {
+            return;
+        };
+        let Ok(resp) = web_sys::Response::new_with_opt_buffer_source(Some(body)) else {
+            return;
+        };
         // A full disk or quota only costs the next visit a download: warn, do not fail.
         if let Err(e) = JsFuture::from(cache.put_with_str(key, &resp)).await {
             web_sys_warn(&format!("sciscore: not cached ({key}): {}", js_message(&e)));
         }
     }
 
-    fn request(&self, url: &str, method: &str, range: Option<(u64, u64)>) -> Result<web_sys::Request> {
+    fn request(
+        &self,
+        url: &str,
+        method: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<web_sys::Request> {
         let init = web_sys::RequestInit::new();
         init.set_method(method);
         init.set_mode(web_sys::RequestMode::Cors);
@@ -212,7 +250,8 @@ impl HttpSource {
                 ),
             )
         })?;
-        resp.dyn_into().map_err(|_| io(name, "fetch did not return a Response"))
+        resp.dyn_into()
+            .map_err(|_| io(name, "fetch did not return a Response"))
     }
 
     fn status_error(name: &str, url: &str, status: u16) -> Error {
@@ -242,7 +281,13 @@ impl HttpSource {
         let resp = self.send(name, &self.request(&url, "HEAD", None)?).await?;
         let size = match resp.status() {
             404 | 410 => None,
-            200..=299 => match resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse().ok()) {
+            200..=299 => match resp
+                .headers()
+                .get("content-length")
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+            {
                 Some(n) => Some(n),
                 // No length on HEAD (some CDNs): ask for one byte and read the total from
                 // Content-Range.
@@ -251,22 +296,32 @@ impl HttpSource {
             s => return Err(Self::status_error(name, &url, s)),
         };
         let tag = size.map_or("missing".to_string(), |n| n.to_string());
-        self.cache_put(&key, &Uint8Array::from(tag.as_bytes())).await;
+        self.cache_put(&key, &Uint8Array::from(tag.as_bytes()))
+            .await;
         Ok(size)
     }
 
     async fn size_by_range(&self, name: &str, url: &str) -> Result<u64> {
-        let resp = self.send(name, &self.request(url, "GET", Some((0, 1)))?).await?;
+        let resp = self
+            .send(name, &self.request(url, "GET", Some((0, 1)))?)
+            .await?;
         let total = resp
             .headers()
             .get("content-range")
             .ok()
             .flatten()
             .and_then(|v| v.rsplit('/').next().and_then(|t| t.trim().parse().ok()));
-        match (resp.status(), total) {
-            (206, Some(n)) => Ok(n),
-            (200, _) => Ok(Self::body(name, &resp).await?.length() as u64),
-            (s, _) if !(200..300).contains(&s) => Err(Self::status_error(name, url, s)),
+        // A server that ignores Range answers 200 with the whole file: take its length from
+        // the headers and leave the body unread.
+        let length = resp
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok());
+        match (resp.status(), total, length) {
+            (206, Some(n), _) | (200, _, Some(n)) => Ok(n),
+            (s, _, _) if !(200..300).contains(&s) => Err(Self::status_error(name, url, s)),
             _ => Err(io(name, format!("{url}: the server reports no file size"))),
         }
     }
@@ -285,26 +340,42 @@ impl HttpSource {
                 return Ok(b.to_vec());
             }
         }
-        let resp = self.send(name, &self.request(&url, "GET", Some((offset, end)))?).await?;
+        let resp = self
+            .send(name, &self.request(&url, "GET", Some((offset, end)))?)
+            .await?;
         let body = match resp.status() {
             206 => Self::body(name, &resp).await?,
             // The server ignored Range and sends the whole file: acceptable for small files
             // only, a multi-GB checkpoint must not arrive in one piece.
             200 => {
-                let total: Option<u64> = resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse().ok());
+                let total: Option<u64> = resp
+                    .headers()
+                    .get("content-length")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.parse().ok());
                 if total.is_none_or(|t| t > 64 << 20) {
                     return Err(io(name, format!("{url}: the server does not support HTTP Range requests, which large files need")));
                 }
                 let whole = Self::body(name, &resp).await?;
                 if (whole.length() as u64) < end {
-                    return Err(io(name, format!("{url} has {} bytes, expected at least {end}", whole.length())));
+                    return Err(io(
+                        name,
+                        format!(
+                            "{url} has {} bytes, expected at least {end}",
+                            whole.length()
+                        ),
+                    ));
                 }
                 whole.subarray(offset as u32, end as u32)
             }
             s => return Err(Self::status_error(name, &url, s)),
         };
         if body.length() as u64 != len {
-            return Err(io(name, format!("{url}: got {} bytes for a {len}-byte range", body.length())));
+            return Err(io(
+                name,
+                format!("{url}: got {} bytes for a {len}-byte range", body.length()),
+            ));
         }
         self.cache_put(&key, &body).await;
         Ok(body.to_vec())
@@ -325,14 +396,22 @@ impl ModelSource for HttpSource {
             Ok(s)
         })
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(self.fetch_range(name, offset, len))
     }
 }
 
 fn web_sys_warn(msg: &str) {
     let console = Reflect::get(&js_sys::global(), &"console".into()).ok();
-    if let Some(warn) = console.as_ref().and_then(|c| Reflect::get(c, &"warn".into()).ok()) {
+    if let Some(warn) = console
+        .as_ref()
+        .and_then(|c| Reflect::get(c, &"warn".into()).ok())
+    {
         if let Some(f) = warn.dyn_ref::<Function>() {
             let _ = f.call1(console.as_ref().unwrap_or(&JsValue::UNDEFINED), &msg.into());
         }
@@ -362,7 +441,12 @@ impl<A: ModelSource, B: ModelSource> ModelSource for Overlay<A, B> {
             }
         })
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             if self.top.size(name).await?.is_some() {
                 self.top.read(name, offset, len).await
@@ -419,8 +503,10 @@ impl<S: ModelSource> Progress<S> {
                             continue;
                         }
                         st.tensors_total += 1;
-                        if let Some([a, b]) = v.get("data_offsets").and_then(|o| o.as_array()).map(|o| [o[0].as_u64(), o.get(1).and_then(|x| x.as_u64())]) {
-                            st.bytes_total += b.unwrap_or(0).saturating_sub(a.unwrap_or(0));
+                        // Values index as Null when missing (the loader validates them).
+                        let span = &v["data_offsets"];
+                        if let (Some(a), Some(b)) = (span[0].as_u64(), span[1].as_u64()) {
+                            st.bytes_total += b.saturating_sub(a);
                         }
                     }
                 }
@@ -459,7 +545,12 @@ impl<S: ModelSource> ModelSource for Progress<S> {
     fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
         self.inner.size(name)
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             let bytes = self.inner.read(name, offset, len).await?;
             self.note(name, offset, &bytes);
@@ -496,6 +587,8 @@ struct ModelInfo {
     patch_size: usize,
     projection_dim: usize,
     logit_scale: f32,
+    /// Bytes of wasm linear memory (it only grows): what the engine holds on the CPU side.
+    wasm_memory_bytes: f64,
 }
 
 /// The files of a model at a URL, and their sizes, before downloading anything.
@@ -525,11 +618,17 @@ impl SciScore {
     /// Loads a model from the files of a model folder (`File[]`), on `backend` (`"webgpu"` or
     /// `"cpu"`). `onProgress({phase, file, tensors, tensors_total, bytes, bytes_total})`.
     #[wasm_bindgen(js_name = loadFiles)]
-    pub async fn load_files(files: Array, backend: String, on_progress: Option<Function>) -> Result<SciScore, JsError> {
+    pub async fn load_files(
+        files: Array,
+        backend: String,
+        on_progress: Option<Function>,
+    ) -> Result<SciScore, JsError> {
         let backend = parse_backend(&backend)?;
         let mut list = Vec::new();
         for f in files.iter() {
-            let f: web_sys::File = f.dyn_into().map_err(|_| JsError::new("loadFiles expects an array of File objects"))?;
+            let f: web_sys::File = f
+                .dyn_into()
+                .map_err(|_| JsError::new("loadFiles expects an array of File objects"))?;
             list.push(f);
         }
         if list.is_empty() {
@@ -537,34 +636,61 @@ impl SciScore {
         }
         let src = Progress::new(FileSource { files: list }, on_progress);
         let model = Model::load(&src, backend).await?;
-        Ok(SciScore { model: Rc::new(model), backend })
+        Ok(SciScore {
+            model: Rc::new(model),
+            backend,
+        })
     }
 
     /// Loads a model from a base URL (`<base>/config.json`, ...), reading weights with HTTP Range
     /// requests; with `useCache`, responses are kept in Cache Storage for the next visit.
     #[wasm_bindgen(js_name = loadUrl)]
-    pub async fn load_url(base: String, backend: String, use_cache: bool, on_progress: Option<Function>) -> Result<SciScore, JsError> {
+    pub async fn load_url(
+        base: String,
+        backend: String,
+        use_cache: bool,
+        on_progress: Option<Function>,
+    ) -> Result<SciScore, JsError> {
         let backend = parse_backend(&backend)?;
         let http = HttpSource::new(&base, use_cache).await?;
         let complete = HttpSource::cache_key(&http.base, "complete");
         let src = Progress::new(http, on_progress);
         let model = Model::load(&src, backend).await?;
-        src.inner.cache_put(&complete, &Uint8Array::from(&b"1"[..])).await;
-        Ok(SciScore { model: Rc::new(model), backend })
+        src.inner
+            .cache_put(&complete, &Uint8Array::from(&b"1"[..]))
+            .await;
+        Ok(SciScore {
+            model: Rc::new(model),
+            backend,
+        })
     }
 
     /// Loads a random model of a named geometry (`clip-h`, `clip-b`, `tiny`) with `layers`
     /// layers per tower, its weights synthesized on the fly (nothing downloaded): for timing the
     /// engine in this browser. `tokenizer` holds a `tokenizer.json` (the demo model's will do).
     #[wasm_bindgen(js_name = loadRandom)]
-    pub async fn load_random(geometry: String, layers: usize, tokenizer: Uint8Array, backend: String) -> Result<SciScore, JsError> {
+    pub async fn load_random(
+        geometry: String,
+        layers: usize,
+        tokenizer: Uint8Array,
+        backend: String,
+    ) -> Result<SciScore, JsError> {
         let backend = parse_backend(&backend)?;
         let mut files = MemorySource::new();
         files.insert("tokenizer.json", tokenizer.to_vec());
-        files.insert("preprocessor_config.json", RANDOM_PREPROCESSOR.as_bytes().to_vec());
-        let src = Overlay { top: files, base: RandomSource::new(&geometry, Some(layers), 0x5c1)? };
+        files.insert(
+            "preprocessor_config.json",
+            RANDOM_PREPROCESSOR.as_bytes().to_vec(),
+        );
+        let src = Overlay {
+            top: files,
+            base: RandomSource::new(&geometry, Some(layers), 0x5c1)?,
+        };
         let model = Model::load(&src, backend).await?;
-        Ok(SciScore { model: Rc::new(model), backend })
+        Ok(SciScore {
+            model: Rc::new(model),
+            backend,
+        })
     }
 
     /// The model files at `base` and their sizes (`{files: [{name, size}], total_bytes,
@@ -572,7 +698,9 @@ impl SciScore {
     #[wasm_bindgen(js_name = probeUrl)]
     pub async fn probe_url(base: String, use_cache: bool) -> Result<JsValue, JsError> {
         let src = HttpSource::new(&base, use_cache).await?;
-        let mut names: Vec<String> = ["config.json", "preprocessor_config.json"].map(String::from).to_vec();
+        let mut names: Vec<String> = ["config.json", "preprocessor_config.json"]
+            .map(String::from)
+            .to_vec();
         if src.size("tokenizer.json").await?.is_some() {
             names.push("tokenizer.json".into());
         } else {
@@ -583,14 +711,23 @@ impl SciScore {
             names.push(INDEX.into());
             let size = src.size(INDEX).await?.unwrap_or(0);
             if size > 16 << 20 {
-                return Err(Error::Limits { what: format!("reading `{INDEX}`"), needed: size, available: 16 << 20 }.into());
+                return Err(Error::Limits {
+                    what: format!("reading `{INDEX}`"),
+                    needed: size,
+                    available: 16 << 20,
+                }
+                .into());
             }
             let index: serde_json::Value = serde_json::from_slice(&src.read(INDEX, 0, size).await?)
                 .map_err(|e| Error::safetensors(INDEX, e.to_string()))?;
             let mut shards: Vec<String> = index
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             shards.sort();
             shards.dedup();
@@ -606,9 +743,16 @@ impl SciScore {
             })?;
             files.push(ProbeFile { name, size });
         }
-        let cached = src.cache_get(&HttpSource::cache_key(&src.base, "complete")).await.is_some();
+        let cached = src
+            .cache_get(&HttpSource::cache_key(&src.base, "complete"))
+            .await
+            .is_some();
         let total_bytes = files.iter().map(|f| f.size).sum();
-        Ok(serde_wasm_bindgen::to_value(&Probe { files, total_bytes, cached })?)
+        Ok(serde_wasm_bindgen::to_value(&Probe {
+            files,
+            total_bytes,
+            cached,
+        })?)
     }
 
     /// `"webgpu"` or `"cpu"`.
@@ -623,7 +767,11 @@ impl SciScore {
     pub fn info(&self) -> Result<JsValue, JsError> {
         let c = self.model.config();
         let info = ModelInfo {
-            backend: if self.backend == Backend::Gpu { "webgpu" } else { "cpu" },
+            backend: if self.backend == Backend::Gpu {
+                "webgpu"
+            } else {
+                "cpu"
+            },
             device: self.model.device(),
             text_layers: c.text.tower.num_layers,
             text_hidden: c.text.tower.hidden_size,
@@ -633,6 +781,13 @@ impl SciScore {
             patch_size: c.vision.patch_size,
             projection_dim: c.projection_dim,
             logit_scale: self.model.logit_scale(),
+            wasm_memory_bytes: wasm_bindgen::memory()
+                .dyn_into::<js_sys::WebAssembly::Memory>()
+                .map_or(0.0, |m| {
+                    m.buffer()
+                        .unchecked_into::<js_sys::ArrayBuffer>()
+                        .byte_length() as f64
+                }),
         };
         Ok(serde_wasm_bindgen::to_value(&info)?)
     }
@@ -645,7 +800,9 @@ impl SciScore {
         let model = Rc::clone(&self.model);
         wasm_bindgen_futures::future_to_promise(async move {
             let images = read_images(&images).map_err(to_js)?;
-            let results = score_images(&model, &prompt, &images).await.map_err(to_js)?;
+            let results = score_images(&model, &prompt, &images)
+                .await
+                .map_err(to_js)?;
             serde_wasm_bindgen::to_value(&results).map_err(JsValue::from)
         })
     }
@@ -657,20 +814,29 @@ fn read_images(images: &Array) -> Result<Vec<(String, Vec<u8>)>> {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let name = field(&v, "name").as_string().unwrap_or_else(|| format!("image {}", i + 1));
-            let bytes = field(&v, "bytes")
-                .dyn_into::<Uint8Array>()
-                .map_err(|_| Error::Invalid(format!("image `{name}`: `bytes` must be a Uint8Array")))?;
+            let name = field(&v, "name")
+                .as_string()
+                .unwrap_or_else(|| format!("image {}", i + 1));
+            let bytes = field(&v, "bytes").dyn_into::<Uint8Array>().map_err(|_| {
+                Error::Invalid(format!("image `{name}`: `bytes` must be a Uint8Array"))
+            })?;
             Ok((name, bytes.to_vec()))
         })
         .collect()
 }
 
-async fn score_images(model: &Model, prompt: &str, images: &[(String, Vec<u8>)]) -> Result<Vec<ImageResult>> {
+async fn score_images(
+    model: &Model,
+    prompt: &str,
+    images: &[(String, Vec<u8>)],
+) -> Result<Vec<ImageResult>> {
     if images.is_empty() {
         return Err(Error::Invalid("no images to score: add some first".into()));
     }
-    let inputs: Vec<ImageInput> = images.iter().map(|(n, b)| ImageInput { name: n, bytes: b }).collect();
+    let inputs: Vec<ImageInput> = images
+        .iter()
+        .map(|(n, b)| ImageInput { name: n, bytes: b })
+        .collect();
     let text = model.text_embeds(&[prompt]).await?.remove(0);
     // All images in one pass; if one cannot be read, embed them one by one to find which.
     let embeds: Vec<Result<Vec<f32>>> = match model.image_embeds(&inputs).await {
@@ -684,7 +850,10 @@ async fn score_images(model: &Model, prompt: &str, images: &[(String, Vec<u8>)])
             out
         }
     };
-    let ok: Vec<Vec<f32>> = embeds.iter().filter_map(|e| e.as_ref().ok().cloned()).collect();
+    let ok: Vec<Vec<f32>> = embeds
+        .iter()
+        .filter_map(|e| e.as_ref().ok().cloned())
+        .collect();
     let scores = score::scores(&text, &ok, model.logit_scale());
     let probs = score::softmax(&scores);
     let mut k = 0;
@@ -694,9 +863,19 @@ async fn score_images(model: &Model, prompt: &str, images: &[(String, Vec<u8>)])
         .map(|((name, _), e)| match e {
             Ok(_) => {
                 k += 1;
-                ImageResult { name: name.clone(), score: Some(scores[k - 1]), prob: Some(probs[k - 1]), error: None }
+                ImageResult {
+                    name: name.clone(),
+                    score: Some(scores[k - 1]),
+                    prob: Some(probs[k - 1]),
+                    error: None,
+                }
             }
-            Err(e) => ImageResult { name: name.clone(), score: None, prob: None, error: Some(e.to_string()) },
+            Err(e) => ImageResult {
+                name: name.clone(),
+                score: None,
+                prob: None,
+                error: Some(e.to_string()),
+            },
         })
         .collect())
 }

@@ -117,12 +117,16 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
+let lastProgress = null;
+
 function onProgress(p) {
+  lastProgress = p;
   const bar = $('#progress');
   const text = $('#progress-text');
   if (p.phase === 'weights' && p.bytes_total > 0) {
     bar.value = p.bytes / p.bytes_total;
-    text.textContent = `weights: ${p.tensors}/${p.tensors_total} tensors, ${fmtBytes(p.bytes)} of ${fmtBytes(p.bytes_total)}`;
+    text.textContent = `weights: ${p.tensors}/${p.tensors_total} tensors, ${fmtBytes(p.bytes)} of ${fmtBytes(p.bytes_total)}`
+      + (p.tensors === p.tensors_total ? ' — preparing the engine (GPU upload, shader compilation)…' : '');
   } else {
     bar.removeAttribute('value'); // indeterminate
     text.textContent = `reading ${p.file || p.phase}…`;
@@ -137,6 +141,7 @@ async function load(source, label) {
   setStatus(`loading ${label}…`, 'busy');
   $('#progress').value = 0;
   $('#progress-text').textContent = '';
+  lastProgress = null;
   $('#model-note').hidden = true;
   try {
     const r = await engine.call('load', { source, backend: BACKEND_PREF }, onProgress);
@@ -147,7 +152,7 @@ async function load(source, label) {
     renderResults();
     $('#backend').textContent = r.info.backend;
     $('#backend-note').textContent = [
-      `${r.info.device}; text ${r.info.text_layers}×${r.info.text_hidden}, vision ${r.info.vision_layers}×${r.info.vision_hidden}, ${r.info.image_size} px`,
+      `${r.info.device}; text ${r.info.text_layers}×${r.info.text_hidden}, vision ${r.info.vision_layers}×${r.info.vision_hidden}, ${r.info.image_size} px; wasm memory ${fmtBytes(r.info.wasm_memory_bytes)}`,
       ...r.notes,
     ].join(' · ');
     if (r.info.vision_hidden < 256) {
@@ -156,6 +161,9 @@ async function load(source, label) {
       note.hidden = false;
     }
     $('#progress').value = 1;
+    $('#progress-text').textContent = lastProgress?.tensors_total
+      ? `loaded ${lastProgress.tensors_total} tensors, ${fmtBytes(lastProgress.bytes_total)}`
+      : '';
     const st = $('#status');
     st.dataset.loadMs = String(Math.round(r.ms));
     setStatus(`ready — ${label} on ${r.info.backend} (loaded in ${fmtMs(r.ms)})`, 'ready');
@@ -301,13 +309,20 @@ function imagesChanged() {
   renderResults();
 }
 
+/** A thumbnail; a file the browser cannot show gets a blank tile, not a broken-image icon. */
+function thumb(url) {
+  const img = el('img', { src: url, alt: '' });
+  img.onerror = () => img.classList.add('broken');
+  return img;
+}
+
 function renderThumbs() {
   const ul = $('#thumbs');
   ul.replaceChildren(
     ...state.images.map((im, i) => {
       const rm = el('button', { type: 'button', class: 'remove', 'aria-label': `remove ${im.name}`, text: '×' });
       rm.onclick = () => removeImage(i);
-      return el('li', {}, el('img', { src: im.url, alt: '' }), el('span', { class: 'name', text: `${i + 1}. ${im.name}` }), rm);
+      return el('li', {}, thumb(im.url), el('span', { class: 'name', text: `${i + 1}. ${im.name}` }), rm);
     }),
   );
 }
@@ -352,7 +367,7 @@ async function score() {
     const st = $('#status');
     st.dataset.scoreMs = String(Math.round(r.ms));
     setStatus(
-      `ready — scored ${images.length - failed} of ${images.length} images in ${fmtMs(r.ms)}`
+      `ready — scored ${images.length - failed} of ${images.length} images ${r.ms < 1 ? 'at once (cached embeddings)' : `in ${fmtMs(r.ms)}`}`
         + (failed ? `; ${failed} could not be read (see below)` : ''),
       'ready',
     );
@@ -401,7 +416,7 @@ function renderResults() {
       const li = el('li', { 'data-testid': 'result', 'data-name': res.name, 'data-index': String(i) });
       // Input order in the DOM; "best first" only changes the visual order.
       if (sorted) li.style.order = String(pairwise ? i : order.indexOf(i));
-      li.append(el('img', { src: images[i].url, alt: '' }));
+      li.append(thumb(images[i].url));
       const body = el('div', { class: 'body' });
       body.append(el('div', { class: 'name', text: res.name }));
       if (res.error) {
@@ -503,8 +518,10 @@ function init() {
   $('#images').onchange = async (e) => { await addImages(e.target.files); e.target.value = ''; };
   dropZone($('#image-drop'), (files) => addImages(files.filter((f) => !f.type || f.type.startsWith('image/') || !MODEL_FILE.test(f.name))));
   document.addEventListener('paste', (e) => {
-    if (e.target === $('#prompt') || e.target === $('#model-url')) return; // text paste
     const files = [...(e.clipboardData?.files || [])];
+    // Text pasted into a text field stays text; an image pasted anywhere becomes an image.
+    const textField = e.target === $('#prompt') || e.target === $('#model-url');
+    if (textField && e.clipboardData?.types.includes('text/plain')) return;
     if (files.length) { e.preventDefault(); addImages(files); }
   });
   // A file dropped outside the zones must not navigate away from the page.

@@ -132,7 +132,8 @@ const ops = {
           times.push(performance.now() - t1);
         }
         times.sort((a, b) => a - b);
-        out.push({ layers, load_ms: loadMs, image_ms: times[Math.floor(times.length / 2)], device: m.info().device });
+        const info = m.info();
+        out.push({ layers, load_ms: loadMs, image_ms: times[Math.floor(times.length / 2)], device: info.device, wasm_memory_bytes: info.wasm_memory_bytes });
       } finally {
         m.free();
       }

@@ -82,9 +82,11 @@ export async function openPage(browser, base) {
 }
 
 /** Waits until #status says `ready` (after `since`, a status text to move away from); fails on `error`. */
-export async function waitReady(page, { timeout = LOAD_TIMEOUT_MS, allowError = false } = {}) {
-  await page.waitForFunction(() => /\bready\b|\berror\b/.test(document.querySelector('#status').textContent)
-    && !document.querySelector('#status').classList.contains('busy'), null, { timeout });
+export async function waitReady(page, { timeout = LOAD_TIMEOUT_MS, allowError = false, since = null } = {}) {
+  await page.waitForFunction((since) => {
+    const s = document.querySelector('#status');
+    return /\bready\b|\berror\b/.test(s.textContent) && !s.classList.contains('busy') && s.textContent !== since;
+  }, since, { timeout });
   const status = await page.textContent('#status');
   if (!allowError && /\berror\b/.test(status)) throw new Error(`page reports: ${status}`);
   return status;
