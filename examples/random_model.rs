@@ -28,8 +28,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             at += n;
         }
     }
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny224");
-    for name in ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"] {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny224");
+    for name in [
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "preprocessor_config.json",
+    ] {
         std::fs::copy(fixture.join(name), out.join(name))?;
     }
     println!("wrote {}", out.display());

@@ -52,23 +52,41 @@ pub struct BatchSummary {
 /// Lines of the manifest (for progress), without parsing them.
 pub fn count_lines(manifest: &Path) -> Result<usize> {
     let f = open(manifest)?;
-    Ok(std::io::BufReader::new(f).lines().map_while(|l| l.ok()).filter(|l| !l.trim().is_empty()).count())
+    Ok(std::io::BufReader::new(f)
+        .lines()
+        .map_while(|l| l.ok())
+        .filter(|l| !l.trim().is_empty())
+        .count())
 }
 
 fn open(p: &Path) -> Result<std::fs::File> {
-    std::fs::File::open(p).map_err(|e| Error::Io { name: p.display().to_string(), message: e.to_string() })
+    std::fs::File::open(p).map_err(|e| Error::Io {
+        name: p.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Records already in `out` (a previous, possibly interrupted run). A torn last line is cut off.
 fn resume(out: &Path) -> Result<Vec<Record>> {
-    let io = |e: std::io::Error| Error::Io { name: out.display().to_string(), message: e.to_string() };
-    let Ok(text) = std::fs::read_to_string(out) else { return Ok(Vec::new()) };
+    let io = |e: std::io::Error| Error::Io {
+        name: out.display().to_string(),
+        message: e.to_string(),
+    };
+    let Ok(text) = std::fs::read_to_string(out) else {
+        return Ok(Vec::new());
+    };
     let keep = text.rfind('\n').map_or(0, |i| i + 1);
     if keep < text.len() {
-        let f = std::fs::OpenOptions::new().write(true).open(out).map_err(io)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(out)
+            .map_err(io)?;
         f.set_len(keep as u64).map_err(io)?;
     }
-    Ok(text[..keep].lines().filter_map(|l| serde_json::from_str::<Record>(l).ok()).collect())
+    Ok(text[..keep]
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        .collect())
 }
 
 struct Item {
@@ -88,7 +106,10 @@ fn read_manifest(
     let reader = std::io::BufReader::new(open(&manifest)?);
     let mut line_no = 0usize;
     for line in reader.lines() {
-        let line = line.map_err(|e| Error::Io { name: manifest.display().to_string(), message: e.to_string() })?;
+        let line = line.map_err(|e| Error::Io {
+            name: manifest.display().to_string(),
+            message: e.to_string(),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -100,7 +121,14 @@ fn read_manifest(
         let t0 = std::time::Instant::now();
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let mut rec = Record { line: n, prompt: field("prompt").unwrap_or_default(), image: field("image").unwrap_or_default(), group: field("group"), score: None, error: None };
+        let mut rec = Record {
+            line: n,
+            prompt: field("prompt").unwrap_or_default(),
+            image: field("image").unwrap_or_default(),
+            group: field("group"),
+            score: None,
+            error: None,
+        };
         let pixels = match (field("prompt"), field("image")) {
             (Some(_), Some(img)) => {
                 let path = base.join(&img);
@@ -113,7 +141,10 @@ fn read_manifest(
         if let Err(e) = &pixels {
             rec.error = Some(e.clone());
         }
-        if tx.send((Item { rec, pixels }, t0.elapsed().as_secs_f64())).is_err() {
+        if tx
+            .send((Item { rec, pixels }, t0.elapsed().as_secs_f64()))
+            .is_err()
+        {
             return Ok(());
         }
     }
@@ -131,7 +162,10 @@ pub fn run(
 ) -> Result<BatchSummary> {
     let total = count_lines(manifest)?;
     if total == 0 {
-        return Err(Error::Invalid(format!("the manifest {} is empty", manifest.display())));
+        return Err(Error::Invalid(format!(
+            "the manifest {} is empty",
+            manifest.display()
+        )));
     }
     let previous = match out {
         Some(o) => resume(o)?,
@@ -144,7 +178,10 @@ pub fn run(
                 .create(true)
                 .append(true)
                 .open(o)
-                .map_err(|e| Error::Io { name: o.display().to_string(), message: e.to_string() })?,
+                .map_err(|e| Error::Io {
+                    name: o.display().to_string(),
+                    message: e.to_string(),
+                })?,
         ),
         None => None,
     };
@@ -170,7 +207,9 @@ pub fn run(
             continue;
         }
         let t0 = std::time::Instant::now();
-        let ok: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].pixels.is_ok()).collect();
+        let ok: Vec<usize> = (0..pending.len())
+            .filter(|&i| pending[i].pixels.is_ok())
+            .collect();
         if !ok.is_empty() {
             let mut pixels = Vec::new();
             for &i in &ok {
@@ -179,14 +218,18 @@ pub fn run(
             let feats = pollster::block_on(model.embed_pixels(&pixels, ok.len()))?;
             for (&i, f) in ok.iter().zip(&feats) {
                 let t = pollster::block_on(model.text_embeds(&[&pending[i].rec.prompt]))?.remove(0);
-                pending[i].rec.score = Some(score::scores(&t, std::slice::from_ref(f), model.logit_scale())[0]);
+                pending[i].rec.score =
+                    Some(score::scores(&t, std::slice::from_ref(f), model.logit_scale())[0]);
             }
         }
         model_s += t0.elapsed().as_secs_f64();
         for item in pending.drain(..) {
             if let Some(w) = writer.as_mut() {
                 let line = serde_json::to_string(&item.rec).expect("records serialize");
-                writeln!(w, "{line}").map_err(|e| Error::Io { name: "--out".into(), message: e.to_string() })?;
+                writeln!(w, "{line}").map_err(|e| Error::Io {
+                    name: "--out".into(),
+                    message: e.to_string(),
+                })?;
             }
             on_record(&item.rec);
             records.push(item.rec);
@@ -195,7 +238,9 @@ pub fn run(
             break;
         }
     }
-    reader.join().map_err(|_| Error::Invalid("the manifest reader thread panicked".into()))??;
+    reader
+        .join()
+        .map_err(|_| Error::Invalid("the manifest reader thread panicked".into()))??;
     let mut groups: BTreeMap<String, (usize, f64)> = BTreeMap::new();
     for r in &records {
         if let (Some(g), Some(s)) = (&r.group, r.score) {
@@ -209,7 +254,18 @@ pub fn run(
         scored: records.iter().filter(|r| r.score.is_some()).count(),
         errors: records.iter().filter(|r| r.error.is_some()).count(),
         resumed,
-        groups: groups.into_iter().map(|(k, (n, s))| (k, GroupMean { n, mean_score: s / n as f64 })).collect(),
+        groups: groups
+            .into_iter()
+            .map(|(k, (n, s))| {
+                (
+                    k,
+                    GroupMean {
+                        n,
+                        mean_score: s / n as f64,
+                    },
+                )
+            })
+            .collect(),
         decode_seconds: decode_s,
         model_seconds: model_s,
     })

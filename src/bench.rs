@@ -24,7 +24,11 @@ pub struct BenchRow {
 
 /// FLOPs of one tower over `t` tokens (matrix products only).
 pub fn tower_flops(t: &TowerConfig, tokens: usize) -> f64 {
-    let (n, d, f) = (tokens as f64, t.hidden_size as f64, t.intermediate_size as f64);
+    let (n, d, f) = (
+        tokens as f64,
+        t.hidden_size as f64,
+        t.intermediate_size as f64,
+    );
     let per_layer = 2.0 * n * d * (4.0 * d + 2.0 * f) + 2.0 * 2.0 * n * n * d;
     per_layer * t.num_layers as f64
 }
@@ -62,46 +66,85 @@ fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
 
 /// Checks `linear` against an f64 dot product on sampled entries of a realistic shape.
 fn validate_linear(l: &Linear, rows: usize) -> Result<()> {
-    let x: Vec<f32> = (0..rows * l.in_features).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let x: Vec<f32> = (0..rows * l.in_features)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     let y = linear(&x, rows, l);
-    for &(r, c) in &[(0, 0), (rows - 1, l.out_features - 1), (rows / 2, l.out_features / 3)] {
+    let w = l.weight.f32();
+    for &(r, c) in &[
+        (0, 0),
+        (rows - 1, l.out_features - 1),
+        (rows / 2, l.out_features / 3),
+    ] {
         let want: f64 = l.bias.as_ref().map_or(0.0, |b| b[c] as f64)
-            + (0..l.in_features).map(|k| x[r * l.in_features + k] as f64 * l.weight[c * l.in_features + k] as f64).sum::<f64>();
+            + (0..l.in_features)
+                .map(|k| x[r * l.in_features + k] as f64 * w[c * l.in_features + k] as f64)
+                .sum::<f64>();
         let got = y[r * l.out_features + c] as f64;
         if (got - want).abs() > 1e-3 * (1.0 + want.abs()) {
-            return Err(Error::Invalid(format!("validation failed: linear[{r},{c}] = {got}, f64 reference {want}")));
+            return Err(Error::Invalid(format!(
+                "validation failed: linear[{r},{c}] = {got}, f64 reference {want}"
+            )));
         }
     }
     Ok(())
 }
 
 /// Times the CPU reference on a random model: vision at `batch`, text at 77 and 12 tokens.
-pub async fn bench_cpu(preset: &str, layers: Option<usize>, batch: usize, iters: usize) -> Result<(ClipConfig, Vec<BenchRow>)> {
+pub async fn bench_cpu(
+    preset: &str,
+    layers: Option<usize>,
+    batch: usize,
+    iters: usize,
+) -> Result<(ClipConfig, Vec<BenchRow>)> {
     let src = RandomSource::new(preset, layers, 0x5c1)?;
     let cfg = ClipConfig::from_json(&crate::source::read_all(&src, "config.json", 1 << 20).await?)?;
     let ckpt = Checkpoint::open(&src).await?;
     let w = ClipWeights::load(&cfg, &ckpt, &src).await?;
-    let model = CpuModel { cfg: cfg.clone(), w };
+    let model = CpuModel {
+        cfg: cfg.clone(),
+        w,
+    };
     if let Some(l) = model.w.vision.layers.first() {
         validate_linear(&l.mlp.fc1, model.cfg.vision.num_positions())?;
     }
     let mut rows = Vec::new();
     let s = cfg.vision.image_size;
-    let pixels: Vec<f32> = (0..batch * 3 * s * s).map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0).collect();
+    let pixels: Vec<f32> = (0..batch * 3 * s * s)
+        .map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0)
+        .collect();
     let feats = model.image_features(&pixels, batch, None)?;
     if feats.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Invalid("validation failed: non-finite image features".into()));
+        return Err(Error::Invalid(
+            "validation failed: non-finite image features".into(),
+        ));
     }
-    let ms = time(iters, || model.image_features(&pixels, batch, None).map(|_| ()))?;
+    let ms = time(iters, || {
+        model.image_features(&pixels, batch, None).map(|_| ())
+    })?;
     let gflop = vision_flops(&cfg) * batch as f64 / 1e9;
-    rows.push(BenchRow { case: format!("vision, batch {batch}"), ms, ms_per_item: ms / batch as f64, gflop, gflops: gflop / ms * 1e3 });
+    rows.push(BenchRow {
+        case: format!("vision, batch {batch}"),
+        ms,
+        ms_per_item: ms / batch as f64,
+        gflop,
+        gflops: gflop / ms * 1e3,
+    });
     for tokens in [77usize, 12] {
-        let mut ids: Vec<u32> = (0..tokens).map(|i| 49406u32.min(320 + i as u32 * 101)).collect();
+        let mut ids: Vec<u32> = (0..tokens)
+            .map(|i| 49406u32.min(320 + i as u32 * 101))
+            .collect();
         ids[0] = 49406;
         ids[tokens - 1] = 49407;
         let ms = time(iters, || model.text_features(&ids, None).map(|_| ()))?;
         let gflop = text_flops(&cfg, tokens) / 1e9;
-        rows.push(BenchRow { case: format!("text, {tokens} tokens"), ms, ms_per_item: ms, gflop, gflops: gflop / ms * 1e3 });
+        rows.push(BenchRow {
+            case: format!("text, {tokens} tokens"),
+            ms,
+            ms_per_item: ms,
+            gflop,
+            gflops: gflop / ms * 1e3,
+        });
     }
     Ok((cfg, rows))
 }

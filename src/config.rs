@@ -168,7 +168,11 @@ impl Fields<'_> {
                 Ok([x, x, x])
             }
             Some(v @ Value::Array(a)) => {
-                let xs: Vec<f32> = a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect();
+                let xs: Vec<f32> = a
+                    .iter()
+                    .filter_map(|x| x.as_f64())
+                    .map(|x| x as f32)
+                    .collect();
                 match xs[..] {
                     [a, b, c] if xs.iter().all(|x| x.is_finite()) => Ok([a, b, c]),
                     _ => Err(self.bad(key, v, "a list of three numbers")),
@@ -253,13 +257,27 @@ impl ClipConfig {
             if mt != "clip" {
                 return Err(Error::config(
                     FILE,
-                    format!("model_type is \"{mt}\"; sciscore loads CLIPModel checkpoints (\"clip\")"),
+                    format!(
+                        "model_type is \"{mt}\"; sciscore loads CLIPModel checkpoints (\"clip\")"
+                    ),
                 ));
             }
         }
-        let top = Fields { file: FILE, section: "", map: root.clone() };
-        let tf = Fields { file: FILE, section: "text_config", map: section(&root, "text_config") };
-        let vf = Fields { file: FILE, section: "vision_config", map: section(&root, "vision_config") };
+        let top = Fields {
+            file: FILE,
+            section: "",
+            map: root.clone(),
+        };
+        let tf = Fields {
+            file: FILE,
+            section: "text_config",
+            map: section(&root, "text_config"),
+        };
+        let vf = Fields {
+            file: FILE,
+            section: "vision_config",
+            map: section(&root, "vision_config"),
+        };
         let text = TextConfig {
             tower: tower(&tf, (512, 2048, 12, 8))?,
             vocab_size: tf.usize_or("vocab_size", 49408)?,
@@ -273,12 +291,22 @@ impl ClipConfig {
             num_channels: vf.usize_or("num_channels", 3)?,
         };
         if vision.num_channels != 3 {
-            return Err(Error::config(FILE, "vision_config.num_channels must be 3 (RGB)"));
+            return Err(Error::config(
+                FILE,
+                "vision_config.num_channels must be 3 (RGB)",
+            ));
         }
         if vision.patch_size > vision.image_size {
-            return Err(Error::config(FILE, "vision_config.patch_size is larger than image_size"));
+            return Err(Error::config(
+                FILE,
+                "vision_config.patch_size is larger than image_size",
+            ));
         }
-        Ok(ClipConfig { text, vision, projection_dim: top.usize_or("projection_dim", 512)? })
+        Ok(ClipConfig {
+            text,
+            vision,
+            projection_dim: top.usize_or("projection_dim", 512)?,
+        })
     }
 }
 
@@ -294,12 +322,20 @@ impl PreprocessorConfig {
     /// (`"size": {"shortest_edge": 224}`) forms.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         const FILE: &str = "preprocessor_config.json";
-        let f = Fields { file: FILE, section: "", map: parse_json(FILE, bytes)? };
+        let f = Fields {
+            file: FILE,
+            section: "",
+            map: parse_json(FILE, bytes)?,
+        };
         // `size`: an int means shortest edge (CLIP uses default_to_square=False).
         let size = match size_dict(&f, "size") {
             None => ResizeTo::ShortestEdge(f.usize_or("size", 224)?),
             Some(m) => {
-                let d = Fields { file: FILE, section: "size", map: m };
+                let d = Fields {
+                    file: FILE,
+                    section: "size",
+                    map: m,
+                };
                 if d.map.contains_key("shortest_edge") {
                     ResizeTo::ShortestEdge(d.usize_or("shortest_edge", 224)?)
                 } else if d.map.contains_key("height") && d.map.contains_key("width") {
@@ -321,9 +357,16 @@ impl PreprocessorConfig {
                 (n, n)
             }
             Some(m) => {
-                let d = Fields { file: FILE, section: "crop_size", map: m };
+                let d = Fields {
+                    file: FILE,
+                    section: "crop_size",
+                    map: m,
+                };
                 if !(d.map.contains_key("height") && d.map.contains_key("width")) {
-                    return Err(Error::config(FILE, "`crop_size` needs `height` and `width`"));
+                    return Err(Error::config(
+                        FILE,
+                        "`crop_size` needs `height` and `width`",
+                    ));
                 }
                 (d.usize_or("height", 224)?, d.usize_or("width", 224)?)
             }
@@ -335,10 +378,15 @@ impl PreprocessorConfig {
             3 => Resample::Bicubic,
             4 => Resample::Box,
             5 => Resample::Hamming,
-            n => return Err(Error::config(FILE, format!("unknown PIL resample code {n}"))),
+            n => {
+                return Err(Error::config(
+                    FILE,
+                    format!("unknown PIL resample code {n}"),
+                ))
+            }
         };
         let image_std = f.triple_or("image_std", OPENAI_CLIP_STD)?;
-        if image_std.iter().any(|&s| s == 0.0) {
+        if image_std.contains(&0.0) {
             return Err(Error::config(FILE, "`image_std` has a zero"));
         }
         Ok(PreprocessorConfig {
@@ -383,7 +431,10 @@ mod tests {
     fn unknown_activation_is_named() {
         let err = ClipConfig::from_json(br#"{"text_config":{"hidden_act":"relu"}}"#).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("text_config.hidden_act") && msg.contains("relu"), "{msg}");
+        assert!(
+            msg.contains("text_config.hidden_act") && msg.contains("relu"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -24,10 +24,26 @@ pub struct Trace {
 /// `out (M, N) = a (M, K) . b^T` with `b (N, K)` row-major, plus `out` when `accumulate`.
 /// `threads`: let gemm use all cores (off inside an already parallel loop).
 #[allow(clippy::too_many_arguments)]
-fn gemm_nt(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, accumulate: bool, threads: bool) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= n * k, "gemm_nt: operand sizes");
+fn gemm_nt(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    threads: bool,
+) {
+    assert!(
+        out.len() >= m * n && a.len() >= m * k && b.len() >= n * k,
+        "gemm_nt: operand sizes"
+    );
     #[cfg(not(target_arch = "wasm32"))]
-    let par = if threads && m * n * k > 1 << 16 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let par = if threads && m * n * k > 1 << 16 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     #[cfg(target_arch = "wasm32")]
     let _ = threads;
     #[cfg(target_arch = "wasm32")]
@@ -65,7 +81,16 @@ pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
         Some(b) => b.repeat(m),
         None => vec![0.0; m * l.out_features],
     };
-    gemm_nt(&mut y, x, &l.weight, m, l.out_features, l.in_features, true, true);
+    gemm_nt(
+        &mut y,
+        x,
+        &l.weight.f32(),
+        m,
+        l.out_features,
+        l.in_features,
+        true,
+        true,
+    );
     y
 }
 
@@ -90,7 +115,9 @@ pub(crate) fn layer_norm(x: &[f32], ln: &LayerNorm, eps: f32) -> Vec<f32> {
 /// below f32 matmul rounding. Returned as erfc so GELU of negative inputs keeps its digits.
 fn erfc_nonneg(z: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
     poly * (-z * z).exp()
 }
 
@@ -136,13 +163,19 @@ fn attention(x: &[f32], t: usize, a: &Attention, tower: &TowerConfig, causal: bo
     let mut ctx = vec![0.0f32; t * d]; // (T, D), heads side by side
     let heads: Vec<Vec<f32>> = map_heads(h, |head| {
         // Gather this head's (T, Dh) slices contiguously, then scores = q k^T (T, T).
-        let slice = |m: &[f32]| -> Vec<f32> { (0..t).flat_map(|r| m[r * d + head * dh..][..dh].to_vec()).collect() };
+        let slice = |m: &[f32]| -> Vec<f32> {
+            (0..t)
+                .flat_map(|r| m[r * d + head * dh..][..dh].to_vec())
+                .collect()
+        };
         let (qh, kh, vh) = (slice(&q), slice(&k), slice(&v));
         let mut s = vec![0.0f32; t * t];
         gemm_nt(&mut s, &qh, &kh, t, t, dh, false, false);
         for (i, row) in s.chunks_exact_mut(t).enumerate() {
             let valid = if causal { i + 1 } else { t };
-            let max = row[..valid].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let max = row[..valid]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut sum = 0.0f64;
             for v in row[..valid].iter_mut() {
                 *v = (*v - max).exp();
@@ -182,13 +215,23 @@ fn map_heads<F: Fn(usize) -> Vec<f32> + Sync + Send>(h: usize, f: F) -> Vec<Vec<
 }
 
 /// One pre-norm encoder layer over `b` sequences of `t` tokens, x (B*T, D), in place.
-fn encoder_layer(x: &mut [f32], b: usize, t: usize, l: &EncoderLayer, tower: &TowerConfig, causal: bool) {
+fn encoder_layer(
+    x: &mut [f32],
+    b: usize,
+    t: usize,
+    l: &EncoderLayer,
+    tower: &TowerConfig,
+    causal: bool,
+) {
     let (d, eps) = (tower.hidden_size, tower.layer_norm_eps);
     // x = x + attn(ln1(x))
     let h = layer_norm(x, &l.layer_norm1, eps);
     for s in 0..b {
         let a = attention(&h[s * t * d..][..t * d], t, &l.self_attn, tower, causal);
-        x[s * t * d..][..t * d].iter_mut().zip(&a).for_each(|(x, a)| *x += a);
+        x[s * t * d..][..t * d]
+            .iter_mut()
+            .zip(&a)
+            .for_each(|(x, a)| *x += a);
     }
     // x = x + fc2(act(fc1(ln2(x))))
     let h = layer_norm(x, &l.layer_norm2, eps);
@@ -206,7 +249,9 @@ pub(crate) fn pool_position(ids: &[u32], eos_token_id: i64) -> usize {
         let max = ids.iter().copied().max().unwrap_or(0);
         ids.iter().position(|&i| i == max).unwrap_or(0)
     } else {
-        ids.iter().position(|&i| i as i64 == eos_token_id).unwrap_or(0)
+        ids.iter()
+            .position(|&i| i as i64 == eos_token_id)
+            .unwrap_or(0)
     }
 }
 
@@ -233,11 +278,16 @@ impl CpuModel {
         for (r, &id) in ids.iter().enumerate() {
             let id = id as usize;
             if id >= tc.vocab_size {
-                return Err(crate::Error::Invalid(format!("token id {id} is outside the vocabulary ({})", tc.vocab_size)));
+                return Err(crate::Error::Invalid(format!(
+                    "token id {id} is outside the vocabulary ({})",
+                    tc.vocab_size
+                )));
             }
-            for c in 0..d {
-                x[r * d + c] = tw.token_embedding[id * d + c] + tw.position_embedding[r * d + c];
-            }
+            let row = &mut x[r * d..][..d];
+            tw.token_embedding.read_into(id * d, row);
+            row.iter_mut()
+                .zip(&tw.position_embedding[r * d..][..d])
+                .for_each(|(v, p)| *v += p);
         }
         let mut hidden = Vec::new();
         let tracing = trace.is_some();
@@ -255,16 +305,30 @@ impl CpuModel {
         let pooled = last[pos * d..][..d].to_vec();
         let feats = linear(&pooled, 1, &self.w.text_projection);
         if let Some(tr) = trace {
-            *tr = Trace { hidden, last_hidden_state: last, pooled };
+            *tr = Trace {
+                hidden,
+                last_hidden_state: last,
+                pooled,
+            };
         }
         Ok(feats)
     }
 
     /// Vision tower for `b` images of preprocessed pixels (B, 3, S, S): `get_image_features`
     /// (B, P). With `traces`, records one trace per image.
-    pub fn image_features(&self, pixels: &[f32], b: usize, traces: Option<&mut Vec<Trace>>) -> crate::Result<Vec<f32>> {
+    pub fn image_features(
+        &self,
+        pixels: &[f32],
+        b: usize,
+        traces: Option<&mut Vec<Trace>>,
+    ) -> crate::Result<Vec<f32>> {
         let vc = &self.cfg.vision;
-        let (d, s, p, g) = (vc.tower.hidden_size, vc.image_size, vc.patch_size, vc.grid());
+        let (d, s, p, g) = (
+            vc.tower.hidden_size,
+            vc.image_size,
+            vc.patch_size,
+            vc.grid(),
+        );
         let t = vc.num_positions();
         if pixels.len() != b * 3 * s * s {
             return Err(crate::Error::Invalid(format!(
@@ -282,7 +346,8 @@ impl CpuModel {
                     let row = &mut patches[((img * g + gy) * g + gx) * kk..][..kk];
                     for c in 0..3 {
                         for ky in 0..p {
-                            let src = &pixels[((img * 3 + c) * s + gy * p + ky) * s + gx * p..][..p];
+                            let src =
+                                &pixels[((img * 3 + c) * s + gy * p + ky) * s + gx * p..][..p];
                             row[(c * p + ky) * p..][..p].copy_from_slice(src);
                         }
                     }
@@ -290,12 +355,25 @@ impl CpuModel {
             }
         }
         let mut pe = vec![0.0f32; b * g * g * d]; // (B*N, D) = patches . W^T
-        gemm_nt(&mut pe, &patches, &vw.patch_embedding, b * g * g, d, kk, false, true);
+        gemm_nt(
+            &mut pe,
+            &patches,
+            &vw.patch_embedding,
+            b * g * g,
+            d,
+            kk,
+            false,
+            true,
+        );
         // x = [class; patches] + position_embedding   (B*T, D)
         let mut x = vec![0.0f32; b * t * d];
         for img in 0..b {
             for r in 0..t {
-                let src = if r == 0 { &vw.class_embedding[..] } else { &pe[(img * g * g + r - 1) * d..][..d] };
+                let src = if r == 0 {
+                    &vw.class_embedding[..]
+                } else {
+                    &pe[(img * g * g + r - 1) * d..][..d]
+                };
                 for c in 0..d {
                     x[(img * t + r) * d + c] = src[c] + vw.position_embedding[r * d + c];
                 }
@@ -315,7 +393,9 @@ impl CpuModel {
             }
         }
         // pooled = post_layernorm(x[:, 0])   (B, D)
-        let cls: Vec<f32> = (0..b).flat_map(|img| x[img * t * d..][..d].to_vec()).collect();
+        let cls: Vec<f32> = (0..b)
+            .flat_map(|img| x[img * t * d..][..d].to_vec())
+            .collect();
         let pooled = layer_norm(&cls, &vw.post_layernorm, eps);
         let feats = linear(&pooled, b, &self.w.visual_projection);
         if let Some(tr) = traces {
@@ -340,14 +420,25 @@ mod tests {
     #[test]
     fn gemm_nt_matches_naive_on_awkward_sizes() {
         let (m, n, k) = (7, 5, 13);
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
-        let b: Vec<f32> = (0..n * k).map(|i| ((i * 17 % 7) as f32 - 3.0) * 0.2).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let b: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 17 % 7) as f32 - 3.0) * 0.2)
+            .collect();
         let mut out = vec![1.0f32; m * n];
         gemm_nt(&mut out, &a, &b, m, n, k, true, true);
         for i in 0..m {
             for j in 0..n {
-                let want: f64 = 1.0 + (0..k).map(|x| a[i * k + x] as f64 * b[j * k + x] as f64).sum::<f64>();
-                assert!((out[i * n + j] as f64 - want).abs() < 1e-5, "({i},{j}) {} vs {want}", out[i * n + j]);
+                let want: f64 = 1.0
+                    + (0..k)
+                        .map(|x| a[i * k + x] as f64 * b[j * k + x] as f64)
+                        .sum::<f64>();
+                assert!(
+                    (out[i * n + j] as f64 - want).abs() < 1e-5,
+                    "({i},{j}) {} vs {want}",
+                    out[i * n + j]
+                );
             }
         }
     }
@@ -364,7 +455,8 @@ mod tests {
         let mut worst = 0.0f64;
         for i in -200_000..=200_000 {
             let x = i as f32 * 5e-5; // [-10, 10]
-            let want = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 * std::f64::consts::FRAC_1_SQRT_2));
+            let want =
+                0.5 * x as f64 * (1.0 + libm::erf(x as f64 * std::f64::consts::FRAC_1_SQRT_2));
             worst = worst.max((gelu(x) as f64 - want).abs() / (1.0 + x.abs() as f64));
         }
         assert!(worst < 1e-6, "gelu worst relative error {worst:.3e}");
@@ -374,7 +466,7 @@ mod tests {
     fn activations() {
         let mut x = vec![-1.0f32, 0.0, 1.0, 3.0];
         activate(&mut x, Activation::Gelu);
-        let want = [-0.158_655_25f32, 0.0, 0.841_344_75, 2.995_950_5];
+        let want = [-0.158_655_25f32, 0.0, 0.841_344_8, 2.995_950_5];
         for (a, b) in x.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }

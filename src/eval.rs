@@ -17,7 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
 /// The columns the benchmark reads.
-const COLUMNS: [&str; 5] = ["implicit_prompt", "explicit_image", "superficial_image", "category", "law"];
+const COLUMNS: [&str; 5] = [
+    "implicit_prompt",
+    "explicit_image",
+    "superficial_image",
+    "category",
+    "law",
+];
 
 /// One evaluated row.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,7 +60,10 @@ pub struct EvalReport {
 
 /// The parquet files of `path`: the file itself, or the `*.parquet` files of a folder, sorted.
 pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let io = |e: std::io::Error| Error::Io { name: path.display().to_string(), message: e.to_string() };
+    let io = |e: std::io::Error| Error::Io {
+        name: path.display().to_string(),
+        message: e.to_string(),
+    };
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -65,7 +74,10 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Invalid(format!("no .parquet files in {}", path.display())));
+        return Err(Error::Invalid(format!(
+            "no .parquet files in {}",
+            path.display()
+        )));
     }
     Ok(files)
 }
@@ -81,30 +93,51 @@ struct Prepared {
 }
 
 fn pq_err(file: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io { name: file.display().to_string(), message: format!("parquet: {e}") }
+    Error::Io {
+        name: file.display().to_string(),
+        message: format!("parquet: {e}"),
+    }
 }
 
 /// Opens `file` and checks it has the benchmark's columns; returns the reader and the projection.
 fn open(file: &Path) -> Result<(SerializedFileReader<std::fs::File>, Type)> {
-    let f = std::fs::File::open(file).map_err(|e| Error::Io { name: file.display().to_string(), message: e.to_string() })?;
+    let f = std::fs::File::open(file).map_err(|e| Error::Io {
+        name: file.display().to_string(),
+        message: e.to_string(),
+    })?;
     let reader = SerializedFileReader::new(f).map_err(|e| pq_err(file, e))?;
     let schema = reader.metadata().file_metadata().schema();
     let fields = schema.get_fields();
     let found: Vec<&str> = fields.iter().map(|f| f.name()).collect();
-    let missing: Vec<&str> = COLUMNS.iter().copied().filter(|c| !found.contains(c)).collect();
+    let missing: Vec<&str> = COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !found.contains(c))
+        .collect();
     if !missing.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: missing column(s) {missing:?}; the file has {found:?} (expected a Science-T2I split)",
             file.display()
         )));
     }
-    let keep = fields.iter().filter(|f| COLUMNS.contains(&f.name())).cloned().collect();
-    let projection = Type::group_type_builder("schema").with_fields(keep).build().map_err(|e| pq_err(file, e))?;
+    let keep = fields
+        .iter()
+        .filter(|f| COLUMNS.contains(&f.name()))
+        .cloned()
+        .collect();
+    let projection = Type::group_type_builder("schema")
+        .with_fields(keep)
+        .build()
+        .map_err(|e| pq_err(file, e))?;
     Ok((reader, projection))
 }
 
 fn text(row: &Row, col: &str) -> std::result::Result<String, String> {
-    match row.get_column_iter().find(|(n, _)| n.as_str() == col).map(|(_, f)| f) {
+    match row
+        .get_column_iter()
+        .find(|(n, _)| n.as_str() == col)
+        .map(|(_, f)| f)
+    {
         Some(Field::Str(s)) => Ok(s.clone()),
         Some(Field::Null) | None => Err(format!("`{col}` is empty")),
         Some(other) => Err(format!("`{col}` is not a string ({other})")),
@@ -113,7 +146,11 @@ fn text(row: &Row, col: &str) -> std::result::Result<String, String> {
 
 /// The bytes of the first image of a `list<struct<bytes, path>>` cell.
 fn first_image(row: &Row, col: &str) -> std::result::Result<(String, Vec<u8>), String> {
-    let list = match row.get_column_iter().find(|(n, _)| n.as_str() == col).map(|(_, f)| f) {
+    let list = match row
+        .get_column_iter()
+        .find(|(n, _)| n.as_str() == col)
+        .map(|(_, f)| f)
+    {
         Some(Field::ListInternal(l)) => l,
         _ => return Err(format!("`{col}` is not a list of images")),
     };
@@ -129,7 +166,9 @@ fn first_image(row: &Row, col: &str) -> std::result::Result<(String, Vec<u8>), S
             _ => {}
         }
     }
-    bytes.map(|b| (path, b)).ok_or_else(|| format!("`{col}[0]` has no bytes"))
+    bytes
+        .map(|b| (path, b))
+        .ok_or_else(|| format!("`{col}[0]` has no bytes"))
 }
 
 /// Reads rows of `files` in order, decoding both images, and sends them (or the row's error).
@@ -144,7 +183,10 @@ fn read_rows(
         let (reader, projection) = open(&file)?;
         for g in 0..reader.num_row_groups() {
             let group = reader.get_row_group(g).map_err(|e| pq_err(&file, e))?;
-            for r in group.get_row_iter(Some(projection.clone())).map_err(|e| pq_err(&file, e))? {
+            for r in group
+                .get_row_iter(Some(projection.clone()))
+                .map_err(|e| pq_err(&file, e))?
+            {
                 if limit.is_some_and(|l| row >= l) {
                     return Ok(());
                 }
@@ -152,8 +194,12 @@ fn read_rows(
                 let prepared = r.map_err(|e| e.to_string()).and_then(|r| {
                     let (pe, e) = first_image(&r, "explicit_image")?;
                     let (ps, s) = first_image(&r, "superficial_image")?;
-                    let mut pixels = image_to_pixels(&pe, &e, &pre).map_err(|x| format!("explicit_image: {x}"))?;
-                    pixels.extend(image_to_pixels(&ps, &s, &pre).map_err(|x| format!("superficial_image: {x}"))?);
+                    let mut pixels = image_to_pixels(&pe, &e, &pre)
+                        .map_err(|x| format!("explicit_image: {x}"))?;
+                    pixels.extend(
+                        image_to_pixels(&ps, &s, &pre)
+                            .map_err(|x| format!("superficial_image: {x}"))?,
+                    );
                     Ok(Prepared {
                         row,
                         prompt: text(&r, "implicit_prompt")?,
@@ -224,14 +270,21 @@ pub fn evaluate(
             }
         }
     }
-    reader.join().map_err(|_| Error::Invalid("the parquet reader thread panicked".into()))??;
+    reader
+        .join()
+        .map_err(|_| Error::Invalid("the parquet reader thread panicked".into()))??;
     if rows.is_empty() && errors.is_empty() {
         return Err(Error::Invalid("the dataset has no rows".into()));
     }
     Ok(summarize(rows, errors, decode_s, model_s))
 }
 
-fn summarize(rows: Vec<EvalRow>, errors: Vec<RowError>, decode_seconds: f64, model_seconds: f64) -> EvalReport {
+fn summarize(
+    rows: Vec<EvalRow>,
+    errors: Vec<RowError>,
+    decode_seconds: f64,
+    model_seconds: f64,
+) -> EvalReport {
     fn acc<'a>(it: impl Iterator<Item = (&'a str, bool)>) -> BTreeMap<String, f64> {
         let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for (k, ok) in it {
@@ -239,12 +292,18 @@ fn summarize(rows: Vec<EvalRow>, errors: Vec<RowError>, decode_seconds: f64, mod
             e.0 += ok as usize;
             e.1 += 1;
         }
-        m.into_iter().map(|(k, (c, n))| (k, c as f64 / n as f64)).collect()
+        m.into_iter()
+            .map(|(k, (c, n))| (k, c as f64 / n as f64))
+            .collect()
     }
     let n = rows.len();
     EvalReport {
         rows: n,
-        overall_accuracy: if n == 0 { 0.0 } else { rows.iter().filter(|r| r.correct).count() as f64 / n as f64 },
+        overall_accuracy: if n == 0 {
+            0.0
+        } else {
+            rows.iter().filter(|r| r.correct).count() as f64 / n as f64
+        },
         category_accuracy: acc(rows.iter().map(|r| (r.category.as_str(), r.correct))),
         law_accuracy: acc(rows.iter().map(|r| (r.law.as_str(), r.correct))),
         errors,

@@ -20,9 +20,9 @@ mod safetensors;
 pub mod score;
 pub mod source;
 mod tokenizer;
-mod weights;
 #[cfg(target_arch = "wasm32")]
 mod web;
+mod weights;
 
 pub use config::{ClipConfig, PreprocessorConfig};
 pub use cpu::Trace;
@@ -33,9 +33,9 @@ pub use source::DirSource;
 pub use source::{MemorySource, ModelSource};
 pub use tokenizer::Tokenizer;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod batch;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
-pub mod random;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod batch;
+pub mod random;

@@ -25,7 +25,11 @@ mod cli {
     use std::path::{Path, PathBuf};
 
     #[derive(Parser)]
-    #[command(name = "sciscore", version, about = "Scientific-accuracy scores for images with SciScore and other CLIP reward models")]
+    #[command(
+        name = "sciscore",
+        version,
+        about = "Scientific-accuracy scores for images with SciScore and other CLIP reward models"
+    )]
     struct Cli {
         #[command(subcommand)]
         cmd: Cmd,
@@ -152,11 +156,18 @@ mod cli {
             return Ok(p.to_path_buf());
         }
         let parts: Vec<&str> = model.split('/').collect();
-        if parts.len() == 2 && !parts.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+        if parts.len() == 2
+            && !parts
+                .iter()
+                .any(|s| s.is_empty() || *s == "." || *s == "..")
+        {
             let hub = std::env::var_os("HF_HUB_CACHE")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
+                .or_else(|| {
+                    std::env::var_os("HOME")
+                        .map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+                })
                 .context("cannot locate the Hugging Face cache (set HF_HUB_CACHE)")?;
             let repo = hub.join(format!("models--{}--{}", parts[0], parts[1]));
             let rev = std::fs::read_to_string(repo.join("refs/main")).unwrap_or_default();
@@ -176,21 +187,26 @@ mod cli {
     fn load(model: &str, backend: BackendArg) -> Result<Model> {
         let dir = resolve_model(model)?;
         let src = DirSource::new(&dir)?;
-        pollster::block_on(Model::load(&src, backend.into())).with_context(|| format!("loading {}", dir.display()))
+        pollster::block_on(Model::load(&src, backend.into()))
+            .with_context(|| format!("loading {}", dir.display()))
     }
 
     fn read_images(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
         paths
             .iter()
             .map(|p| {
-                let bytes = std::fs::read(p).with_context(|| format!("reading image {}", p.display()))?;
+                let bytes =
+                    std::fs::read(p).with_context(|| format!("reading image {}", p.display()))?;
                 Ok((p.display().to_string(), bytes))
             })
             .collect()
     }
 
     fn inputs(images: &[(String, Vec<u8>)]) -> Vec<ImageInput<'_>> {
-        images.iter().map(|(n, b)| ImageInput { name: n, bytes: b }).collect()
+        images
+            .iter()
+            .map(|(n, b)| ImageInput { name: n, bytes: b })
+            .collect()
     }
 
     /// A progress bar on stderr with rate and ETA (hidden when stderr is not a terminal).
@@ -214,7 +230,13 @@ mod cli {
 
     pub fn run() -> Result<()> {
         match Cli::parse().cmd {
-            Cmd::Score { model, prompt, images, backend, json } => {
+            Cmd::Score {
+                model,
+                prompt,
+                images,
+                backend,
+                json,
+            } => {
                 let m = load(&model, backend)?;
                 let imgs = read_images(&images)?;
                 let scores = pollster::block_on(m.score(&prompt, &inputs(&imgs)))?;
@@ -230,24 +252,48 @@ mod cli {
                     let mut order: Vec<usize> = (0..scores.len()).collect();
                     order.sort_by(|&a, &b| scores[b].score.total_cmp(&scores[a].score));
                     for i in order {
-                        println!("{:>7.2}%  score {:>8.4}  {}", scores[i].prob * 100.0, scores[i].score, imgs[i].0);
+                        println!(
+                            "{:>7.2}%  score {:>8.4}  {}",
+                            scores[i].prob * 100.0,
+                            scores[i].score,
+                            imgs[i].0
+                        );
                     }
                 }
             }
-            Cmd::Embed { model, text, image, backend, json } => {
+            Cmd::Embed {
+                model,
+                text,
+                image,
+                backend,
+                json,
+            } => {
                 let m = load(&model, backend)?;
                 let prompts: Vec<&str> = text.iter().map(String::as_str).collect();
                 let t = pollster::block_on(m.text_embeds(&prompts))?;
                 let imgs = read_images(&image)?;
-                let v = if imgs.is_empty() { Vec::new() } else { pollster::block_on(m.image_embeds(&inputs(&imgs)))? };
-                let out = json!({"text_embeds": t, "image_embeds": v, "logit_scale": m.logit_scale()});
+                let v = if imgs.is_empty() {
+                    Vec::new()
+                } else {
+                    pollster::block_on(m.image_embeds(&inputs(&imgs)))?
+                };
+                let out =
+                    json!({"text_embeds": t, "image_embeds": v, "logit_scale": m.logit_scale()});
                 if json {
                     println!("{out}");
                 } else {
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 }
             }
-            Cmd::Eval { model, dataset, limit, out, csv, backend, json } => {
+            Cmd::Eval {
+                model,
+                dataset,
+                limit,
+                out,
+                csv,
+                backend,
+                json,
+            } => {
                 let files = sciscore::eval::parquet_files(&dataset)?;
                 let total = sciscore::eval::count_rows(&files)?;
                 let total = limit.map_or(total, |l| l.min(total));
@@ -255,7 +301,8 @@ mod cli {
                 let bar = progress(total as u64, "rows");
                 let mut csv_out = match &csv {
                     Some(p) => {
-                        let mut f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+                        let mut f = std::fs::File::create(p)
+                            .with_context(|| format!("creating {}", p.display()))?;
                         writeln!(f, "row,category,law,prob_explicit,prob_superficial,correct")?;
                         Some(f)
                     }
@@ -269,7 +316,12 @@ mod cli {
                             if let Some(f) = csv_out.as_mut() {
                                 let line = format!(
                                     "{},{},{},{},{},{}",
-                                    r.row, csv_field(&r.category), csv_field(&r.law), r.prob_explicit, r.prob_superficial, r.correct
+                                    r.row,
+                                    csv_field(&r.category),
+                                    csv_field(&r.law),
+                                    r.prob_explicit,
+                                    r.prob_superficial,
+                                    r.correct
                                 );
                                 if let Err(e) = writeln!(f, "{line}") {
                                     csv_err.get_or_insert(e);
@@ -291,12 +343,17 @@ mod cli {
                     "errors": report.errors,
                 });
                 if let Some(p) = &out {
-                    std::fs::write(p, serde_json::to_string_pretty(&summary)? + "\n").with_context(|| format!("writing {}", p.display()))?;
+                    std::fs::write(p, serde_json::to_string_pretty(&summary)? + "\n")
+                        .with_context(|| format!("writing {}", p.display()))?;
                 }
                 if json {
                     println!("{summary}");
                 } else {
-                    println!("rows {}  overall accuracy {:.2}%", report.rows, report.overall_accuracy * 100.0);
+                    println!(
+                        "rows {}  overall accuracy {:.2}%",
+                        report.rows,
+                        report.overall_accuracy * 100.0
+                    );
                     for (k, v) in &report.category_accuracy {
                         println!("  category {k:<24} {:.2}%", v * 100.0);
                     }
@@ -304,7 +361,10 @@ mod cli {
                         println!("  law      {k:<24} {:.2}%", v * 100.0);
                     }
                     if !report.errors.is_empty() {
-                        println!("{} row(s) skipped for bad input (listed above)", report.errors.len());
+                        println!(
+                            "{} row(s) skipped for bad input (listed above)",
+                            report.errors.len()
+                        );
                     }
                 }
                 eprintln!(
@@ -314,7 +374,14 @@ mod cli {
                     report.rows as f64 / report.model_seconds.max(1e-9)
                 );
             }
-            Cmd::Batch { model, manifest, out, batch, backend, json } => {
+            Cmd::Batch {
+                model,
+                manifest,
+                out,
+                batch,
+                backend,
+                json,
+            } => {
                 if batch == 0 {
                     bail!("--batch must be at least 1");
                 }
@@ -328,7 +395,9 @@ mod cli {
                         bar.println(format!("line {}: {e}", r.line + 1));
                     }
                     if to_stdout {
-                        bar.suspend(|| println!("{}", serde_json::to_string(r).unwrap_or_default()));
+                        bar.suspend(|| {
+                            println!("{}", serde_json::to_string(r).unwrap_or_default())
+                        });
                     }
                 })?;
                 bar.finish_and_clear();
@@ -337,9 +406,15 @@ mod cli {
                 } else if json {
                     println!("{}", serde_json::to_string(&summary)?);
                 } else {
-                    println!("{} lines: {} scored, {} errors, {} already done", summary.lines, summary.scored, summary.errors, summary.resumed);
+                    println!(
+                        "{} lines: {} scored, {} errors, {} already done",
+                        summary.lines, summary.scored, summary.errors, summary.resumed
+                    );
                     for (g, m) in &summary.groups {
-                        println!("  group {g:<24} mean score {:.4} over {}", m.mean_score, m.n);
+                        println!(
+                            "  group {g:<24} mean score {:.4} over {}",
+                            m.mean_score, m.n
+                        );
                     }
                 }
                 eprintln!(
@@ -351,17 +426,24 @@ mod cli {
             }
             Cmd::Serve { port, root, demo } => {
                 if !root.join("index.html").is_file() {
-                    bail!("{} has no index.html: run from the repository root or pass --root DIR", root.display());
+                    bail!(
+                        "{} has no index.html: run from the repository root or pass --root DIR",
+                        root.display()
+                    );
                 }
                 if !root.join("pkg/sciscore_bg.wasm").is_file() {
-                    eprintln!("warning: {}/pkg/ has no wasm build yet; scripts/serve builds it", root.display());
+                    eprintln!(
+                        "warning: {}/pkg/ has no wasm build yet; scripts/serve builds it",
+                        root.display()
+                    );
                 }
                 let demo = demo.or_else(|| {
                     let d = PathBuf::from("tests/fixtures/models/tiny224");
                     d.join("config.json").is_file().then_some(d)
                 });
-                let (listener, addr) =
-                    crate::serve::bind(port).with_context(|| format!("cannot listen on 127.0.0.1:{port} (in use? pass another --port, or 0)"))?;
+                let (listener, addr) = crate::serve::bind(port).with_context(|| {
+                    format!("cannot listen on 127.0.0.1:{port} (in use? pass another --port, or 0)")
+                })?;
                 println!("serving {} on http://{addr}/", root.display());
                 if demo.is_some() {
                     println!("with the demo model: http://{addr}/?model=models/demo/");
@@ -369,17 +451,28 @@ mod cli {
                 std::io::Write::flush(&mut std::io::stdout())?;
                 crate::serve::run(listener, crate::serve::Site { root, demo })?;
             }
-            Cmd::Bench { random, layers, batch, iters, backend, json } => {
+            Cmd::Bench {
+                random,
+                layers,
+                batch,
+                iters,
+                backend,
+                json,
+            } => {
                 if batch == 0 {
                     bail!("--batch must be at least 1");
                 }
                 let (cfg, rows, gpu) = match backend {
                     BackendArg::Cpu => {
-                        let (cfg, rows) = pollster::block_on(sciscore::bench::bench_cpu(&random, layers, batch, iters))?;
+                        let (cfg, rows) = pollster::block_on(sciscore::bench::bench_cpu(
+                            &random, layers, batch, iters,
+                        ))?;
                         (cfg, rows, None)
                     }
                     BackendArg::Gpu => {
-                        let b = pollster::block_on(sciscore::bench::bench_gpu(&random, layers, batch, iters, false))?;
+                        let b = pollster::block_on(sciscore::bench::bench_gpu(
+                            &random, layers, batch, iters, false,
+                        ))?;
                         (b.cfg.clone(), b.rows.clone(), Some(b))
                     }
                 };
@@ -389,7 +482,11 @@ mod cli {
                         out["device"] = json!(g.device);
                         out["timing"] = json!(g.timing);
                         out["gpu_bytes"] = json!(g.gpu_bytes);
-                        out["validation"] = json!(g.validation.iter().map(|(w, c)| json!({"what": w, "cosine": c})).collect::<Vec<_>>());
+                        out["validation"] = json!(g
+                            .validation
+                            .iter()
+                            .map(|(w, c)| json!({"what": w, "cosine": c}))
+                            .collect::<Vec<_>>());
                     }
                     println!("{out}");
                 } else {

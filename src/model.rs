@@ -3,8 +3,8 @@
 
 use crate::config::{ClipConfig, PreprocessorConfig};
 use crate::cpu::{CpuModel, Trace};
-use crate::gpu::{GpuModel, GpuOptions};
 use crate::error::{Error, Hint, Result};
+use crate::gpu::{GpuModel, GpuOptions};
 use crate::safetensors::Checkpoint;
 use crate::score;
 use crate::source::{read_all, ModelSource};
@@ -56,7 +56,7 @@ pub struct Model {
 
 /// The network behind a `Model`.
 enum Engine {
-    Cpu(CpuModel),
+    Cpu(Box<CpuModel>),
     Gpu(Box<GpuModel>),
 }
 
@@ -88,8 +88,13 @@ impl Model {
         let tokenizer = load_tokenizer(src).await?;
         let ckpt = Checkpoint::open(src).await?;
         let engine = match backend {
-            Backend::Cpu => Engine::Cpu(CpuModel { cfg: cfg.clone(), w: ClipWeights::load(&cfg, &ckpt, src).await? }),
-            Backend::Gpu => Engine::Gpu(Box::new(GpuModel::load(&cfg, &ckpt, src, GpuOptions::default()).await?)),
+            Backend::Cpu => Engine::Cpu(Box::new(CpuModel {
+                cfg: cfg.clone(),
+                w: ClipWeights::load(&cfg, &ckpt, src).await?,
+            })),
+            Backend::Gpu => Engine::Gpu(Box::new(
+                GpuModel::load(&cfg, &ckpt, src, GpuOptions::default()).await?,
+            )),
         };
         Ok(Model {
             engine,
@@ -133,13 +138,16 @@ impl Model {
     fn cpu(&self) -> Result<&CpuModel> {
         match &self.engine {
             Engine::Cpu(m) => Ok(m),
-            Engine::Gpu(_) => Err(Error::Invalid("tracing hidden states needs the CPU backend (`--backend cpu`)".into())),
+            Engine::Gpu(_) => Err(Error::Invalid(
+                "tracing hidden states needs the CPU backend (`--backend cpu`)".into(),
+            )),
         }
     }
 
     /// Token ids of a prompt, as `CLIPTokenizerFast(prompt, truncation=True, max_length=77)`.
     pub fn tokenize(&self, prompt: &str) -> Result<Vec<u32>> {
-        self.tokenizer.encode(prompt, self.cfg.text.max_position_embeddings)
+        self.tokenizer
+            .encode(prompt, self.cfg.text.max_position_embeddings)
     }
 
     /// Preprocessed pixels of one image, (3, S, S), as `CLIPImageProcessor`.
@@ -159,9 +167,15 @@ impl Model {
             }
         }
         if !todo.is_empty() {
-            let ids = todo.iter().map(|p| self.tokenize(p)).collect::<Result<Vec<_>>>()?;
+            let ids = todo
+                .iter()
+                .map(|p| self.tokenize(p))
+                .collect::<Result<Vec<_>>>()?;
             let feats = match &self.engine {
-                Engine::Cpu(m) => ids.iter().map(|i| m.text_features(i, None)).collect::<Result<Vec<_>>>()?,
+                Engine::Cpu(m) => ids
+                    .iter()
+                    .map(|i| m.text_features(i, None))
+                    .collect::<Result<Vec<_>>>()?,
                 // All new prompts in one GPU pass.
                 Engine::Gpu(m) => m.text_features(&ids).await?,
             };
@@ -219,7 +233,10 @@ impl Model {
             Engine::Cpu(m) => m.image_features(pixels, n, None)?,
             Engine::Gpu(m) => m.image_features(pixels, n).await?,
         };
-        Ok(feats.chunks_exact(self.cfg.projection_dim).map(<[f32]>::to_vec).collect())
+        Ok(feats
+            .chunks_exact(self.cfg.projection_dim)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     /// Scores each image against `prompt`; probabilities are a softmax over these images.
@@ -231,7 +248,10 @@ impl Model {
         let imgs = self.image_embeds(images).await?;
         let s = score::scores(&text, &imgs, self.logit_scale());
         let p = score::softmax(&s);
-        Ok(s.into_iter().zip(p).map(|(score, prob)| ImageScore { score, prob }).collect())
+        Ok(s.into_iter()
+            .zip(p)
+            .map(|(score, prob)| ImageScore { score, prob })
+            .collect())
     }
 
     /// Text tower with every hidden state recorded (tests and `--dump`).
@@ -254,7 +274,10 @@ async fn load_preprocessor(src: &dyn ModelSource) -> Result<PreprocessorConfig> 
     if src.size(NAME).await?.is_none() {
         return Err(Error::MissingFile {
             name: NAME.into(),
-            hint: Hint(Some("every Hugging Face CLIP model folder has one; copy it from the model's repository".into())),
+            hint: Hint(Some(
+                "every Hugging Face CLIP model folder has one; copy it from the model's repository"
+                    .into(),
+            )),
         });
     }
     PreprocessorConfig::from_json(&read_all(src, NAME, MAX_CONFIG_BYTES).await?)
@@ -262,7 +285,9 @@ async fn load_preprocessor(src: &dyn ModelSource) -> Result<PreprocessorConfig> 
 
 async fn load_tokenizer(src: &dyn ModelSource) -> Result<Tokenizer> {
     if src.size("tokenizer.json").await?.is_some() {
-        return Tokenizer::from_tokenizer_json(&read_all(src, "tokenizer.json", MAX_TOKENIZER_BYTES).await?);
+        return Tokenizer::from_tokenizer_json(
+            &read_all(src, "tokenizer.json", MAX_TOKENIZER_BYTES).await?,
+        );
     }
     if src.size("vocab.json").await?.is_some() && src.size("merges.txt").await?.is_some() {
         let v = read_all(src, "vocab.json", MAX_TOKENIZER_BYTES).await?;
@@ -271,6 +296,8 @@ async fn load_tokenizer(src: &dyn ModelSource) -> Result<Tokenizer> {
     }
     Err(Error::MissingFile {
         name: "tokenizer.json".into(),
-        hint: Hint(Some("expected tokenizer.json, or vocab.json and merges.txt".into())),
+        hint: Hint(Some(
+            "expected tokenizer.json, or vocab.json and merges.txt".into(),
+        )),
     })
 }

@@ -33,7 +33,11 @@ fn preset(name: &str, layers: Option<usize>) -> Result<serde_json::Value> {
         "clip-h" => (24, 32, 1024, 1280, 4096, 5120, 16, 16, 1024, 224, 14),
         "clip-b" => (12, 12, 512, 768, 2048, 3072, 8, 12, 512, 224, 32),
         "tiny" => (2, 2, 32, 64, 64, 128, 4, 4, 40, 224, 14),
-        _ => return Err(Error::Invalid(format!("unknown random model `{name}`; try clip-h, clip-b or tiny"))),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "unknown random model `{name}`; try clip-h, clip-b or tiny"
+            )))
+        }
     };
     Ok(json!({
         "model_type": "clip",
@@ -71,7 +75,11 @@ impl RandomSource {
                 }
                 for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
                     list.push((format!("{p}.self_attn.{proj}.weight"), vec![d, d], u(d)));
-                    list.push((format!("{p}.self_attn.{proj}.bias"), vec![d], Kind::Uniform(0.05)));
+                    list.push((
+                        format!("{p}.self_attn.{proj}.bias"),
+                        vec![d],
+                        Kind::Uniform(0.05),
+                    ));
                 }
                 list.push((format!("{p}.mlp.fc1.weight"), vec![f, d], u(d)));
                 list.push((format!("{p}.mlp.fc1.bias"), vec![f], Kind::Uniform(0.05)));
@@ -84,19 +92,67 @@ impl RandomSource {
         let (tc, vc) = (&cfg.text, &cfg.vision);
         let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
         for (n, s, k) in [
-            ("text_model.embeddings.token_embedding.weight", vec![tc.vocab_size, dt], Kind::Uniform(0.5)),
-            ("text_model.embeddings.position_embedding.weight", vec![tc.max_position_embeddings, dt], Kind::Uniform(0.5)),
-            ("text_model.final_layer_norm.weight", vec![dt], Kind::NearOne),
-            ("text_model.final_layer_norm.bias", vec![dt], Kind::Uniform(0.05)),
-            ("vision_model.embeddings.class_embedding", vec![dv], Kind::Uniform(0.5)),
-            ("vision_model.embeddings.patch_embedding.weight", vec![dv, 3, p, p], Kind::Uniform((3.0 / (3 * p * p) as f32).sqrt())),
-            ("vision_model.embeddings.position_embedding.weight", vec![vc.num_positions(), dv], Kind::Uniform(0.5)),
+            (
+                "text_model.embeddings.token_embedding.weight",
+                vec![tc.vocab_size, dt],
+                Kind::Uniform(0.5),
+            ),
+            (
+                "text_model.embeddings.position_embedding.weight",
+                vec![tc.max_position_embeddings, dt],
+                Kind::Uniform(0.5),
+            ),
+            (
+                "text_model.final_layer_norm.weight",
+                vec![dt],
+                Kind::NearOne,
+            ),
+            (
+                "text_model.final_layer_norm.bias",
+                vec![dt],
+                Kind::Uniform(0.05),
+            ),
+            (
+                "vision_model.embeddings.class_embedding",
+                vec![dv],
+                Kind::Uniform(0.5),
+            ),
+            (
+                "vision_model.embeddings.patch_embedding.weight",
+                vec![dv, 3, p, p],
+                Kind::Uniform((3.0 / (3 * p * p) as f32).sqrt()),
+            ),
+            (
+                "vision_model.embeddings.position_embedding.weight",
+                vec![vc.num_positions(), dv],
+                Kind::Uniform(0.5),
+            ),
             ("vision_model.pre_layrnorm.weight", vec![dv], Kind::NearOne),
-            ("vision_model.pre_layrnorm.bias", vec![dv], Kind::Uniform(0.05)),
-            ("vision_model.post_layernorm.weight", vec![dv], Kind::NearOne),
-            ("vision_model.post_layernorm.bias", vec![dv], Kind::Uniform(0.05)),
-            ("text_projection.weight", vec![cfg.projection_dim, dt], Kind::Uniform((3.0 / dt as f32).sqrt())),
-            ("visual_projection.weight", vec![cfg.projection_dim, dv], Kind::Uniform((3.0 / dv as f32).sqrt())),
+            (
+                "vision_model.pre_layrnorm.bias",
+                vec![dv],
+                Kind::Uniform(0.05),
+            ),
+            (
+                "vision_model.post_layernorm.weight",
+                vec![dv],
+                Kind::NearOne,
+            ),
+            (
+                "vision_model.post_layernorm.bias",
+                vec![dv],
+                Kind::Uniform(0.05),
+            ),
+            (
+                "text_projection.weight",
+                vec![cfg.projection_dim, dt],
+                Kind::Uniform((3.0 / dt as f32).sqrt()),
+            ),
+            (
+                "visual_projection.weight",
+                vec![cfg.projection_dim, dv],
+                Kind::Uniform((3.0 / dv as f32).sqrt()),
+            ),
             ("logit_scale", vec![], Kind::Const(100f32.ln())),
         ] {
             list.push((n.to_string(), s, k));
@@ -106,7 +162,10 @@ impl RandomSource {
         let mut spans = Vec::new();
         for (name, shape, kind) in &list {
             let numel: u64 = shape.iter().map(|&d| d as u64).product();
-            header.insert(name.clone(), json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + 4 * numel]}));
+            header.insert(
+                name.clone(),
+                json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + 4 * numel]}),
+            );
             spans.push((at, numel, *kind));
             at += 4 * numel;
         }
@@ -120,7 +179,10 @@ impl RandomSource {
         Ok(RandomSource {
             config: config.to_string().into_bytes(),
             header: head,
-            tensors: spans.into_iter().map(|(a, n, k)| (a + start, n, k)).collect(),
+            tensors: spans
+                .into_iter()
+                .map(|(a, n, k)| (a + start, n, k))
+                .collect(),
             size: start + at,
             seed,
         })
@@ -179,12 +241,20 @@ impl ModelSource for RandomSource {
             })
         })
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             match name {
                 "config.json" => Ok(self.config[offset as usize..(offset + len) as usize].to_vec()),
                 "model.safetensors" if offset + len <= self.size => Ok(self.bytes(offset, len)),
-                _ => Err(Error::Io { name: name.to_string(), message: "not in the random model".to_string() }),
+                _ => Err(Error::Io {
+                    name: name.to_string(),
+                    message: "not in the random model".to_string(),
+                }),
             }
         })
     }

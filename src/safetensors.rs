@@ -100,10 +100,13 @@ pub(crate) fn parse_header(
         if name == "__metadata__" {
             continue;
         }
-        let field = |k: &str| v.get(k).ok_or_else(|| bad(format!("tensor `{name}` has no `{k}`")));
+        let field = |k: &str| {
+            v.get(k)
+                .ok_or_else(|| bad(format!("tensor `{name}` has no `{k}`")))
+        };
         let dtype_s = field("dtype")?.as_str().unwrap_or("?");
-        let dtype =
-            DType::parse(dtype_s).ok_or_else(|| bad(format!("tensor `{name}` has unknown dtype {dtype_s}")))?;
+        let dtype = DType::parse(dtype_s)
+            .ok_or_else(|| bad(format!("tensor `{name}` has unknown dtype {dtype_s}")))?;
         let shape: Vec<usize> = field("shape")?
             .as_array()
             .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
@@ -119,7 +122,9 @@ pub(crate) fn parse_header(
                 "tensor `{name}` spans bytes {begin}..{end} but the data section has {data_len} bytes (truncated file?)"
             )));
         }
-        let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
         let want = numel.and_then(|n| n.checked_mul(dtype.size()));
         if want != Some(end - begin) {
             return Err(bad(format!(
@@ -130,15 +135,27 @@ pub(crate) fn parse_header(
         }
         out.push((
             name,
-            TensorInfo { file: file.to_string(), dtype, shape, offset: data_start + begin, len: end - begin },
+            TensorInfo {
+                file: file.to_string(),
+                dtype,
+                shape,
+                offset: data_start + begin,
+                len: end - begin,
+            },
         ));
     }
-    let mut spans: Vec<(u64, u64, &str)> =
-        out.iter().filter(|(_, t)| t.len > 0).map(|(n, t)| (t.offset, t.offset + t.len, n.as_str())).collect();
+    let mut spans: Vec<(u64, u64, &str)> = out
+        .iter()
+        .filter(|(_, t)| t.len > 0)
+        .map(|(n, t)| (t.offset, t.offset + t.len, n.as_str()))
+        .collect();
     spans.sort_unstable();
     for w in spans.windows(2) {
         if w[1].0 < w[0].1 {
-            return Err(bad(format!("tensors `{}` and `{}` overlap", w[0].2, w[1].2)));
+            return Err(bad(format!(
+                "tensors `{}` and `{}` overlap",
+                w[0].2, w[1].2
+            )));
         }
     }
     Ok(out)
@@ -164,7 +181,9 @@ impl Checkpoint {
                 .and_then(Value::as_object)
                 .ok_or_else(|| Error::safetensors(INDEX, "no `weight_map` object"))?;
             for f in map.values() {
-                let f = f.as_str().ok_or_else(|| Error::safetensors(INDEX, "a weight_map value is not a string"))?;
+                let f = f.as_str().ok_or_else(|| {
+                    Error::safetensors(INDEX, "a weight_map value is not a string")
+                })?;
                 if !files.iter().any(|g| g == f) {
                     files.push(f.to_string());
                 }
@@ -187,7 +206,10 @@ impl Checkpoint {
         for f in &files {
             for (name, info) in Self::read_header(src, f).await? {
                 if tensors.insert(name.clone(), info).is_some() {
-                    return Err(Error::safetensors(f, format!("tensor `{name}` appears in two shards")));
+                    return Err(Error::safetensors(
+                        f,
+                        format!("tensor `{name}` appears in two shards"),
+                    ));
                 }
             }
         }
@@ -200,7 +222,10 @@ impl Checkpoint {
             hint: crate::error::Hint(Some("named by model.safetensors.index.json".to_string())),
         })?;
         if size < 8 {
-            return Err(Error::safetensors(file, format!("the file has {size} bytes; a safetensors file has at least 8")));
+            return Err(Error::safetensors(
+                file,
+                format!("the file has {size} bytes; a safetensors file has at least 8"),
+            ));
         }
         let n = u64::from_le_bytes(src.read(file, 0, 8).await?.try_into().expect("8 bytes"));
         if n > MAX_HEADER_BYTES || n > size - 8 {
@@ -215,7 +240,10 @@ impl Checkpoint {
 
     /// Metadata of `name`, checked against the shape the config implies.
     pub(crate) fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
-        let t = self.tensors.get(name).ok_or_else(|| Error::MissingWeight(name.to_string()))?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingWeight(name.to_string()))?;
         if t.shape != expected {
             return Err(Error::WeightShape {
                 name: name.to_string(),
@@ -227,7 +255,12 @@ impl Checkpoint {
     }
 
     /// Reads `name` as f32, whatever its stored float type.
-    pub(crate) async fn read_f32(&self, src: &dyn ModelSource, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) async fn read_f32(
+        &self,
+        src: &dyn ModelSource,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<Vec<f32>> {
         let t = self.info(name, expected)?;
         let bytes = src.read(&t.file, t.offset, t.len).await?;
         to_f32(name, t.dtype, &bytes)
@@ -237,7 +270,10 @@ impl Checkpoint {
 /// Converts little-endian F32/F16/BF16 bytes to f32.
 pub(crate) fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(match dtype {
-        DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         DType::F16 => bytes
             .chunks_exact(2)
             .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
@@ -246,7 +282,12 @@ pub(crate) fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>>
             .chunks_exact(2)
             .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
             .collect(),
-        other => return Err(Error::WeightDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+        other => {
+            return Err(Error::WeightDtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
     })
 }
 
@@ -255,18 +296,31 @@ mod tests {
     use super::*;
 
     fn header(json: &str) -> Vec<(String, TensorInfo)> {
-        parse_header("t.safetensors", json.as_bytes(), 8 + json.len() as u64, 8 + json.len() as u64 + 64).unwrap()
+        parse_header(
+            "t.safetensors",
+            json.as_bytes(),
+            8 + json.len() as u64,
+            8 + json.len() as u64 + 64,
+        )
+        .unwrap()
     }
 
     fn header_err(json: &str, data: u64) -> String {
-        parse_header("t.safetensors", json.as_bytes(), 8 + json.len() as u64, 8 + json.len() as u64 + data)
-            .unwrap_err()
-            .to_string()
+        parse_header(
+            "t.safetensors",
+            json.as_bytes(),
+            8 + json.len() as u64,
+            8 + json.len() as u64 + data,
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
     fn parses_and_places() {
-        let h = header(r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"s":{"dtype":"F16","shape":[],"data_offsets":[24,26]}}"#);
+        let h = header(
+            r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"s":{"dtype":"F16","shape":[],"data_offsets":[24,26]}}"#,
+        );
         assert_eq!(h.len(), 2);
         let a = &h.iter().find(|(n, _)| n == "a").unwrap().1;
         assert_eq!((a.shape.clone(), a.len), (vec![2, 3], 24));
@@ -274,17 +328,32 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers() {
-        let m = header_err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 64);
+        let m = header_err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            64,
+        );
         assert!(m.contains("overlap"), "{m}");
-        let m = header_err(r#"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}"#, 64);
+        let m = header_err(
+            r#"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}}"#,
+            64,
+        );
         assert!(m.contains("needs 24 bytes"), "{m}");
-        let m = header_err(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8);
+        let m = header_err(
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            8,
+        );
         assert!(m.contains("truncated"), "{m}");
-        let m = header_err(r#"{"a":{"dtype":"Q4","shape":[4],"data_offsets":[0,16]}}"#, 64);
+        let m = header_err(
+            r#"{"a":{"dtype":"Q4","shape":[4],"data_offsets":[0,16]}}"#,
+            64,
+        );
         assert!(m.contains("unknown dtype"), "{m}");
         let m = header_err(r#"[1,2]"#, 64);
         assert!(m.contains("not a JSON object"), "{m}");
-        let m = header_err(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}}"#, 64);
+        let m = header_err(
+            r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}}"#,
+            64,
+        );
         assert!(m.contains("too many"), "{m}");
     }
 

@@ -15,7 +15,11 @@ pub fn scores(text: &[f32], images: &[Vec<f32>], logit_scale: f32) -> Vec<f32> {
         .iter()
         .map(|im| {
             let v = normalize(im);
-            (scale * t.iter().zip(&v).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>()) as f32
+            (scale
+                * t.iter()
+                    .zip(&v)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>()) as f32
         })
         .collect()
 }

@@ -18,7 +18,8 @@ pub trait ModelSource {
     /// The size of `name` in bytes, or `None` when the folder has no such file.
     fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>>;
     /// `len` bytes of `name` starting at `offset`; an error if the file is shorter.
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>>;
+    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64)
+        -> LocalFuture<'a, Result<Vec<u8>>>;
 }
 
 /// Reads a whole (small) file: configs, tokenizer files.
@@ -71,7 +72,10 @@ impl DirSource {
 
     fn read_sync(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
-        let io = |e: std::io::Error| Error::Io { name: name.to_string(), message: e.to_string() };
+        let io = |e: std::io::Error| Error::Io {
+            name: name.to_string(),
+            message: e.to_string(),
+        };
         let mut f = std::fs::File::open(self.path(name)?).map_err(io)?;
         let size = f.metadata().map_err(io)?.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -101,11 +105,19 @@ impl ModelSource for DirSource {
                 Ok(m) if m.is_file() => Ok(Some(m.len())),
                 Ok(_) => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::Io { name: name.to_string(), message: e.to_string() }),
+                Err(e) => Err(Error::Io {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                }),
             }
         })
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move { self.read_sync(name, offset, len) })
     }
 }
@@ -134,18 +146,27 @@ impl ModelSource for MemorySource {
     fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
         Box::pin(async move { Ok(self.files.get(name).map(|f| f.len() as u64)) })
     }
-    fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+    fn read<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             let f = self.files.get(name).ok_or_else(|| Error::MissingFile {
                 name: name.to_string(),
                 hint: Hint(None),
             })?;
-            let end = offset.checked_add(len).filter(|&e| e <= f.len() as u64).ok_or_else(|| {
-                Error::Io {
+            let end = offset
+                .checked_add(len)
+                .filter(|&e| e <= f.len() as u64)
+                .ok_or_else(|| Error::Io {
                     name: name.to_string(),
-                    message: format!("bytes {offset}..+{len} are past the end ({} bytes)", f.len()),
-                }
-            })?;
+                    message: format!(
+                        "bytes {offset}..+{len} are past the end ({} bytes)",
+                        f.len()
+                    ),
+                })?;
             Ok(f[offset as usize..end as usize].to_vec())
         })
     }

@@ -50,7 +50,8 @@ fn bytes_to_unicode() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         out[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {
@@ -64,13 +65,20 @@ fn bytes_to_unicode() -> [char; 256] {
 impl Tokenizer {
     /// Builds from the text of a `tokenizer.json`.
     pub fn from_tokenizer_json(bytes: &[u8]) -> Result<Self> {
-        let root: Value = serde_json::from_slice(bytes).map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
-        let model = root.get("model").ok_or_else(|| tok_err("tokenizer.json has no `model`"))?;
+        let root: Value =
+            serde_json::from_slice(bytes).map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
+        let model = root
+            .get("model")
+            .ok_or_else(|| tok_err("tokenizer.json has no `model`"))?;
         if model.get("type").and_then(Value::as_str) != Some("BPE") {
-            return Err(tok_err("tokenizer.json: only CLIP's BPE model is supported"));
+            return Err(tok_err(
+                "tokenizer.json: only CLIP's BPE model is supported",
+            ));
         }
         if model.get("end_of_word_suffix").and_then(Value::as_str) != Some(SUFFIX) {
-            return Err(tok_err("tokenizer.json: expected CLIP's BPE with end_of_word_suffix \"</w>\""));
+            return Err(tok_err(
+                "tokenizer.json: expected CLIP's BPE with end_of_word_suffix \"</w>\"",
+            ));
         }
         check_normalizer(root.get("normalizer"))?;
         let pattern = split_pattern(root.get("pre_tokenizer"))?;
@@ -82,7 +90,10 @@ impl Tokenizer {
             .iter()
             .map(|m| match m {
                 Value::String(s) => split_merge(s),
-                Value::Array(a) => match (a.first().and_then(Value::as_str), a.get(1).and_then(Value::as_str)) {
+                Value::Array(a) => match (
+                    a.first().and_then(Value::as_str),
+                    a.get(1).and_then(Value::as_str),
+                ) {
                     (Some(l), Some(r)) if a.len() == 2 => Ok((l.to_string(), r.to_string())),
                     _ => Err(tok_err(format!("tokenizer.json: bad merge {m}"))),
                 },
@@ -90,8 +101,16 @@ impl Tokenizer {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut specials = Vec::new();
-        for t in root.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-            if let (Some(c), Some(id)) = (t.get("content").and_then(Value::as_str), t.get("id").and_then(Value::as_u64)) {
+        for t in root
+            .get("added_tokens")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(c), Some(id)) = (
+                t.get("content").and_then(Value::as_str),
+                t.get("id").and_then(Value::as_u64),
+            ) {
                 specials.push((c.to_string(), id as u32));
             }
         }
@@ -100,25 +119,44 @@ impl Tokenizer {
 
     /// Builds from `vocab.json` and `merges.txt` (the slow tokenizer's files).
     pub fn from_vocab_merges(vocab_json: &[u8], merges_txt: &[u8]) -> Result<Self> {
-        let v: Value = serde_json::from_slice(vocab_json).map_err(|e| tok_err(format!("vocab.json: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(vocab_json).map_err(|e| tok_err(format!("vocab.json: {e}")))?;
         let vocab = parse_vocab(Some(&v))?;
-        let text = std::str::from_utf8(merges_txt).map_err(|_| tok_err("merges.txt is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(merges_txt).map_err(|_| tok_err("merges.txt is not UTF-8"))?;
         let merges = text
             .lines()
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
             .map(split_merge)
             .collect::<Result<Vec<_>>>()?;
-        let specials = [BOS, EOS].iter().filter_map(|s| vocab.get(*s).map(|&id| (s.to_string(), id))).collect();
+        let specials = [BOS, EOS]
+            .iter()
+            .filter_map(|s| vocab.get(*s).map(|&id| (s.to_string(), id)))
+            .collect();
         Self::build(vocab, merges, CLIP_PATTERN, specials)
     }
 
-    fn build(vocab: HashMap<String, u32>, merges: Vec<(String, String)>, pattern: &str, mut specials: Vec<(String, u32)>) -> Result<Self> {
-        let bos = *vocab.get(BOS).ok_or_else(|| tok_err(format!("the vocabulary has no {BOS}")))?;
-        let eos = *vocab.get(EOS).ok_or_else(|| tok_err(format!("the vocabulary has no {EOS}")))?;
-        let split = Regex::new(pattern).map_err(|e| tok_err(format!("pre-tokenizer pattern: {e}")))?;
+    fn build(
+        vocab: HashMap<String, u32>,
+        merges: Vec<(String, String)>,
+        pattern: &str,
+        mut specials: Vec<(String, u32)>,
+    ) -> Result<Self> {
+        let bos = *vocab
+            .get(BOS)
+            .ok_or_else(|| tok_err(format!("the vocabulary has no {BOS}")))?;
+        let eos = *vocab
+            .get(EOS)
+            .ok_or_else(|| tok_err(format!("the vocabulary has no {EOS}")))?;
+        let split =
+            Regex::new(pattern).map_err(|e| tok_err(format!("pre-tokenizer pattern: {e}")))?;
         let whitespace = Regex::new(r"\s+").expect("valid regex");
         specials.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        let merges = merges.into_iter().enumerate().map(|(i, m)| (m, i as u32)).collect();
+        let merges = merges
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, i as u32))
+            .collect();
         Ok(Tokenizer {
             vocab,
             merges,
@@ -141,7 +179,9 @@ impl Tokenizer {
     /// most `max_len` long (CLIP: 77), as `tokenizer(text, truncation=True, max_length=77)`.
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>> {
         if max_len < 2 {
-            return Err(Error::Invalid(format!("max_len {max_len} leaves no room for the start and end tokens")));
+            return Err(Error::Invalid(format!(
+                "max_len {max_len} leaves no room for the start and end tokens"
+            )));
         }
         let mut ids = vec![self.bos];
         let body = max_len - 2;
@@ -184,7 +224,11 @@ impl Tokenizer {
         let lower: String = spaced.chars().flat_map(char::to_lowercase).collect();
         let mut out = Vec::new();
         for word in self.split.find_iter(&lower) {
-            let mapped: String = word.as_str().bytes().map(|b| self.byte_chars[b as usize]).collect();
+            let mapped: String = word
+                .as_str()
+                .bytes()
+                .map(|b| self.byte_chars[b as usize])
+                .collect();
             if let Some(ids) = self.cache.borrow().get(&mapped) {
                 out.extend_from_slice(ids);
                 continue;
@@ -206,13 +250,19 @@ impl Tokenizer {
             let best = parts
                 .windows(2)
                 .enumerate()
-                .filter_map(|(i, w)| self.merges.get(&(w[0].clone(), w[1].clone())).map(|&r| (r, i)))
+                .filter_map(|(i, w)| {
+                    self.merges
+                        .get(&(w[0].clone(), w[1].clone()))
+                        .map(|&r| (r, i))
+                })
                 .min();
             let Some((rank, _)) = best else { break };
             let mut merged = Vec::with_capacity(parts.len());
             let mut i = 0;
             while i < parts.len() {
-                if i + 1 < parts.len() && self.merges.get(&(parts[i].clone(), parts[i + 1].clone())) == Some(&rank) {
+                if i + 1 < parts.len()
+                    && self.merges.get(&(parts[i].clone(), parts[i + 1].clone())) == Some(&rank)
+                {
                     merged.push(format!("{}{}", parts[i], parts[i + 1]));
                     i += 2;
                 } else {
@@ -224,20 +274,27 @@ impl Tokenizer {
         }
         // Every byte character is in CLIP's vocabulary; anything else maps to the unknown token,
         // which CLIP's tokenizer.json sets to <|endoftext|>.
-        parts.iter().map(|p| self.vocab.get(p).copied().unwrap_or(self.eos)).collect()
+        parts
+            .iter()
+            .map(|p| self.vocab.get(p).copied().unwrap_or(self.eos))
+            .collect()
     }
 }
 
 fn split_merge(s: &str) -> Result<(String, String)> {
     let mut it = s.split(' ');
     match (it.next(), it.next(), it.next()) {
-        (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => Ok((l.to_string(), r.to_string())),
+        (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => {
+            Ok((l.to_string(), r.to_string()))
+        }
         _ => Err(tok_err(format!("bad merge line {s:?}"))),
     }
 }
 
 fn parse_vocab(v: Option<&Value>) -> Result<HashMap<String, u32>> {
-    let obj = v.and_then(Value::as_object).ok_or_else(|| tok_err("the vocabulary is missing or not an object"))?;
+    let obj = v
+        .and_then(Value::as_object)
+        .ok_or_else(|| tok_err("the vocabulary is missing or not an object"))?;
     obj.iter()
         .map(|(k, id)| {
             id.as_u64()
@@ -253,7 +310,11 @@ fn check_normalizer(n: Option<&Value>) -> Result<()> {
     let types: Vec<&str> = n
         .and_then(|n| n.get("normalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.get("type").and_then(Value::as_str)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.get("type").and_then(Value::as_str))
+                .collect()
+        })
         .unwrap_or_default();
     if types != ["NFC", "Replace", "Lowercase"] {
         return Err(tok_err(format!(
@@ -265,9 +326,15 @@ fn check_normalizer(n: Option<&Value>) -> Result<()> {
 
 /// The `Split` pattern of CLIP's pre-tokenizer `Sequence[Split(pattern, Removed, invert), ByteLevel]`.
 fn split_pattern(p: Option<&Value>) -> Result<String> {
-    let unsupported = || tok_err("tokenizer.json: pre_tokenizer is not CLIP's Sequence[Split, ByteLevel]");
-    let seq = p.and_then(|p| p.get("pretokenizers")).and_then(Value::as_array).ok_or_else(unsupported)?;
-    let [split, byte_level] = &seq[..] else { return Err(unsupported()) };
+    let unsupported =
+        || tok_err("tokenizer.json: pre_tokenizer is not CLIP's Sequence[Split, ByteLevel]");
+    let seq = p
+        .and_then(|p| p.get("pretokenizers"))
+        .and_then(Value::as_array)
+        .ok_or_else(unsupported)?;
+    let [split, byte_level] = &seq[..] else {
+        return Err(unsupported());
+    };
     let ok = split.get("type").and_then(Value::as_str) == Some("Split")
         && split.get("behavior").and_then(Value::as_str) == Some("Removed")
         && split.get("invert").and_then(Value::as_bool) == Some(true)
@@ -306,7 +373,11 @@ mod tests {
             let n = vocab.len() as u32;
             vocab.insert(t.to_string(), n);
         }
-        let merges = vec![("a".into(), "b</w>".into()), ("a".into(), "a".into()), ("aa".into(), "a</w>".into())];
+        let merges = vec![
+            ("a".into(), "b</w>".into()),
+            ("a".into(), "a".into()),
+            ("aa".into(), "a</w>".into()),
+        ];
         let specials = vec![(BOS.to_string(), vocab[BOS]), (EOS.to_string(), vocab[EOS])];
         Tokenizer::build(vocab, merges, CLIP_PATTERN, specials).unwrap()
     }
@@ -315,8 +386,14 @@ mod tests {
     fn merges_in_rank_order_and_truncates_keeping_eos() {
         let t = toy();
         let id = |s: &str| t.vocab[s];
-        assert_eq!(t.encode("AB", 77).unwrap(), vec![t.bos, id("ab</w>"), t.eos]);
-        assert_eq!(t.encode("aaa", 77).unwrap(), vec![t.bos, id("aaa</w>"), t.eos]);
+        assert_eq!(
+            t.encode("AB", 77).unwrap(),
+            vec![t.bos, id("ab</w>"), t.eos]
+        );
+        assert_eq!(
+            t.encode("aaa", 77).unwrap(),
+            vec![t.bos, id("aaa</w>"), t.eos]
+        );
         assert_eq!(t.encode("", 77).unwrap(), vec![t.bos, t.eos]);
         let long = "ab ".repeat(100);
         let ids = t.encode(&long, 77).unwrap();
@@ -329,6 +406,9 @@ mod tests {
     fn special_tokens_in_text_are_kept_whole() {
         let t = toy();
         let ids = t.encode("ab<|endoftext|>ab", 77).unwrap();
-        assert_eq!(ids, vec![t.bos, t.vocab["ab</w>"], t.eos, t.vocab["ab</w>"], t.eos]);
+        assert_eq!(
+            ids,
+            vec![t.bos, t.vocab["ab</w>"], t.eos, t.vocab["ab</w>"], t.eos]
+        );
     }
 }

@@ -4,12 +4,53 @@
 
 use crate::config::{ClipConfig, TowerConfig};
 use crate::error::Result;
-use crate::safetensors::Checkpoint;
+use crate::safetensors::{to_f32, Checkpoint, DType};
 use crate::source::ModelSource;
+use half::slice::HalfFloatSliceExt;
+use std::borrow::Cow;
+
+/// The big matrices, kept in the checkpoint's precision: f16/bf16 checkpoints stay half size in
+/// memory, and on wasm32 f32 checkpoints are stored as f16 too, because CLIP-H in f32 (3.9 GB)
+/// does not fit in wasm32's 4 GiB. Products are still computed in f32: a matrix is widened just
+/// before its product (a few % of the product's time, for 257-row activations).
+pub(crate) enum Matrix {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    BF16(Vec<half::bf16>),
+}
+
+impl Matrix {
+    /// The whole matrix in f32 (borrowed when it is stored so).
+    pub fn f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            Matrix::F32(v) => Cow::Borrowed(v),
+            Matrix::F16(v) => {
+                let mut out = vec![0.0; v.len()];
+                v.convert_to_f32_slice(&mut out);
+                Cow::Owned(out)
+            }
+            Matrix::BF16(v) => {
+                let mut out = vec![0.0; v.len()];
+                v.convert_to_f32_slice(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Elements `[start, start + out.len())` in f32.
+    pub fn read_into(&self, start: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            Matrix::F32(v) => out.copy_from_slice(&v[start..start + n]),
+            Matrix::F16(v) => v[start..start + n].convert_to_f32_slice(out),
+            Matrix::BF16(v) => v[start..start + n].convert_to_f32_slice(out),
+        }
+    }
+}
 
 /// `y = x W^T + b`, W: (out, in) row-major as stored by PyTorch.
 pub(crate) struct Linear {
-    pub weight: Vec<f32>, // (out, in)
+    pub weight: Matrix,         // (out, in)
     pub bias: Option<Vec<f32>>, // (out,)
     pub out_features: usize,
     pub in_features: usize,
@@ -40,7 +81,7 @@ pub(crate) struct EncoderLayer {
 }
 
 pub(crate) struct TextWeights {
-    pub token_embedding: Vec<f32>,    // (V, D)
+    pub token_embedding: Matrix,      // (V, D)
     pub position_embedding: Vec<f32>, // (P, D)
     pub layers: Vec<EncoderLayer>,
     pub final_layer_norm: LayerNorm,
@@ -75,9 +116,52 @@ impl Loader<'_> {
         self.ckpt.read_f32(self.src, name, shape).await
     }
 
-    pub async fn linear(&self, name: &str, out_f: usize, in_f: usize, bias: bool) -> Result<Linear> {
+    /// A matrix in its stored precision (f32 becomes f16 on wasm32; see [`Matrix`]).
+    pub async fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
+        let t = self.ckpt.info(name, shape)?;
+        let bytes = self.src.read(&t.file, t.offset, t.len).await?;
+        let halves = |b: &[u8]| -> Vec<u16> {
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect()
+        };
+        Ok(match t.dtype {
+            DType::F16 => Matrix::F16(
+                halves(&bytes)
+                    .into_iter()
+                    .map(half::f16::from_bits)
+                    .collect(),
+            ),
+            DType::BF16 => Matrix::BF16(
+                halves(&bytes)
+                    .into_iter()
+                    .map(half::bf16::from_bits)
+                    .collect(),
+            ),
+            dtype => {
+                let v = to_f32(name, dtype, &bytes)?;
+                if cfg!(target_arch = "wasm32") {
+                    let mut h = vec![half::f16::ZERO; v.len()];
+                    h.convert_from_f32_slice(&v);
+                    Matrix::F16(h)
+                } else {
+                    Matrix::F32(v)
+                }
+            }
+        })
+    }
+
+    pub async fn linear(
+        &self,
+        name: &str,
+        out_f: usize,
+        in_f: usize,
+        bias: bool,
+    ) -> Result<Linear> {
         Ok(Linear {
-            weight: self.tensor(&format!("{name}.weight"), &[out_f, in_f]).await?,
+            weight: self
+                .matrix(&format!("{name}.weight"), &[out_f, in_f])
+                .await?,
             bias: match bias {
                 true => Some(self.tensor(&format!("{name}.bias"), &[out_f]).await?),
                 false => None,
@@ -102,10 +186,18 @@ impl Loader<'_> {
             out.push(EncoderLayer {
                 layer_norm1: self.layer_norm(&format!("{p}.layer_norm1"), d).await?,
                 self_attn: Attention {
-                    q_proj: self.linear(&format!("{p}.self_attn.q_proj"), d, d, true).await?,
-                    k_proj: self.linear(&format!("{p}.self_attn.k_proj"), d, d, true).await?,
-                    v_proj: self.linear(&format!("{p}.self_attn.v_proj"), d, d, true).await?,
-                    out_proj: self.linear(&format!("{p}.self_attn.out_proj"), d, d, true).await?,
+                    q_proj: self
+                        .linear(&format!("{p}.self_attn.q_proj"), d, d, true)
+                        .await?,
+                    k_proj: self
+                        .linear(&format!("{p}.self_attn.k_proj"), d, d, true)
+                        .await?,
+                    v_proj: self
+                        .linear(&format!("{p}.self_attn.v_proj"), d, d, true)
+                        .await?,
+                    out_proj: self
+                        .linear(&format!("{p}.self_attn.out_proj"), d, d, true)
+                        .await?,
                 },
                 layer_norm2: self.layer_norm(&format!("{p}.layer_norm2"), d).await?,
                 mlp: Mlp {
@@ -120,25 +212,45 @@ impl Loader<'_> {
 
 impl ClipWeights {
     /// Loads every tensor of the CPU model, one at a time.
-    pub(crate) async fn load(cfg: &ClipConfig, ckpt: &Checkpoint, src: &dyn ModelSource) -> Result<Self> {
+    pub(crate) async fn load(
+        cfg: &ClipConfig,
+        ckpt: &Checkpoint,
+        src: &dyn ModelSource,
+    ) -> Result<Self> {
         let l = Loader { ckpt, src };
         let (tc, vc) = (&cfg.text, &cfg.vision);
         let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
         let text = TextWeights {
-            token_embedding: l.tensor("text_model.embeddings.token_embedding.weight", &[tc.vocab_size, dt]).await?,
+            token_embedding: l
+                .matrix(
+                    "text_model.embeddings.token_embedding.weight",
+                    &[tc.vocab_size, dt],
+                )
+                .await?,
             position_embedding: l
-                .tensor("text_model.embeddings.position_embedding.weight", &[tc.max_position_embeddings, dt])
+                .tensor(
+                    "text_model.embeddings.position_embedding.weight",
+                    &[tc.max_position_embeddings, dt],
+                )
                 .await?,
             layers: l.layers("text_model", &tc.tower).await?,
             final_layer_norm: l.layer_norm("text_model.final_layer_norm", dt).await?,
         };
         let vision = VisionWeights {
-            class_embedding: l.tensor("vision_model.embeddings.class_embedding", &[dv]).await?,
+            class_embedding: l
+                .tensor("vision_model.embeddings.class_embedding", &[dv])
+                .await?,
             patch_embedding: l
-                .tensor("vision_model.embeddings.patch_embedding.weight", &[dv, vc.num_channels, p, p])
+                .tensor(
+                    "vision_model.embeddings.patch_embedding.weight",
+                    &[dv, vc.num_channels, p, p],
+                )
                 .await?,
             position_embedding: l
-                .tensor("vision_model.embeddings.position_embedding.weight", &[vc.num_positions(), dv])
+                .tensor(
+                    "vision_model.embeddings.position_embedding.weight",
+                    &[vc.num_positions(), dv],
+                )
                 .await?,
             pre_layernorm: l.layer_norm("vision_model.pre_layrnorm", dv).await?,
             layers: l.layers("vision_model", &vc.tower).await?,
@@ -147,8 +259,12 @@ impl ClipWeights {
         Ok(ClipWeights {
             text,
             vision,
-            text_projection: l.linear("text_projection", cfg.projection_dim, dt, false).await?,
-            visual_projection: l.linear("visual_projection", cfg.projection_dim, dv, false).await?,
+            text_projection: l
+                .linear("text_projection", cfg.projection_dim, dt, false)
+                .await?,
+            visual_projection: l
+                .linear("visual_projection", cfg.projection_dim, dv, false)
+                .await?,
             logit_scale: l.tensor("logit_scale", &[]).await?[0],
         })
     }

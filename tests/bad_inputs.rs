@@ -29,7 +29,10 @@ fn load_err(dir: &Path) -> String {
 fn split(path: &Path) -> (serde_json::Map<String, Value>, Vec<u8>) {
     let b = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    (serde_json::from_slice(&b[8..8 + n]).unwrap(), b[8 + n..].to_vec())
+    (
+        serde_json::from_slice(&b[8..8 + n]).unwrap(),
+        b[8 + n..].to_vec(),
+    )
 }
 
 fn join(path: &Path, header: &serde_json::Map<String, Value>, data: &[u8]) {
@@ -49,7 +52,10 @@ fn truncated_weights() {
     let b = std::fs::read(&p).unwrap();
     std::fs::write(&p, &b[..b.len() / 2]).unwrap();
     let m = load_err(d.path());
-    assert!(m.contains("model.safetensors") && m.contains("truncated"), "{m}");
+    assert!(
+        m.contains("model.safetensors") && m.contains("truncated"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -61,7 +67,10 @@ fn header_length_past_the_end() {
     b[..8].copy_from_slice(&huge.to_le_bytes());
     std::fs::write(&p, &b).unwrap();
     let m = load_err(d.path());
-    assert!(m.contains("header length") && m.contains("past the end"), "{m}");
+    assert!(
+        m.contains("header length") && m.contains("past the end"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -111,7 +120,10 @@ fn wrong_shape_names_tensor_and_both_shapes() {
     h.get_mut(FC1).unwrap()["shape"] = serde_json::json!([64, 128]); // stored (128, 64)
     join(&p, &h, &data);
     let m = load_err(d.path());
-    assert!(m.contains(FC1) && m.contains("[64, 128]") && m.contains("[128, 64]"), "{m}");
+    assert!(
+        m.contains(FC1) && m.contains("[64, 128]") && m.contains("[128, 64]"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -146,7 +158,10 @@ fn unknown_hidden_act() {
     c["vision_config"]["hidden_act"] = "gelu_new".into();
     std::fs::write(&p, c.to_string()).unwrap();
     let m = load_err(d.path());
-    assert!(m.contains("vision_config.hidden_act") && m.contains("gelu_new"), "{m}");
+    assert!(
+        m.contains("vision_config.hidden_act") && m.contains("gelu_new"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -155,7 +170,10 @@ fn missing_files_say_what_to_do() {
     std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
     std::fs::write(d.path().join("pytorch_model.bin"), b"pickle").unwrap();
     let m = load_err(d.path());
-    assert!(m.contains("safetensors") && m.contains("save_pretrained"), "{m}");
+    assert!(
+        m.contains("safetensors") && m.contains("save_pretrained"),
+        "{m}"
+    );
 
     let d = copy_model("tiny224");
     std::fs::remove_file(d.path().join("config.json")).unwrap();
@@ -165,7 +183,13 @@ fn missing_files_say_what_to_do() {
 
 fn score_err(model: &Model, name: &str, bytes: &[u8]) -> String {
     let good = std::fs::read(fixtures().join("images/tiny.png")).unwrap();
-    let imgs = [ImageInput { name: "tiny.png", bytes: &good }, ImageInput { name, bytes }];
+    let imgs = [
+        ImageInput {
+            name: "tiny.png",
+            bytes: &good,
+        },
+        ImageInput { name, bytes },
+    ];
     match pollster::block_on(model.score("a cat", &imgs)) {
         Ok(_) => panic!("scoring {name} should fail"),
         Err(e) => e.to_string(),
@@ -195,7 +219,14 @@ fn bad_images_are_named_errors_and_the_model_still_works() {
     assert!(m.contains("bomb.bmp") || m.contains("pixels"), "{m}");
     // The model is unharmed: the good image still scores.
     let good = std::fs::read(fixtures().join("images/tiny.png")).unwrap();
-    let ok = pollster::block_on(model.score("a cat", &[ImageInput { name: "tiny.png", bytes: &good }])).unwrap();
+    let ok = pollster::block_on(model.score(
+        "a cat",
+        &[ImageInput {
+            name: "tiny.png",
+            bytes: &good,
+        }],
+    ))
+    .unwrap();
     assert_eq!(ok[0].prob, 1.0);
 }
 
@@ -206,6 +237,13 @@ fn over_long_prompts_are_truncated_not_rejected() {
     let ids = model.tokenize(&long).unwrap();
     assert_eq!(ids.len(), 77);
     let good = std::fs::read(fixtures().join("images/tiny.png")).unwrap();
-    let s = pollster::block_on(model.score(&long, &[ImageInput { name: "tiny.png", bytes: &good }])).unwrap();
+    let s = pollster::block_on(model.score(
+        &long,
+        &[ImageInput {
+            name: "tiny.png",
+            bytes: &good,
+        }],
+    ))
+    .unwrap();
     assert!(s[0].score.is_finite());
 }

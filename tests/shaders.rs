@@ -17,13 +17,26 @@ fn every_shader_parses_and_validates() {
             .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
         // Core WebGPU without optional features (no shader-f16, no subgroups); naga lists the core
         // builtins unpack2x16float & co. as a capability because some GL targets lack them.
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32)
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
-        assert!(!module.entry_points.is_empty(), "{}: no entry point", path.display());
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        assert!(
+            !module.entry_points.is_empty(),
+            "{}: no entry point",
+            path.display()
+        );
         for ep in &module.entry_points {
             let [x, y, z] = ep.workgroup_size;
-            assert!(x * y * z <= 256, "{}: {} uses {} invocations per workgroup", path.display(), ep.name, x * y * z);
+            assert!(
+                x * y * z <= 256,
+                "{}: {} uses {} invocations per workgroup",
+                path.display(),
+                ep.name,
+                x * y * z
+            );
         }
         seen += 1;
     }

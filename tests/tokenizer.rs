@@ -6,13 +6,20 @@ use common::*;
 use sciscore::Tokenizer;
 
 fn cases() -> Vec<(String, Vec<u32>)> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("goldens/tokenizer_cases.json")).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("goldens/tokenizer_cases.json")).unwrap(),
+    )
+    .unwrap();
     v.as_array()
         .unwrap()
         .iter()
         .map(|c| {
-            let ids = c["input_ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+            let ids = c["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as u32)
+                .collect();
             (c["text"].as_str().unwrap().to_string(), ids)
         })
         .collect()
@@ -29,7 +36,10 @@ fn check(tok: &Tokenizer, form: &str) {
 #[test]
 fn tokenizer_json_with_pair_merges() {
     let bytes = std::fs::read(model_dir("tiny224").join("tokenizer.json")).unwrap();
-    check(&Tokenizer::from_tokenizer_json(&bytes).unwrap(), "tokenizer.json");
+    check(
+        &Tokenizer::from_tokenizer_json(&bytes).unwrap(),
+        "tokenizer.json",
+    );
 }
 
 #[test]
@@ -44,7 +54,10 @@ fn tokenizer_json_with_string_merges() {
         .map(|m| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap()).into())
         .collect();
     v["model"]["merges"] = merges.into();
-    check(&Tokenizer::from_tokenizer_json(v.to_string().as_bytes()).unwrap(), "string merges");
+    check(
+        &Tokenizer::from_tokenizer_json(v.to_string().as_bytes()).unwrap(),
+        "string merges",
+    );
 }
 
 #[test]

@@ -49,23 +49,36 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 fn row(case: String, ms: f64, items: usize, flops: f64) -> BenchRow {
     let gflop = flops / 1e9;
-    BenchRow { case, ms, ms_per_item: ms / items.max(1) as f64, gflop, gflops: if ms > 0.0 { gflop / ms * 1e3 } else { 0.0 } }
+    BenchRow {
+        case,
+        ms,
+        ms_per_item: ms / items.max(1) as f64,
+        gflop,
+        gflops: if ms > 0.0 { gflop / ms * 1e3 } else { 0.0 },
+    }
 }
 
 fn pixels(cfg: &ClipConfig, b: usize) -> Vec<f32> {
     let s = cfg.vision.image_size;
-    (0..b * 3 * s * s).map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0).collect()
+    (0..b * 3 * s * s)
+        .map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0)
+        .collect()
 }
 
 /// A prompt of `tokens` ids: BOS, words, EOS (as `crate::bench`).
 fn prompt(tokens: usize, salt: u32) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..tokens).map(|i| 49406u32.min(320 + i as u32 * 101 + salt)).collect();
+    let mut ids: Vec<u32> = (0..tokens)
+        .map(|i| 49406u32.min(320 + i as u32 * 101 + salt))
+        .collect();
     ids[0] = 49406;
     ids[tokens - 1] = 49407;
     ids
 }
 
-async fn random_model(preset: &str, layers: Option<usize>) -> Result<(RandomSource, ClipConfig, Checkpoint)> {
+async fn random_model(
+    preset: &str,
+    layers: Option<usize>,
+) -> Result<(RandomSource, ClipConfig, Checkpoint)> {
     let src = RandomSource::new(preset, layers, SEED)?;
     let cfg = ClipConfig::from_json(&read_all(&src, "config.json", 1 << 20).await?)?;
     let ckpt = Checkpoint::open(&src).await?;
@@ -77,20 +90,32 @@ async fn random_model(preset: &str, layers: Option<usize>) -> Result<(RandomSour
 async fn validate(preset: &str, opts: GpuOptions) -> Result<Vec<(String, f64)>> {
     let (src, cfg, ckpt) = random_model(preset, Some(1)).await?;
     let gpu = GpuModel::load(&cfg, &ckpt, &src, opts).await?;
-    let cpu = CpuModel { cfg: cfg.clone(), w: ClipWeights::load(&cfg, &ckpt, &src).await? };
+    let cpu = CpuModel {
+        cfg: cfg.clone(),
+        w: ClipWeights::load(&cfg, &ckpt, &src).await?,
+    };
     let mut out = Vec::new();
     let px = pixels(&cfg, 2);
-    let (g, c) = (gpu.image_features(&px, 2).await?, cpu.image_features(&px, 2, None)?);
+    let (g, c) = (
+        gpu.image_features(&px, 2).await?,
+        cpu.image_features(&px, 2, None)?,
+    );
     let p = cfg.projection_dim;
     for i in 0..2 {
-        out.push((format!("image {i}"), cosine(&g[i * p..][..p], &c[i * p..][..p])));
+        out.push((
+            format!("image {i}"),
+            cosine(&g[i * p..][..p], &c[i * p..][..p]),
+        ));
     }
     let ids = [prompt(cfg.text.max_position_embeddings, 0), prompt(12, 7)];
     let g = gpu.text_features(&ids).await?;
     for (i, id) in ids.iter().enumerate() {
-        out.push((format!("prompt of {} tokens", id.len()), cosine(&g[i], &cpu.text_features(id, None)?)));
+        out.push((
+            format!("prompt of {} tokens", id.len()),
+            cosine(&g[i], &cpu.text_features(id, None)?),
+        ));
     }
-    if let Some((what, c)) = out.iter().find(|(_, c)| !(*c >= VALIDATE_COS)) {
+    if let Some((what, c)) = out.iter().find(|(_, c)| c.is_nan() || *c < VALIDATE_COS) {
         return Err(Error::Invalid(format!(
             "validation failed: GPU vs CPU on {what}: cosine {c:.6} < {VALIDATE_COS} (random {preset}, 1 layer)"
         )));
@@ -122,10 +147,16 @@ async fn time_ops(gpu: &Gpu, pass: &Pass<'_>, iters: usize) -> Result<Vec<f64>> 
                         usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
                         mapped_at_creation: false,
                     });
-                    let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+                    let mut enc =
+                        gpu.device
+                            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                label: Some("bench"),
+                            });
                     pass.encode_range(&mut enc, start..end, Some(&qs))?;
                     enc.resolve_query_set(&qs, 0..count, &resolve, 0);
-                    let bytes = gpu.submit_and_read_bytes(enc, &resolve, count as u64 * 8).await?;
+                    let bytes = gpu
+                        .submit_and_read_bytes(enc, &resolve, count as u64 * 8)
+                        .await?;
                     let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
                     if it > 0 {
                         for j in 0..end - start {
@@ -140,7 +171,11 @@ async fn time_ops(gpu: &Gpu, pass: &Pass<'_>, iters: usize) -> Result<Vec<f64>> 
         None => {
             for it in 0..=iters {
                 for (i, r) in runs.iter_mut().enumerate() {
-                    let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bench") });
+                    let mut enc =
+                        gpu.device
+                            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                label: Some("bench"),
+                            });
                     pass.encode_range(&mut enc, i..i + 1, None)?;
                     let t0 = Instant::now();
                     gpu.queue.submit([enc.finish()]);
@@ -159,30 +194,57 @@ async fn time_ops(gpu: &Gpu, pass: &Pass<'_>, iters: usize) -> Result<Vec<f64>> 
 /// The four matmuls of a layer over `t` rows: (label, M, K, N).
 fn layer_shapes(tower: &TowerConfig, t: usize) -> [(&'static str, usize, usize, usize); 4] {
     let (d, f) = (tower.hidden_size, tower.intermediate_size);
-    [("qkv_proj", t, d, 3 * d), ("out_proj", t, d, d), ("fc1", t, d, f), ("fc2", t, f, d)]
+    [
+        ("qkv_proj", t, d, 3 * d),
+        ("out_proj", t, d, d),
+        ("fc1", t, d, f),
+        ("fc2", t, f, d),
+    ]
 }
 
 /// GFLOP/s of each matmul shape of one layer, alone on the device.
-async fn matmul_rows(gpu: &Gpu, tower: &TowerConfig, t: usize, name: &str, f16: bool, iters: usize) -> Result<Vec<BenchRow>> {
+async fn matmul_rows(
+    gpu: &Gpu,
+    tower: &TowerConfig,
+    t: usize,
+    name: &str,
+    f16: bool,
+    iters: usize,
+) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for (label, m, k, n) in layer_shapes(tower, t) {
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.03).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.03)
+            .collect();
         let bias = vec![0.01f32; n];
         let lin = GpuLinear::from_f32(gpu, &w, Some(&bias), n, k, f16)?;
-        let x: Vec<f32> = (0..m * k).map(|i| (i * 31 % 255) as f32 / 127.0 - 1.0).collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| (i * 31 % 255) as f32 / 127.0 - 1.0)
+            .collect();
         let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
         let yb = gpu.storage("y", (m * n * 4) as u64)?;
         let mut pass = Pass::new(gpu);
         pass.linear(label, &lin, &xb, &yb, m, Epilogue::Store);
         let ms = time_ops(gpu, &pass, iters).await?[0];
-        rows.push(row(format!("matmul {name} {label} {m}x{k}x{n}"), ms, 1, 2.0 * (m * n * k) as f64));
+        rows.push(row(
+            format!("matmul {name} {label} {m}x{k}x{n}"),
+            ms,
+            1,
+            2.0 * (m * n * k) as f64,
+        ));
     }
     Ok(rows)
 }
 
 /// Per-stage rows of one recorded tower: time per label summed over layers, per layer where
 /// the stage repeats, and the whole layer.
-fn stage_rows(tower: &str, ops: &[(&'static str, f64)], ms: &[f64], layers: usize, items: usize) -> Vec<BenchRow> {
+fn stage_rows(
+    tower: &str,
+    ops: &[(&'static str, f64)],
+    ms: &[f64],
+    layers: usize,
+    items: usize,
+) -> Vec<BenchRow> {
     let mut labels: Vec<&'static str> = Vec::new();
     for (l, _) in ops {
         if !labels.contains(l) {
@@ -190,24 +252,54 @@ fn stage_rows(tower: &str, ops: &[(&'static str, f64)], ms: &[f64], layers: usiz
         }
     }
     let mut rows = Vec::new();
-    const LAYER_OPS: [&str; 7] = ["layer_norm1", "qkv_proj", "attention", "out_proj", "layer_norm2", "fc1", "fc2"];
+    const LAYER_OPS: [&str; 9] = [
+        "layer_norm1",
+        "qkv_proj",
+        "attn_scores",
+        "attn_softmax",
+        "attn_context",
+        "out_proj",
+        "layer_norm2",
+        "fc1",
+        "fc2",
+    ];
     let (mut layer_ms, mut layer_flops) = (0.0, 0.0);
     for l in labels {
-        let (t, f): (f64, f64) = ops.iter().zip(ms).filter(|((o, _), _)| *o == l).fold((0.0, 0.0), |a, ((_, f), m)| (a.0 + m, a.1 + f));
+        let (t, f): (f64, f64) = ops
+            .iter()
+            .zip(ms)
+            .filter(|((o, _), _)| *o == l)
+            .fold((0.0, 0.0), |a, ((_, f), m)| (a.0 + m, a.1 + f));
         if LAYER_OPS.contains(&l) {
             layer_ms += t;
             layer_flops += f;
-            rows.push(row(format!("{tower} stage {l} (per layer)"), t / layers.max(1) as f64, items, f / layers.max(1) as f64));
+            rows.push(row(
+                format!("{tower} stage {l} (per layer)"),
+                t / layers.max(1) as f64,
+                items,
+                f / layers.max(1) as f64,
+            ));
         } else {
             rows.push(row(format!("{tower} stage {l}"), t, items, f));
         }
     }
-    rows.push(row(format!("{tower} one encoder layer"), layer_ms / layers.max(1) as f64, items, layer_flops / layers.max(1) as f64));
+    rows.push(row(
+        format!("{tower} one encoder layer"),
+        layer_ms / layers.max(1) as f64,
+        items,
+        layer_flops / layers.max(1) as f64,
+    ));
     rows
 }
 
 /// Validates, then times the GPU engine on a random model of geometry `preset`.
-pub async fn bench_gpu(preset: &str, layers: Option<usize>, batch: usize, iters: usize, f32_weights: bool) -> Result<GpuBench> {
+pub async fn bench_gpu(
+    preset: &str,
+    layers: Option<usize>,
+    batch: usize,
+    iters: usize,
+    f32_weights: bool,
+) -> Result<GpuBench> {
     let iters = iters.max(1);
     let opts = GpuOptions { f32_weights };
     let validation = validate(preset, opts).await?;
@@ -226,13 +318,25 @@ pub async fn bench_gpu(preset: &str, layers: Option<usize>, batch: usize, iters:
     let px = pixels(&cfg, batch);
     let (_, pass, _) = model.record_vision(&px, batch)?;
     let ms = time_ops(gpu, &pass, 1).await?;
-    rows.extend(stage_rows(&format!("vision b{batch}"), &pass.ops(), &ms, cfg.vision.tower.num_layers, batch));
+    rows.extend(stage_rows(
+        &format!("vision b{batch}"),
+        &pass.ops(),
+        &ms,
+        cfg.vision.tower.num_layers,
+        batch,
+    ));
     drop(pass);
     let ids: Vec<Vec<u32>> = (0..batch).map(|i| prompt(tt, i as u32)).collect();
     let (enc, pass, _) = model.record_text(&ids)?;
     gpu.queue.submit([enc.finish()]); // the token-row copies the kernels read
     let ms = time_ops(gpu, &pass, 1).await?;
-    rows.extend(stage_rows(&format!("text b{batch}"), &pass.ops(), &ms, cfg.text.tower.num_layers, batch));
+    rows.extend(stage_rows(
+        &format!("text b{batch}"),
+        &pass.ops(),
+        &ms,
+        cfg.text.tower.num_layers,
+        batch,
+    ));
     drop(pass);
 
     // Whole forward passes, wall clock including upload and readback.
@@ -244,7 +348,12 @@ pub async fn bench_gpu(preset: &str, layers: Option<usize>, batch: usize, iters:
             t.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    rows.push(row(format!("vision forward, batch {batch}"), median(t), batch, vision_flops(&cfg) * batch as f64));
+    rows.push(row(
+        format!("vision forward, batch {batch}"),
+        median(t),
+        batch,
+        vision_flops(&cfg) * batch as f64,
+    ));
     let mut t = Vec::new();
     for it in 0..=iters {
         let t0 = Instant::now();
@@ -253,10 +362,19 @@ pub async fn bench_gpu(preset: &str, layers: Option<usize>, batch: usize, iters:
             t.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    rows.push(row(format!("text forward, {batch} x {tt} tokens"), median(t), batch, text_flops(&cfg, tt) * batch as f64));
+    rows.push(row(
+        format!("text forward, {batch} x {tt} tokens"),
+        median(t),
+        batch,
+        text_flops(&cfg, tt) * batch as f64,
+    ));
     Ok(GpuBench {
         device: model.adapter_info(),
-        timing: if gpu.timestamp_period.is_some() { "timestamp-query" } else { "wall-clock" },
+        timing: if gpu.timestamp_period.is_some() {
+            "timestamp-query"
+        } else {
+            "wall-clock"
+        },
         gpu_bytes: model.gpu_bytes(),
         validation,
         rows,

@@ -9,7 +9,7 @@
 //! causal mask no real token attends to a pad, so the padded rows change nothing we read.
 
 use super::weights::{GpuEncoderLayer, GpuWeights};
-use super::{Epilogue, Gpu, GpuOptions, Pass, ATTENTION_MAX_DH, ATTENTION_MAX_T};
+use super::{Epilogue, Gpu, GpuOptions, Pass};
 use crate::config::{ClipConfig, TowerConfig};
 use crate::cpu::pool_position;
 use crate::error::{Error, Result};
@@ -44,11 +44,12 @@ impl Arena {
 
 /// The activations of one tower pass.
 struct Acts {
-    x: wgpu::Buffer,   // (B*T, D) f32, the residual stream
-    h: wgpu::Buffer,   // (B*T, D) f32, normed input of a block
-    qkv: wgpu::Buffer, // (B*T, 3D) f32
-    ctx: wgpu::Buffer, // (B*T, D) f32, attention output (heads side by side)
-    f: wgpu::Buffer,   // (B*T, F) f32, MLP hidden
+    x: wgpu::Buffer,      // (B*T, D) f32, the residual stream
+    h: wgpu::Buffer,      // (B*T, D) f32, normed input of a block
+    qkv: wgpu::Buffer,    // (B*T, 3D) f32
+    scores: wgpu::Buffer, // (B*H, T, T) f32, attention scores, then probabilities
+    ctx: wgpu::Buffer,    // (B*T, D) f32, attention output (heads side by side)
+    f: wgpu::Buffer,      // (B*T, F) f32, MLP hidden
 }
 
 /// The f16 (default) or f32 weights of a `CLIPModel` on a GPU, with its pipelines.
@@ -65,19 +66,12 @@ fn f32_bytes(n: usize) -> usize {
 
 impl GpuModel {
     /// Opens a device, compiles the kernels and streams the weights in.
-    pub(crate) async fn load(cfg: &ClipConfig, ckpt: &Checkpoint, src: &dyn ModelSource, opts: GpuOptions) -> Result<GpuModel> {
-        for (name, t, tokens) in [
-            ("text", &cfg.text.tower, cfg.text.max_position_embeddings),
-            ("vision", &cfg.vision.tower, cfg.vision.num_positions()),
-        ] {
-            if tokens > ATTENTION_MAX_T || t.head_dim() > ATTENTION_MAX_DH {
-                return Err(Error::Invalid(format!(
-                    "the {name} tower has {tokens} tokens and heads of {}; the GPU attention kernel takes up to \
-                     {ATTENTION_MAX_T} tokens and heads up to {ATTENTION_MAX_DH} wide (use `--backend cpu`)",
-                    t.head_dim()
-                )));
-            }
-        }
+    pub(crate) async fn load(
+        cfg: &ClipConfig,
+        ckpt: &Checkpoint,
+        src: &dyn ModelSource,
+        opts: GpuOptions,
+    ) -> Result<GpuModel> {
         let gpu = Gpu::new().await?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let w = GpuWeights::load(&gpu, cfg, ckpt, src, !opts.f32_weights).await;
@@ -86,7 +80,12 @@ impl GpuModel {
         }
         let w = w?;
         gpu.check()?;
-        Ok(GpuModel { gpu, cfg: cfg.clone(), w, arena: Mutex::new(Arena::default()) })
+        Ok(GpuModel {
+            gpu,
+            cfg: cfg.clone(),
+            w,
+            arena: Mutex::new(Arena::default()),
+        })
     }
 
     /// Bytes of GPU memory held: weights plus the activation arena.
@@ -99,13 +98,17 @@ impl GpuModel {
     }
 
     fn buf(&self, name: &'static str, bytes: usize) -> Result<wgpu::Buffer> {
-        let mut a = self.arena.lock().map_err(|_| Error::Gpu("activation arena poisoned".into()))?;
+        let mut a = self
+            .arena
+            .lock()
+            .map_err(|_| Error::Gpu("activation arena poisoned".into()))?;
         a.get(&self.gpu, name, bytes)
     }
 
-    fn acts(&self, rows: usize, t: &TowerConfig) -> Result<Acts> {
-        let (d, f) = (t.hidden_size, t.intermediate_size);
+    fn acts(&self, b: usize, t: usize, tower: &TowerConfig) -> Result<Acts> {
+        let (d, f, rows) = (tower.hidden_size, tower.intermediate_size, b * t);
         Ok(Acts {
+            scores: self.buf("scores", f32_bytes(b * tower.num_heads * t * t))?,
             x: self.buf("x", f32_bytes(rows * d))?,
             h: self.buf("h", f32_bytes(rows * d))?,
             qkv: self.buf("qkv", f32_bytes(rows * 3 * d))?,
@@ -116,7 +119,8 @@ impl GpuModel {
 
     /// Most sequences of `t` tokens one pass can hold within the storage-binding limit.
     fn max_batch(&self, tower: &TowerConfig, t: usize, extra_per_item: usize) -> usize {
-        let widest = (3 * tower.hidden_size).max(tower.intermediate_size) * t;
+        let widest =
+            ((3 * tower.hidden_size).max(tower.intermediate_size) * t).max(tower.num_heads * t * t);
         let per_item = f32_bytes(widest.max(extra_per_item)) as u64;
         ((self.gpu.limits.max_storage_buffer_binding_size / per_item.max(1)) as usize).max(1)
     }
@@ -133,7 +137,10 @@ impl GpuModel {
                 )));
             }
             if let Some(&bad) = p.iter().find(|&&id| id as usize >= tc.vocab_size) {
-                return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary ({})", tc.vocab_size)));
+                return Err(Error::Invalid(format!(
+                    "token id {bad} is outside the vocabulary ({})",
+                    tc.vocab_size
+                )));
             }
         }
         let t_max = ids.iter().map(Vec::len).max().unwrap_or(1);
@@ -148,33 +155,84 @@ impl GpuModel {
     }
 
     async fn text_batch(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
+        self.run(
+            || self.record_text(ids),
+            ids.len() * self.cfg.projection_dim,
+        )
+        .await
+    }
+
+    /// Records a tower pass, submits it and reads `count` features back. A validation error
+    /// raised while recording (a bad binding, a buffer over a limit) is reported as the cause,
+    /// rather than the failed submission it leads to.
+    async fn run<'a>(
+        &'a self,
+        record: impl FnOnce() -> Result<(wgpu::CommandEncoder, Pass<'a>, wgpu::Buffer)>,
+        count: usize,
+    ) -> Result<Vec<f32>> {
         self.gpu.check()?;
-        let (mut enc, pass, feats) = self.record_text(ids)?;
-        pass.encode(&mut enc)?;
-        self.gpu.submit_and_read(enc, &feats, ids.len() * self.cfg.projection_dim).await
+        let scope = self
+            .gpu
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = async {
+            let (mut enc, pass, feats) = record()?;
+            pass.encode(&mut enc)?;
+            self.gpu.submit_and_read(enc, &feats, count).await
+        }
+        .await;
+        match scope.pop().await {
+            Some(e) => Err(Error::Gpu(format!("recording the forward pass: {e}"))),
+            None => result,
+        }
     }
 
     /// Records the text tower for B prompts: the token-row copies in the encoder, the kernels in
     /// the pass; the features land in the returned (B, P) buffer.
-    pub(crate) fn record_text(&self, ids: &[Vec<u32>]) -> Result<(wgpu::CommandEncoder, Pass<'_>, wgpu::Buffer)> {
+    pub(crate) fn record_text(
+        &self,
+        ids: &[Vec<u32>],
+    ) -> Result<(wgpu::CommandEncoder, Pass<'_>, wgpu::Buffer)> {
         let (tc, w) = (&self.cfg.text, &self.w.text);
-        let (b, t, d) = (ids.len(), ids.iter().map(Vec::len).max().unwrap_or(1), tc.tower.hidden_size);
+        let (b, t, d) = (
+            ids.len(),
+            ids.iter().map(Vec::len).max().unwrap_or(1),
+            tc.tower.hidden_size,
+        );
         let f16 = self.w.f16;
         let row_bytes = (w.token_ld * 4) as u64;
         let rows = self.buf("token_rows", b * t * w.token_ld * 4)?;
-        let a = self.acts(b * t, &tc.tower)?;
-        let index: Vec<u32> = ids.iter().enumerate().map(|(i, p)| (i * t + pool_position(p, tc.eos_token_id)) as u32).collect();
+        let a = self.acts(b, t, &tc.tower)?;
+        let index: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i * t + pool_position(p, tc.eos_token_id)) as u32)
+            .collect();
         let index_buf = self.buf("pool_index", 4 * b)?;
         self.gpu.write(&index_buf, 0, bytemuck::cast_slice(&index));
-        let (pooled_raw, pooled) = (self.buf("pooled_raw", f32_bytes(b * d))?, self.buf("pooled", f32_bytes(b * d))?);
+        let (pooled_raw, pooled) = (
+            self.buf("pooled_raw", f32_bytes(b * d))?,
+            self.buf("pooled", f32_bytes(b * d))?,
+        );
         let feats = self.buf("feats", f32_bytes(b * self.cfg.projection_dim))?;
 
-        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("text tower") });
+        let mut enc = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("text tower"),
+            });
         // token rows (B*T, D) = token_embedding[ids], padded with id 0 past each prompt's end
         for (s, p) in ids.iter().enumerate() {
             for r in 0..t {
                 let id = p.get(r).copied().unwrap_or(0) as u64;
-                enc.copy_buffer_to_buffer(&w.token_embedding, id * row_bytes, &rows, (s * t + r) as u64 * row_bytes, row_bytes);
+                enc.copy_buffer_to_buffer(
+                    &w.token_embedding,
+                    id * row_bytes,
+                    &rows,
+                    (s * t + r) as u64 * row_bytes,
+                    row_bytes,
+                );
             }
         }
         let mut pass = Pass::new(&self.gpu);
@@ -185,9 +243,24 @@ impl GpuModel {
         }
         // pooled = final_layer_norm(x[b, eos_b])   (B, D)
         pass.gather_rows(&a.x, &index_buf, &pooled_raw, b, d);
-        pass.layer_norm("final_layer_norm", &w.final_layer_norm, &pooled_raw, &pooled, b, d, tc.tower.layer_norm_eps);
+        pass.layer_norm(
+            "final_layer_norm",
+            &w.final_layer_norm,
+            &pooled_raw,
+            &pooled,
+            b,
+            d,
+            tc.tower.layer_norm_eps,
+        );
         // feats = pooled . text_projection^T   (B, P)
-        pass.linear("text_projection", &self.w.text_projection, &pooled, &feats, b, Epilogue::Store);
+        pass.linear(
+            "text_projection",
+            &self.w.text_projection,
+            &pooled,
+            &feats,
+            b,
+            Epilogue::Store,
+        );
         Ok((enc, pass, feats))
     }
 
@@ -197,7 +270,10 @@ impl GpuModel {
         let s = vc.image_size;
         let per = 3 * s * s;
         if pixels.len() != b * per {
-            return Err(Error::Invalid(format!("{} pixel values for {b} images of 3x{s}x{s}", pixels.len())));
+            return Err(Error::Invalid(format!(
+                "{} pixel values for {b} images of 3x{s}x{s}",
+                pixels.len()
+            )));
         }
         let t = vc.num_positions();
         let patch_row = 3 * vc.patch_size * vc.patch_size;
@@ -210,58 +286,143 @@ impl GpuModel {
     }
 
     async fn image_batch(&self, pixels: &[f32], b: usize) -> Result<Vec<f32>> {
-        self.gpu.check()?;
-        let (mut enc, pass, feats) = self.record_vision(pixels, b)?;
-        pass.encode(&mut enc)?;
-        self.gpu.submit_and_read(enc, &feats, b * self.cfg.projection_dim).await
+        self.run(
+            || self.record_vision(pixels, b),
+            b * self.cfg.projection_dim,
+        )
+        .await
     }
 
     /// Records the vision tower for B images (pixels are queued for upload); the features land
     /// in the returned (B, P) buffer.
-    pub(crate) fn record_vision(&self, pixels: &[f32], b: usize) -> Result<(wgpu::CommandEncoder, Pass<'_>, wgpu::Buffer)> {
+    pub(crate) fn record_vision(
+        &self,
+        pixels: &[f32],
+        b: usize,
+    ) -> Result<(wgpu::CommandEncoder, Pass<'_>, wgpu::Buffer)> {
         let (vc, w) = (&self.cfg.vision, &self.w.vision);
-        let (d, s, p, t) = (vc.tower.hidden_size, vc.image_size, vc.patch_size, vc.num_positions());
+        let (d, s, p, t) = (
+            vc.tower.hidden_size,
+            vc.image_size,
+            vc.patch_size,
+            vc.num_positions(),
+        );
         let n = vc.grid() * vc.grid();
         let pix = self.buf("pixels", f32_bytes(pixels.len()))?;
         self.gpu.write(&pix, 0, bytemuck::cast_slice(pixels));
         let patches = self.buf("patches", f32_bytes(b * n * 3 * p * p))?;
-        let a = self.acts(b * t, &vc.tower)?;
+        let a = self.acts(b, t, &vc.tower)?;
         let index: Vec<u32> = (0..b).map(|i| (i * t) as u32).collect();
         let index_buf = self.buf("pool_index", 4 * b)?;
         self.gpu.write(&index_buf, 0, bytemuck::cast_slice(&index));
-        let (pooled_raw, pooled) = (self.buf("pooled_raw", f32_bytes(b * d))?, self.buf("pooled", f32_bytes(b * d))?);
+        let (pooled_raw, pooled) = (
+            self.buf("pooled_raw", f32_bytes(b * d))?,
+            self.buf("pooled", f32_bytes(b * d))?,
+        );
         let feats = self.buf("feats", f32_bytes(b * self.cfg.projection_dim))?;
 
-        let enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("vision tower") });
+        let enc = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("vision tower"),
+            });
         let mut pass = Pass::new(&self.gpu);
         // patch embeds (B*N, D) = im2col(pixels) . patch_embedding^T   (the stride-p conv)
         pass.im2col(&pix, &patches, b, s, p);
-        pass.linear("patch_embedding", &w.patch_embedding, &patches, &a.ctx, b * n, Epilogue::Store);
+        pass.linear(
+            "patch_embedding",
+            &w.patch_embedding,
+            &patches,
+            &a.ctx,
+            b * n,
+            Epilogue::Store,
+        );
         // h = [class; patch embeds] + position_embedding   (B*T, D);  x = pre_layrnorm(h)
-        pass.vision_embed(&a.ctx, &w.class_embedding, &w.position_embedding, &a.h, b, t, d);
-        pass.layer_norm("pre_layrnorm", &w.pre_layernorm, &a.h, &a.x, b * t, d, vc.tower.layer_norm_eps);
+        pass.vision_embed(
+            &a.ctx,
+            &w.class_embedding,
+            &w.position_embedding,
+            &a.h,
+            b,
+            t,
+            d,
+        );
+        pass.layer_norm(
+            "pre_layrnorm",
+            &w.pre_layernorm,
+            &a.h,
+            &a.x,
+            b * t,
+            d,
+            vc.tower.layer_norm_eps,
+        );
         for l in &w.layers {
             encoder_layer(&mut pass, l, &a, b, t, &vc.tower, false);
         }
         // pooled = post_layernorm(x[:, 0])   (B, D)
         pass.gather_rows(&a.x, &index_buf, &pooled_raw, b, d);
-        pass.layer_norm("post_layernorm", &w.post_layernorm, &pooled_raw, &pooled, b, d, vc.tower.layer_norm_eps);
+        pass.layer_norm(
+            "post_layernorm",
+            &w.post_layernorm,
+            &pooled_raw,
+            &pooled,
+            b,
+            d,
+            vc.tower.layer_norm_eps,
+        );
         // feats = pooled . visual_projection^T   (B, P)
-        pass.linear("visual_projection", &self.w.visual_projection, &pooled, &feats, b, Epilogue::Store);
+        pass.linear(
+            "visual_projection",
+            &self.w.visual_projection,
+            &pooled,
+            &feats,
+            b,
+            Epilogue::Store,
+        );
         Ok((enc, pass, feats))
     }
 }
 
 /// One pre-norm encoder layer over B sequences of T tokens, on `a.x` (B*T, D) in place.
-fn encoder_layer(pass: &mut Pass, l: &GpuEncoderLayer, a: &Acts, b: usize, t: usize, tower: &TowerConfig, causal: bool) {
+fn encoder_layer(
+    pass: &mut Pass,
+    l: &GpuEncoderLayer,
+    a: &Acts,
+    b: usize,
+    t: usize,
+    tower: &TowerConfig,
+    causal: bool,
+) {
     let (rows, d, eps) = (b * t, tower.hidden_size, tower.layer_norm_eps);
     // x = x + out_proj(attn(qkv_proj(ln1(x))))
     pass.layer_norm("layer_norm1", &l.layer_norm1, &a.x, &a.h, rows, d, eps);
-    pass.linear("qkv_proj", &l.self_attn.qkv_proj, &a.h, &a.qkv, rows, Epilogue::Store);
-    pass.attention(&a.qkv, &a.ctx, b, t, d, tower.num_heads, causal);
-    pass.linear("out_proj", &l.self_attn.out_proj, &a.ctx, &a.x, rows, Epilogue::Residual);
+    pass.linear(
+        "qkv_proj",
+        &l.self_attn.qkv_proj,
+        &a.h,
+        &a.qkv,
+        rows,
+        Epilogue::Store,
+    );
+    pass.attention(&a.qkv, &a.scores, &a.ctx, b, t, d, tower.num_heads, causal);
+    pass.linear(
+        "out_proj",
+        &l.self_attn.out_proj,
+        &a.ctx,
+        &a.x,
+        rows,
+        Epilogue::Residual,
+    );
     // x = x + fc2(act(fc1(ln2(x))))
     pass.layer_norm("layer_norm2", &l.layer_norm2, &a.x, &a.h, rows, d, eps);
-    pass.linear("fc1", &l.mlp.fc1, &a.h, &a.f, rows, Epilogue::Act(tower.act));
+    pass.linear(
+        "fc1",
+        &l.mlp.fc1,
+        &a.h,
+        &a.f,
+        rows,
+        Epilogue::Act(tower.act),
+    );
     pass.linear("fc2", &l.mlp.fc2, &a.f, &a.x, rows, Epilogue::Residual);
 }

@@ -38,7 +38,9 @@ pub(crate) enum Kernel {
     MatmulF16,
     MatmulF32,
     LayerNorm,
-    Attention,
+    AttnScores,
+    AttnSoftmax,
+    AttnContext,
     Im2col,
     VisionEmbed,
     TextEmbedF16,
@@ -53,24 +55,57 @@ const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
 const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 
 /// (kernel, shader file, source, entry point), in `Kernel` order.
-const KERNELS: [(Kernel, &str, &str, &str); 9] = [
+const KERNELS: [(Kernel, &str, &str, &str); 11] = [
     (Kernel::MatmulF16, "matmul.wgsl", MATMUL_WGSL, "matmul_f16"),
     (Kernel::MatmulF32, "matmul.wgsl", MATMUL_WGSL, "matmul_f32"),
-    (Kernel::LayerNorm, "layernorm.wgsl", LAYERNORM_WGSL, "layer_norm"),
-    (Kernel::Attention, "attention.wgsl", ATTENTION_WGSL, "attention"),
+    (
+        Kernel::LayerNorm,
+        "layernorm.wgsl",
+        LAYERNORM_WGSL,
+        "layer_norm",
+    ),
+    (
+        Kernel::AttnScores,
+        "attention.wgsl",
+        ATTENTION_WGSL,
+        "attn_scores",
+    ),
+    (
+        Kernel::AttnSoftmax,
+        "attention.wgsl",
+        ATTENTION_WGSL,
+        "attn_softmax",
+    ),
+    (
+        Kernel::AttnContext,
+        "attention.wgsl",
+        ATTENTION_WGSL,
+        "attn_context",
+    ),
     (Kernel::Im2col, "embed.wgsl", EMBED_WGSL, "im2col"),
-    (Kernel::VisionEmbed, "embed.wgsl", EMBED_WGSL, "vision_embed"),
-    (Kernel::TextEmbedF16, "embed.wgsl", EMBED_WGSL, "text_embed_f16"),
-    (Kernel::TextEmbedF32, "embed.wgsl", EMBED_WGSL, "text_embed_f32"),
+    (
+        Kernel::VisionEmbed,
+        "embed.wgsl",
+        EMBED_WGSL,
+        "vision_embed",
+    ),
+    (
+        Kernel::TextEmbedF16,
+        "embed.wgsl",
+        EMBED_WGSL,
+        "text_embed_f16",
+    ),
+    (
+        Kernel::TextEmbedF32,
+        "embed.wgsl",
+        EMBED_WGSL,
+        "text_embed_f32",
+    ),
     (Kernel::GatherRows, "pool.wgsl", POOL_WGSL, "gather_rows"),
 ];
 
 /// The matmul tile edge (shaders/matmul.wgsl): one workgroup per 64 x 64 block of y.
 const MATMUL_TILE: usize = 64;
-/// Longest sequence the attention kernel holds scores for (shaders/attention.wgsl `MAX_T`).
-pub(crate) const ATTENTION_MAX_T: usize = 1024;
-/// Widest head the attention kernel holds a query row for (`q_row` in attention.wgsl).
-pub(crate) const ATTENTION_MAX_DH: usize = 256;
 
 /// What the matmul does after the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +129,7 @@ pub(crate) struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// The first validation / out-of-memory error no error scope caught.
     uncaptured: Arc<Mutex<Option<String>>>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
     /// Timestamp period in ns per tick, where the adapter has `timestamp-query`.
     pub timestamp_period: Option<f32>,
     /// A 16-byte buffer bound where a kernel reads nothing (a matmul without bias).
@@ -108,7 +144,8 @@ impl Gpu {
     /// Picks an adapter (high performance first), requests a device with the adapter's own
     /// buffer limits, and compiles every kernel.
     pub async fn new() -> Result<Gpu> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
@@ -156,8 +193,13 @@ impl Gpu {
             }
         }));
         let i = adapter.get_info();
-        let info = format!("{} ({:?}, {:?}, driver {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info);
-        let timestamp_period = features.contains(wgpu::Features::TIMESTAMP_QUERY).then(|| queue.get_timestamp_period());
+        let info = format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        );
+        let timestamp_period = features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| queue.get_timestamp_period());
         let pipes = compile_all(&device).await?;
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -165,7 +207,17 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let gpu = Gpu { device, queue, limits, info, pipes, lost, uncaptured, timestamp_period, dummy };
+        let gpu = Gpu {
+            device,
+            queue,
+            limits,
+            info,
+            pipes,
+            lost,
+            uncaptured,
+            timestamp_period,
+            dummy,
+        };
         gpu.check()?;
         Ok(gpu)
     }
@@ -191,14 +243,23 @@ impl Gpu {
     /// A storage buffer of `bytes` (rounded up to 16), checked against the device's limits.
     pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
         let size = bytes.max(16).div_ceil(16) * 16;
-        let max = self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size);
+        let max = self
+            .limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size);
         if size > max {
-            return Err(Error::Limits { what: format!("GPU buffer `{label}`"), needed: size, available: max });
+            return Err(Error::Limits {
+                what: format!("GPU buffer `{label}`"),
+                needed: size,
+                available: max,
+            });
         }
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         }))
     }
@@ -225,19 +286,33 @@ impl Gpu {
     /// browser the queue drains on its own.
     pub fn wait_idle(&self) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| gpu_err("waiting for the GPU", e))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| gpu_err("waiting for the GPU", e))?;
         Ok(())
     }
 
     /// Submits `encoder` after copying `count` f32 of `src` into a fresh staging buffer, then
     /// maps it and returns the values: the only way results leave the GPU.
-    pub async fn submit_and_read(&self, encoder: wgpu::CommandEncoder, src: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
-        let bytes = self.submit_and_read_bytes(encoder, src, count as u64 * 4).await?;
+    pub async fn submit_and_read(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        count: usize,
+    ) -> Result<Vec<f32>> {
+        let bytes = self
+            .submit_and_read_bytes(encoder, src, count as u64 * 4)
+            .await?;
         Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..count * 4]))
     }
 
     /// Submits `encoder`, then reads the first `len` bytes of `src` back.
-    pub async fn submit_and_read_bytes(&self, mut encoder: wgpu::CommandEncoder, src: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    pub async fn submit_and_read_bytes(
+        &self,
+        mut encoder: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        len: u64,
+    ) -> Result<Vec<u8>> {
         let size = len.max(4).div_ceil(4) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -256,10 +331,15 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.wait_idle()?;
-        let mapped = rx.await.map_err(|_| Error::Gpu("the readback was cancelled (device lost?)".into()))?;
+        let mapped = rx
+            .await
+            .map_err(|_| Error::Gpu("the readback was cancelled (device lost?)".into()))?;
         self.check()?;
         mapped.map_err(|e| gpu_err("reading results back", e))?;
-        let out = staging.get_mapped_range(..).map_err(|e| gpu_err("reading results back", e))?[..len as usize].to_vec();
+        let out = staging
+            .get_mapped_range(..)
+            .map_err(|e| gpu_err("reading results back", e))?[..len as usize]
+            .to_vec();
         staging.unmap();
         Ok(out)
     }
@@ -296,13 +376,24 @@ async fn compile_all(device: &wgpu::Device) -> Result<Vec<wgpu::ComputePipeline>
             if !errors.is_empty() || scoped.is_some() {
                 let mut message = errors.join("; ");
                 if let Some(e) = scoped {
-                    message = if message.is_empty() { e.to_string() } else { format!("{message}; {e}") };
+                    message = if message.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{message}; {e}")
+                    };
                 }
-                return Err(Error::Shader { label: file.to_string(), message });
+                return Err(Error::Shader {
+                    label: file.to_string(),
+                    message,
+                });
             }
             modules.push((file, m));
         }
-        let module = &modules.iter().find(|(f, _)| *f == file).expect("compiled above").1;
+        let module = &modules
+            .iter()
+            .find(|(f, _)| *f == file)
+            .expect("compiled above")
+            .1;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -313,7 +404,10 @@ async fn compile_all(device: &wgpu::Device) -> Result<Vec<wgpu::ComputePipeline>
             cache: None,
         });
         if let Some(e) = scope.pop().await {
-            return Err(Error::Shader { label: format!("{file} ({entry})"), message: e.to_string() });
+            return Err(Error::Shader {
+                label: format!("{file} ({entry})"),
+                message: e.to_string(),
+            });
         }
         pipes.push(p);
     }
@@ -328,6 +422,7 @@ struct Op {
     params_at: u64,
     params_len: u64,
     groups: [u32; 3],
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
     /// Multiply-adds x 2 of the call (0 for element-wise kernels): the benchmark's GFLOP/s.
     flops: f64,
 }
@@ -352,23 +447,44 @@ fn u(v: usize) -> u32 {
 
 impl<'g> Pass<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        Pass { gpu, ops: Vec::new(), params: Vec::new() }
+        Pass {
+            gpu,
+            ops: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
     /// (label, FLOPs) of the recorded calls, in order (the benchmark's per-kernel rows).
     pub fn ops(&self) -> Vec<(&'static str, f64)> {
         self.ops.iter().map(|o| (o.label, o.flops)).collect()
     }
 
-    fn call(&mut self, kernel: Kernel, label: &'static str, params: &[u32], bufs: &[(u32, &wgpu::Buffer)], groups: [u32; 3]) {
+    fn call(
+        &mut self,
+        kernel: Kernel,
+        label: &'static str,
+        params: &[u32],
+        bufs: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) {
         self.call_counted(kernel, label, params, bufs, groups, 0.0)
     }
 
-    fn call_counted(&mut self, kernel: Kernel, label: &'static str, params: &[u32], bufs: &[(u32, &wgpu::Buffer)], groups: [u32; 3], flops: f64) {
+    fn call_counted(
+        &mut self,
+        kernel: Kernel,
+        label: &'static str,
+        params: &[u32],
+        bufs: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+        flops: f64,
+    ) {
         let align = self.gpu.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
         let at = self.params.len().div_ceil(align) * align;
         self.params.resize(at, 0);
@@ -385,76 +501,233 @@ impl<'g> Pass<'g> {
     }
 
     /// y (M, N) = epilogue(x (M, K) . W^T + b)
-    pub fn linear(&mut self, label: &'static str, l: &GpuLinear, x: &wgpu::Buffer, y: &wgpu::Buffer, m: usize, epi: Epilogue) {
+    pub fn linear(
+        &mut self,
+        label: &'static str,
+        l: &GpuLinear,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        m: usize,
+        epi: Epilogue,
+    ) {
         let (act, acc) = match epi {
             Epilogue::Store => (0, 0),
             Epilogue::Act(Activation::Gelu) => (1, 0),
             Epilogue::Act(Activation::QuickGelu) => (2, 0),
             Epilogue::Residual => (0, 1),
         };
-        let params = [u(m), u(l.out_features), u(l.in_features), u(l.ldw), l.bias.is_some() as u32, act, acc, 0];
+        let params = [
+            u(m),
+            u(l.out_features),
+            u(l.in_features),
+            u(l.ldw),
+            l.bias.is_some() as u32,
+            act,
+            acc,
+            0,
+        ];
         let bias = l.bias.as_ref().unwrap_or(&self.gpu.dummy);
-        let (kernel, w_binding) = if l.f16 { (Kernel::MatmulF16, 2) } else { (Kernel::MatmulF32, 3) };
+        let (kernel, w_binding) = if l.f16 {
+            (Kernel::MatmulF16, 2)
+        } else {
+            (Kernel::MatmulF32, 3)
+        };
         let groups = [
             u(l.out_features.div_ceil(MATMUL_TILE)),
             u(m.div_ceil(MATMUL_TILE)),
             1,
         ];
         let flops = 2.0 * m as f64 * l.out_features as f64 * l.in_features as f64;
-        self.call_counted(kernel, label, &params, &[(1, x), (w_binding, &l.weight), (4, bias), (5, y)], groups, flops);
+        self.call_counted(
+            kernel,
+            label,
+            &params,
+            &[(1, x), (w_binding, &l.weight), (4, bias), (5, y)],
+            groups,
+            flops,
+        );
     }
 
     /// y (R, D) = LayerNorm(x (R, D))
-    pub fn layer_norm(&mut self, label: &'static str, ln: &GpuLayerNorm, x: &wgpu::Buffer, y: &wgpu::Buffer, rows: usize, d: usize, eps: f32) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_norm(
+        &mut self,
+        label: &'static str,
+        ln: &GpuLayerNorm,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) {
         let params = [u(rows), u(d), eps.to_bits(), 0];
-        self.call(Kernel::LayerNorm, label, &params, &[(1, x), (2, &ln.weight), (3, &ln.bias), (4, y)], [u(rows), 1, 1]);
+        self.call(
+            Kernel::LayerNorm,
+            label,
+            &params,
+            &[(1, x), (2, &ln.weight), (3, &ln.bias), (4, y)],
+            [u(rows), 1, 1],
+        );
     }
 
-    /// ctx (B*T, D) = attention(qkv (B*T, 3D)), H heads of width dh.
+    /// ctx (B*T, D) = attention(qkv (B*T, 3D)), H heads of width Dh, through the scores
+    /// (B*H, T, T).
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(&mut self, qkv: &wgpu::Buffer, ctx: &wgpu::Buffer, b: usize, t: usize, d: usize, heads: usize, causal: bool) {
+    pub fn attention(
+        &mut self,
+        qkv: &wgpu::Buffer,
+        scores: &wgpu::Buffer,
+        ctx: &wgpu::Buffer,
+        b: usize,
+        t: usize,
+        d: usize,
+        heads: usize,
+        causal: bool,
+    ) {
         let dh = d / heads;
         let scale = (dh as f32).powf(-0.5);
-        let params = [u(t), u(d), u(dh), causal as u32, scale.to_bits(), 0, 0, 0];
-        // q k^T and p v: 2 x 2 T^2 D per sequence (causal counted in full, as bench.rs does).
-        let flops = 4.0 * (b * t * t * d) as f64;
-        self.call_counted(Kernel::Attention, "attention", &params, &[(1, qkv), (2, ctx)], [u(t), u(heads), u(b)], flops);
+        let params = [
+            u(t),
+            u(d),
+            u(dh),
+            u(heads),
+            causal as u32,
+            scale.to_bits(),
+            0,
+            0,
+        ];
+        let tiles = u(t.div_ceil(MATMUL_TILE));
+        // q k^T and p v: 2 T^2 D each per sequence (causal counted in full, as bench.rs does).
+        let flops = 2.0 * (b * t * t * d) as f64;
+        let z = u(b * heads);
+        self.call_counted(
+            Kernel::AttnScores,
+            "attn_scores",
+            &params,
+            &[(1, qkv), (2, scores)],
+            [tiles, tiles, z],
+            flops,
+        );
+        self.call(
+            Kernel::AttnSoftmax,
+            "attn_softmax",
+            &params,
+            &[(2, scores)],
+            [u(t), z, 1],
+        );
+        let dh_tiles = u(dh.div_ceil(MATMUL_TILE));
+        self.call_counted(
+            Kernel::AttnContext,
+            "attn_context",
+            &params,
+            &[(1, qkv), (3, scores), (4, ctx)],
+            [dh_tiles, tiles, z],
+            flops,
+        );
     }
 
-    fn embed_params(total: usize, t: usize, d: usize, s: usize, patch: usize, ldr: usize) -> [u32; 8] {
-        let grid = if patch > 0 { s / patch } else { 0 };
+    fn embed_params(
+        total: usize,
+        t: usize,
+        d: usize,
+        s: usize,
+        patch: usize,
+        ldr: usize,
+    ) -> [u32; 8] {
+        let grid = s.checked_div(patch).unwrap_or(0);
         [u(total), u(t), u(d), u(s), u(patch), u(grid), u(ldr), 0]
     }
 
     /// patches (B*N, 3 p p) = im2col(pixels (B, 3, S, S))
-    pub fn im2col(&mut self, pixels: &wgpu::Buffer, patches: &wgpu::Buffer, b: usize, s: usize, patch: usize) {
+    pub fn im2col(
+        &mut self,
+        pixels: &wgpu::Buffer,
+        patches: &wgpu::Buffer,
+        b: usize,
+        s: usize,
+        patch: usize,
+    ) {
         let g = s / patch;
         let total = b * g * g * 3 * patch * patch;
         let params = Self::embed_params(total, 0, 0, s, patch, 0);
-        self.call(Kernel::Im2col, "im2col", &params, &[(1, pixels), (2, patches)], grid(total.div_ceil(256)));
+        self.call(
+            Kernel::Im2col,
+            "im2col",
+            &params,
+            &[(1, pixels), (2, patches)],
+            grid(total.div_ceil(256)),
+        );
     }
 
     /// x (B*T, D) = [class; patch_embeds (B*N, D)] + positions
     #[allow(clippy::too_many_arguments)]
-    pub fn vision_embed(&mut self, pe: &wgpu::Buffer, class: &wgpu::Buffer, pos: &wgpu::Buffer, x: &wgpu::Buffer, b: usize, t: usize, d: usize) {
+    pub fn vision_embed(
+        &mut self,
+        pe: &wgpu::Buffer,
+        class: &wgpu::Buffer,
+        pos: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) {
         let total = b * t * d;
         let params = Self::embed_params(total, t, d, 0, 0, 0);
-        self.call(Kernel::VisionEmbed, "vision_embed", &params, &[(3, pe), (4, class), (5, pos), (6, x)], grid(total.div_ceil(256)));
+        self.call(
+            Kernel::VisionEmbed,
+            "vision_embed",
+            &params,
+            &[(3, pe), (4, class), (5, pos), (6, x)],
+            grid(total.div_ceil(256)),
+        );
     }
 
     /// x (B*T, D) = rows (B*T, D as f16 pairs with stride ldr, or f32) + positions
     #[allow(clippy::too_many_arguments)]
-    pub fn text_embed(&mut self, rows: &wgpu::Buffer, f16: bool, ldr: usize, pos: &wgpu::Buffer, x: &wgpu::Buffer, b: usize, t: usize, d: usize) {
+    pub fn text_embed(
+        &mut self,
+        rows: &wgpu::Buffer,
+        f16: bool,
+        ldr: usize,
+        pos: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        b: usize,
+        t: usize,
+        d: usize,
+    ) {
         let total = b * t * d;
         let params = Self::embed_params(total, t, d, 0, 0, ldr);
-        let (k, slot) = if f16 { (Kernel::TextEmbedF16, 7) } else { (Kernel::TextEmbedF32, 8) };
-        self.call(k, "text_embed", &params, &[(5, pos), (6, x), (slot, rows)], grid(total.div_ceil(256)));
+        let (k, slot) = if f16 {
+            (Kernel::TextEmbedF16, 7)
+        } else {
+            (Kernel::TextEmbedF32, 8)
+        };
+        self.call(
+            k,
+            "text_embed",
+            &params,
+            &[(5, pos), (6, x), (slot, rows)],
+            grid(total.div_ceil(256)),
+        );
     }
 
     /// out (B, D) = x[index[b]]
-    pub fn gather_rows(&mut self, x: &wgpu::Buffer, index: &wgpu::Buffer, out: &wgpu::Buffer, rows: usize, d: usize) {
+    pub fn gather_rows(
+        &mut self,
+        x: &wgpu::Buffer,
+        index: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: usize,
+        d: usize,
+    ) {
         let params = [u(rows), u(d), 0, 0];
-        self.call(Kernel::GatherRows, "pool", &params, &[(1, x), (2, index), (3, out)], [u((rows * d).div_ceil(256)), 1, 1]);
+        self.call(
+            Kernel::GatherRows,
+            "pool",
+            &params,
+            &[(1, x), (2, index), (3, out)],
+            [u((rows * d).div_ceil(256)), 1, 1],
+        );
     }
 
     /// Encodes every call into `encoder` as one compute pass.
@@ -464,7 +737,12 @@ impl<'g> Pass<'g> {
 
     /// Encodes calls `range`: one compute pass, or with `timestamps` one pass per call writing
     /// begin/end ticks at 2j, 2j + 1 (j counted from the start of the range).
-    pub fn encode_range(&self, encoder: &mut wgpu::CommandEncoder, range: std::ops::Range<usize>, timestamps: Option<&wgpu::QuerySet>) -> Result<()> {
+    pub fn encode_range(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        range: std::ops::Range<usize>,
+        timestamps: Option<&wgpu::QuerySet>,
+    ) -> Result<()> {
         let ops = &self.ops[range];
         if ops.is_empty() {
             return Ok(());
@@ -487,12 +765,17 @@ impl<'g> Pass<'g> {
                         size: std::num::NonZeroU64::new(op.params_len),
                     }),
                 }];
-                entries.extend(op.bufs.iter().map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() }));
-                self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(op.label),
-                    layout: &self.gpu.pipe(op.kernel).get_bind_group_layout(0),
-                    entries: &entries,
-                })
+                entries.extend(op.bufs.iter().map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: *i,
+                    resource: b.as_entire_binding(),
+                }));
+                self.gpu
+                    .device
+                    .create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(op.label),
+                        layout: &self.gpu.pipe(op.kernel).get_bind_group_layout(0),
+                        entries: &entries,
+                    })
             })
             .collect();
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
@@ -507,7 +790,10 @@ impl<'g> Pass<'g> {
         }
         match timestamps {
             None => {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("forward"),
+                    timestamp_writes: None,
+                });
                 for (op, bg) in ops.iter().zip(&groups) {
                     pass.set_pipeline(self.gpu.pipe(op.kernel));
                     pass.set_bind_group(0, bg, &[]);

@@ -17,6 +17,9 @@ use crate::source::ModelSource;
 /// MB whatever the tensor (the token table is 101-202 MB).
 const CHUNK_BYTES: u64 = 8 << 20;
 
+/// The largest finite f16: f32/bf16 weights beyond it would turn into infinities.
+const F16_MAX: f32 = 65504.0;
+
 /// `y = x W^T + b` on the GPU.
 pub(crate) struct GpuLinear {
     pub weight: wgpu::Buffer,       // (out, ldw) f16 pairs in u32, or f32
@@ -93,7 +96,9 @@ pub(crate) fn pack_rows(vals: &[f32], cols: usize, f16: bool) -> Vec<u32> {
     for row in vals.chunks_exact(cols) {
         for pair in row.chunks(2) {
             let lo = half::f16::from_f32(pair[0]).to_bits() as u32;
-            let hi = pair.get(1).map_or(0, |&v| half::f16::from_f32(v).to_bits() as u32);
+            let hi = pair
+                .get(1)
+                .map_or(0, |&v| half::f16::from_f32(v).to_bits() as u32);
             out.push(lo | (hi << 16));
         }
     }
@@ -110,12 +115,29 @@ pub(crate) fn row_words(cols: usize, f16: bool) -> usize {
 }
 
 impl GpuLinear {
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
     /// From host f32 values (tests, benchmarks): weight (out, in), bias (out,).
-    pub fn from_f32(gpu: &Gpu, w: &[f32], bias: Option<&[f32]>, out_f: usize, in_f: usize, f16: bool) -> Result<GpuLinear> {
+    pub fn from_f32(
+        gpu: &Gpu,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out_f: usize,
+        in_f: usize,
+        f16: bool,
+    ) -> Result<GpuLinear> {
         let ldw = row_words(in_f, f16);
         let weight = gpu.upload("linear", bytemuck::cast_slice(&pack_rows(w, in_f, f16)))?;
-        let bias = bias.map(|b| gpu.upload("bias", bytemuck::cast_slice(b))).transpose()?;
-        Ok(GpuLinear { weight, bias, out_features: out_f, in_features: in_f, ldw, f16 })
+        let bias = bias
+            .map(|b| gpu.upload("bias", bytemuck::cast_slice(b)))
+            .transpose()?;
+        Ok(GpuLinear {
+            weight,
+            bias,
+            out_features: out_f,
+            in_features: in_f,
+            ldw,
+            f16,
+        })
     }
 
     fn bytes(&self) -> u64 {
@@ -157,7 +179,17 @@ impl Uploader<'_> {
 
     /// Writes tensor `name` (stored with `shape`, viewed as (rows, cols)) into `dst` from row
     /// `row0` on, in row chunks, converting to the matrix words.
-    async fn matrix_into(&self, dst: &wgpu::Buffer, row0: usize, name: &str, shape: &[usize], rows: usize, cols: usize, f16: bool) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    async fn matrix_into(
+        &self,
+        dst: &wgpu::Buffer,
+        row0: usize,
+        name: &str,
+        shape: &[usize],
+        rows: usize,
+        cols: usize,
+        f16: bool,
+    ) -> Result<()> {
         let t = self.ckpt.info(name, shape)?;
         let elem = t.dtype.size();
         let row_bytes = cols as u64 * elem;
@@ -166,35 +198,77 @@ impl Uploader<'_> {
         let mut r = 0;
         while r < rows {
             let n = chunk.min(rows - r);
-            let bytes = self.src.read(&t.file, t.offset + r as u64 * row_bytes, n as u64 * row_bytes).await?;
+            let bytes = self
+                .src
+                .read(
+                    &t.file,
+                    t.offset + r as u64 * row_bytes,
+                    n as u64 * row_bytes,
+                )
+                .await?;
             let vals = to_f32(name, t.dtype, &bytes)?;
+            if f16 && vals.iter().any(|v| v.is_finite() && v.abs() > F16_MAX) {
+                return Err(crate::Error::Invalid(format!(
+                    "weight `{name}` has values beyond the f16 range (|x| > {F16_MAX}); \
+                     it needs f32 weights on the GPU, or the CPU backend (`--backend cpu`)"
+                )));
+            }
             let words = pack_rows(&vals, cols, f16);
-            self.gpu.write(dst, (row0 + r) as u64 * ld, bytemuck::cast_slice(&words));
+            self.gpu
+                .write(dst, (row0 + r) as u64 * ld, bytemuck::cast_slice(&words));
             r += n;
         }
         Ok(())
     }
 
     /// `names` stacked along the output dimension (one name: a plain Linear; three: fused QKV).
-    async fn linear(&mut self, names: &[String], out_each: usize, in_f: usize, bias: bool) -> Result<GpuLinear> {
+    async fn linear(
+        &mut self,
+        names: &[String],
+        out_each: usize,
+        in_f: usize,
+        bias: bool,
+    ) -> Result<GpuLinear> {
         let f16 = self.f16;
         let ldw = row_words(in_f, f16);
         let out_f = out_each * names.len();
         let weight = self.gpu.storage(&names[0], (out_f * ldw * 4) as u64)?;
         for (i, n) in names.iter().enumerate() {
-            self.matrix_into(&weight, i * out_each, &format!("{n}.weight"), &[out_each, in_f], out_each, in_f, f16).await?;
+            self.matrix_into(
+                &weight,
+                i * out_each,
+                &format!("{n}.weight"),
+                &[out_each, in_f],
+                out_each,
+                in_f,
+                f16,
+            )
+            .await?;
         }
         let bias = if bias {
-            let b = self.gpu.storage(&format!("{}.bias", names[0]), (out_f * 4) as u64)?;
+            let b = self
+                .gpu
+                .storage(&format!("{}.bias", names[0]), (out_f * 4) as u64)?;
             for (i, n) in names.iter().enumerate() {
-                let v = self.ckpt.read_f32(self.src, &format!("{n}.bias"), &[out_each]).await?;
-                self.gpu.write(&b, (i * out_each * 4) as u64, bytemuck::cast_slice(&v));
+                let v = self
+                    .ckpt
+                    .read_f32(self.src, &format!("{n}.bias"), &[out_each])
+                    .await?;
+                self.gpu
+                    .write(&b, (i * out_each * 4) as u64, bytemuck::cast_slice(&v));
             }
             Some(b)
         } else {
             None
         };
-        let l = GpuLinear { weight, bias, out_features: out_f, in_features: in_f, ldw, f16 };
+        let l = GpuLinear {
+            weight,
+            bias,
+            out_features: out_f,
+            in_features: in_f,
+            ldw,
+            f16,
+        };
         self.bytes += l.bytes();
         Ok(l)
     }
@@ -211,12 +285,17 @@ impl Uploader<'_> {
         let mut out = Vec::with_capacity(t.num_layers);
         for i in 0..t.num_layers {
             let p = format!("{prefix}.encoder.layers.{i}");
-            let qkv: Vec<String> = ["q_proj", "k_proj", "v_proj"].iter().map(|n| format!("{p}.self_attn.{n}")).collect();
+            let qkv: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+                .iter()
+                .map(|n| format!("{p}.self_attn.{n}"))
+                .collect();
             out.push(GpuEncoderLayer {
                 layer_norm1: self.layer_norm(&format!("{p}.layer_norm1"), d).await?,
                 self_attn: GpuAttention {
                     qkv_proj: self.linear(&qkv, d, d, true).await?,
-                    out_proj: self.linear(&[format!("{p}.self_attn.out_proj")], d, d, true).await?,
+                    out_proj: self
+                        .linear(&[format!("{p}.self_attn.out_proj")], d, d, true)
+                        .await?,
                 },
                 layer_norm2: self.layer_norm(&format!("{p}.layer_norm2"), d).await?,
                 mlp: GpuMlp {
@@ -233,8 +312,20 @@ impl Uploader<'_> {
 }
 
 impl GpuWeights {
-    pub(crate) async fn load(gpu: &Gpu, cfg: &ClipConfig, ckpt: &Checkpoint, src: &dyn ModelSource, f16: bool) -> Result<GpuWeights> {
-        let mut u = Uploader { gpu, ckpt, src, f16, bytes: 0 };
+    pub(crate) async fn load(
+        gpu: &Gpu,
+        cfg: &ClipConfig,
+        ckpt: &Checkpoint,
+        src: &dyn ModelSource,
+        f16: bool,
+    ) -> Result<GpuWeights> {
+        let mut u = Uploader {
+            gpu,
+            ckpt,
+            src,
+            f16,
+            bytes: 0,
+        };
         let (tc, vc) = (&cfg.text, &cfg.vision);
         let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
         let token_ld = row_words(dt, f16);
@@ -243,7 +334,11 @@ impl GpuWeights {
             let bytes = (tc.vocab_size * token_ld * 4) as u64;
             let max = gpu.limits.max_buffer_size;
             if bytes > max {
-                return Err(crate::Error::Limits { what: format!("GPU buffer `{name}`"), needed: bytes, available: max });
+                return Err(crate::Error::Limits {
+                    what: format!("GPU buffer `{name}`"),
+                    needed: bytes,
+                    available: max,
+                });
             }
             // Copy source only: never bound, so only max_buffer_size applies.
             let b = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -252,7 +347,8 @@ impl GpuWeights {
                 usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            u.matrix_into(&b, 0, name, &[tc.vocab_size, dt], tc.vocab_size, dt, f16).await?;
+            u.matrix_into(&b, 0, name, &[tc.vocab_size, dt], tc.vocab_size, dt, f16)
+                .await?;
             u.count(&b);
             gpu.queue.submit([]);
             gpu.wait_idle()?;
@@ -262,7 +358,10 @@ impl GpuWeights {
             token_embedding,
             token_ld,
             position_embedding: u
-                .vector("text_model.embeddings.position_embedding.weight", &[tc.max_position_embeddings, dt])
+                .vector(
+                    "text_model.embeddings.position_embedding.weight",
+                    &[tc.max_position_embeddings, dt],
+                )
                 .await?,
             layers: u.layers("text_model", &tc.tower).await?,
             final_layer_norm: u.layer_norm("text_model.final_layer_norm", dt).await?,
@@ -272,25 +371,60 @@ impl GpuWeights {
             let name = "vision_model.embeddings.patch_embedding.weight";
             let ldw = row_words(kk, f16);
             let weight = gpu.storage(name, (dv * ldw * 4) as u64)?;
-            u.matrix_into(&weight, 0, name, &[dv, vc.num_channels, p, p], dv, kk, f16).await?;
+            u.matrix_into(&weight, 0, name, &[dv, vc.num_channels, p, p], dv, kk, f16)
+                .await?;
             u.count(&weight);
-            GpuLinear { weight, bias: None, out_features: dv, in_features: kk, ldw, f16 }
+            GpuLinear {
+                weight,
+                bias: None,
+                out_features: dv,
+                in_features: kk,
+                ldw,
+                f16,
+            }
         };
         let vision = GpuVisionWeights {
-            class_embedding: u.vector("vision_model.embeddings.class_embedding", &[dv]).await?,
+            class_embedding: u
+                .vector("vision_model.embeddings.class_embedding", &[dv])
+                .await?,
             patch_embedding,
             position_embedding: u
-                .vector("vision_model.embeddings.position_embedding.weight", &[vc.num_positions(), dv])
+                .vector(
+                    "vision_model.embeddings.position_embedding.weight",
+                    &[vc.num_positions(), dv],
+                )
                 .await?,
             pre_layernorm: u.layer_norm("vision_model.pre_layrnorm", dv).await?,
             layers: u.layers("vision_model", &vc.tower).await?,
             post_layernorm: u.layer_norm("vision_model.post_layernorm", dv).await?,
         };
-        let text_projection = u.linear(&["text_projection".to_string()], cfg.projection_dim, dt, false).await?;
-        let visual_projection = u.linear(&["visual_projection".to_string()], cfg.projection_dim, dv, false).await?;
+        let text_projection = u
+            .linear(
+                &["text_projection".to_string()],
+                cfg.projection_dim,
+                dt,
+                false,
+            )
+            .await?;
+        let visual_projection = u
+            .linear(
+                &["visual_projection".to_string()],
+                cfg.projection_dim,
+                dv,
+                false,
+            )
+            .await?;
         let logit_scale = ckpt.read_f32(src, "logit_scale", &[]).await?[0];
         gpu.queue.submit([]);
         gpu.wait_idle()?;
-        Ok(GpuWeights { text, vision, text_projection, visual_projection, logit_scale, f16, bytes: u.bytes })
+        Ok(GpuWeights {
+            text,
+            vision,
+            text_projection,
+            visual_projection,
+            logit_scale,
+            f16,
+            bytes: u.bytes,
+        })
     }
 }

@@ -30,7 +30,12 @@ pub fn golden_json(model: &str) -> Value {
 
 /// All F32 tensors of a golden safetensors file: name -> (shape, values).
 pub fn golden_tensors(model: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(fixtures().join("goldens").join(format!("{model}.safetensors"))).unwrap();
+    let bytes = std::fs::read(
+        fixtures()
+            .join("goldens")
+            .join(format!("{model}.safetensors")),
+    )
+    .unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     let data = &bytes[8 + n..];
@@ -40,17 +45,32 @@ pub fn golden_tensors(model: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
             continue;
         }
         assert_eq!(v["dtype"], "F32", "{k}");
-        let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         let o = v["data_offsets"].as_array().unwrap();
-        let (a, b) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
-        let vals = data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let (a, b) = (
+            o[0].as_u64().unwrap() as usize,
+            o[1].as_u64().unwrap() as usize,
+        );
+        let vals = data[a..b]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         out.insert(k, (shape, vals));
     }
     out
 }
 
 pub fn strings(v: &Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -71,7 +91,13 @@ pub fn max_abs(a: &[f32], b: &[f32]) -> (f64, usize) {
 
 /// Asserts `ours` equals `theirs` within `rel * (1 + max|theirs|)`, printing where it broke.
 pub fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f64) -> f64 {
-    assert_eq!(ours.len(), theirs.len(), "{what}: length {} vs golden {}", ours.len(), theirs.len());
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{what}: length {} vs golden {}",
+        ours.len(),
+        theirs.len()
+    );
     let scale = 1.0 + theirs.iter().fold(0.0f64, |m, &v| m.max((v as f64).abs()));
     let (d, i) = max_abs(ours, theirs);
     assert!(
