@@ -238,6 +238,15 @@ impl Checkpoint {
         parse_header(file, &header, 8 + n, size)
     }
 
+    /// Bytes of the F32 tensors.
+    pub(crate) fn f32_bytes(&self) -> u64 {
+        self.tensors
+            .values()
+            .filter(|t| t.dtype == DType::F32)
+            .map(|t| t.len)
+            .sum()
+    }
+
     /// Metadata of `name`, checked against the shape the config implies.
     pub(crate) fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
         let t = self

@@ -10,8 +10,8 @@ use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
 
 /// The big matrices, kept in the checkpoint's precision: f16/bf16 checkpoints stay half size in
-/// memory, and on wasm32 f32 checkpoints are stored as f16 too, because CLIP-H in f32 (3.9 GB)
-/// does not fit in wasm32's 4 GiB. Products are still computed in f32: a matrix is widened just
+/// memory, and on wasm32 a large f32 checkpoint is stored as f16 too (see [`WASM_F32_LIMIT`]),
+/// because CLIP-H in f32 (3.9 GB) does not fit in wasm32's 4 GiB. Products are still computed in f32: a matrix is widened just
 /// before its product (a few % of the product's time, for 257-row activations).
 pub(crate) enum Matrix {
     F32(Vec<f32>),
@@ -105,10 +105,17 @@ pub(crate) struct ClipWeights {
     pub logit_scale: f32,
 }
 
+/// On wasm32, f32 checkpoints larger than this are held as f16: 1 GiB of f32 weights leaves room
+/// in the 4 GiB address space for activations, the page's buffers and the allocator's slack,
+/// while small models (and the tests' fixtures) keep their exact f32 weights.
+pub(crate) const WASM_F32_LIMIT: u64 = 1 << 30;
+
 /// Reads tensors by name with their expected shapes.
 pub(crate) struct Loader<'a> {
     pub ckpt: &'a Checkpoint,
     pub src: &'a dyn ModelSource,
+    /// Store f32 matrices as f16 (see [`Matrix`]).
+    pub f32_as_f16: bool,
 }
 
 impl Loader<'_> {
@@ -116,7 +123,7 @@ impl Loader<'_> {
         self.ckpt.read_f32(self.src, name, shape).await
     }
 
-    /// A matrix in its stored precision (f32 becomes f16 on wasm32; see [`Matrix`]).
+    /// A matrix in its stored precision (or f32 as f16 when `f32_as_f16`; see [`Matrix`]).
     pub async fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
         let t = self.ckpt.info(name, shape)?;
         let bytes = self.src.read(&t.file, t.offset, t.len).await?;
@@ -140,7 +147,7 @@ impl Loader<'_> {
             ),
             dtype => {
                 let v = to_f32(name, dtype, &bytes)?;
-                if cfg!(target_arch = "wasm32") {
+                if self.f32_as_f16 {
                     let mut h = vec![half::f16::ZERO; v.len()];
                     h.convert_from_f32_slice(&v);
                     Matrix::F16(h)
@@ -217,7 +224,12 @@ impl ClipWeights {
         ckpt: &Checkpoint,
         src: &dyn ModelSource,
     ) -> Result<Self> {
-        let l = Loader { ckpt, src };
+        let f32_as_f16 = cfg!(target_arch = "wasm32") && ckpt.f32_bytes() > WASM_F32_LIMIT;
+        let l = Loader {
+            ckpt,
+            src,
+            f32_as_f16,
+        };
         let (tc, vc) = (&cfg.text, &cfg.vision);
         let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
         let text = TextWeights {
