@@ -9,11 +9,13 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::preprocess::image_to_pixels;
 use crate::score;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 use parquet::schema::types::Type;
 use std::collections::BTreeMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::{mpsc, Arc};
 
 /// The columns the benchmark reads.
@@ -58,6 +60,7 @@ pub struct EvalReport {
     pub model_seconds: f64,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The parquet files of `path`: the file itself, or the `*.parquet` files of a folder, sorted.
 pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     let io = |e: std::io::Error| Error::Io {
@@ -92,20 +95,33 @@ struct Prepared {
     pixels: Vec<f32>,
 }
 
-fn pq_err(file: &Path, e: impl std::fmt::Display) -> Error {
+fn pq_err(name: &str, e: impl std::fmt::Display) -> Error {
     Error::Io {
-        name: file.display().to_string(),
+        name: name.to_string(),
         message: format!("parquet: {e}"),
     }
 }
 
 /// Opens `file` and checks it has the benchmark's columns; returns the reader and the projection.
+#[cfg(not(target_arch = "wasm32"))]
 fn open(file: &Path) -> Result<(SerializedFileReader<std::fs::File>, Type)> {
     let f = std::fs::File::open(file).map_err(|e| Error::Io {
         name: file.display().to_string(),
         message: e.to_string(),
     })?;
-    let reader = SerializedFileReader::new(f).map_err(|e| pq_err(file, e))?;
+    open_reader(&file.display().to_string(), f)
+}
+
+/// Opens a parquet file held in memory (the page's Benchmark panel); see [`open`].
+pub fn open_bytes(name: &str, data: Vec<u8>) -> Result<(SerializedFileReader<bytes::Bytes>, Type)> {
+    open_reader(name, bytes::Bytes::from(data))
+}
+
+fn open_reader<R: ChunkReader + 'static>(
+    name: &str,
+    f: R,
+) -> Result<(SerializedFileReader<R>, Type)> {
+    let reader = SerializedFileReader::new(f).map_err(|e| pq_err(name, e))?;
     let schema = reader.metadata().file_metadata().schema();
     let fields = schema.get_fields();
     let found: Vec<&str> = fields.iter().map(|f| f.name()).collect();
@@ -116,8 +132,7 @@ fn open(file: &Path) -> Result<(SerializedFileReader<std::fs::File>, Type)> {
         .collect();
     if !missing.is_empty() {
         return Err(Error::Invalid(format!(
-            "{}: missing column(s) {missing:?}; the file has {found:?} (expected a Science-T2I split)",
-            file.display()
+            "{name}: missing column(s) {missing:?}; the file has {found:?} (expected a Science-T2I split)"
         )));
     }
     let keep = fields
@@ -128,7 +143,7 @@ fn open(file: &Path) -> Result<(SerializedFileReader<std::fs::File>, Type)> {
     let projection = Type::group_type_builder("schema")
         .with_fields(keep)
         .build()
-        .map_err(|e| pq_err(file, e))?;
+        .map_err(|e| pq_err(name, e))?;
     Ok((reader, projection))
 }
 
@@ -171,7 +186,87 @@ fn first_image(row: &Row, col: &str) -> std::result::Result<(String, Vec<u8>), S
         .ok_or_else(|| format!("`{col}[0]` has no bytes"))
 }
 
+/// One row's cells: the prompt, labels and both images, decoded and preprocessed to
+/// (2, 3, S, S) pixels, explicit then superficial.
+fn prepare(
+    r: &Row,
+    row: usize,
+    pre: &crate::config::PreprocessorConfig,
+) -> std::result::Result<Prepared, String> {
+    let (pe, e) = first_image(r, "explicit_image")?;
+    let (ps, s) = first_image(r, "superficial_image")?;
+    let mut pixels = image_to_pixels(&pe, &e, pre).map_err(|x| format!("explicit_image: {x}"))?;
+    pixels.extend(image_to_pixels(&ps, &s, pre).map_err(|x| format!("superficial_image: {x}"))?);
+    Ok(Prepared {
+        row,
+        prompt: text(r, "implicit_prompt")?,
+        category: text(r, "category")?,
+        law: text(r, "law")?,
+        pixels,
+    })
+}
+
+/// Scores one prepared row: the implicit prompt against both images.
+async fn score_row(model: &Model, p: Prepared) -> Result<EvalRow> {
+    let text = model.text_embeds(&[&p.prompt]).await?.remove(0);
+    let imgs = model.embed_pixels(&p.pixels, 2).await?;
+    let probs = score::softmax(&score::scores(&text, &imgs, model.logit_scale()));
+    Ok(EvalRow {
+        row: p.row,
+        category: p.category,
+        law: p.law,
+        prob_explicit: probs[0],
+        prob_superficial: probs[1],
+        correct: probs[0] > probs[1],
+    })
+}
+
+/// Evaluates `model` on parquet files held in memory (`(name, bytes)`, in order; row numbers run
+/// on across files), on the calling thread, without timings. The page's Benchmark panel uses
+/// this. `on_row(done, total)` is called after every row.
+pub async fn evaluate_in_memory(
+    model: &Model,
+    files: Vec<(String, Vec<u8>)>,
+    mut on_row: impl FnMut(usize, usize),
+) -> Result<(EvalReport, Vec<EvalRow>)> {
+    let mut opened = Vec::new();
+    let mut total = 0usize;
+    for (name, data) in files {
+        let (reader, projection) = open_bytes(&name, data)?;
+        total += reader.metadata().file_metadata().num_rows().max(0) as usize;
+        opened.push((name, reader, projection));
+    }
+    let pre = model.preprocessor().clone();
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    let mut row = 0usize;
+    for (name, reader, projection) in opened {
+        for g in 0..reader.num_row_groups() {
+            let group = reader.get_row_group(g).map_err(|e| pq_err(&name, e))?;
+            for r in group
+                .get_row_iter(Some(projection.clone()))
+                .map_err(|e| pq_err(&name, e))?
+            {
+                match r
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| prepare(&r, row, &pre))
+                {
+                    Ok(p) => rows.push(score_row(model, p).await?),
+                    Err(message) => errors.push(RowError { row, message }),
+                }
+                row += 1;
+                on_row(row, total);
+            }
+        }
+    }
+    if rows.is_empty() && errors.is_empty() {
+        return Err(Error::Invalid("the dataset has no rows".into()));
+    }
+    let report = summarize(rows.clone(), errors, 0.0, 0.0);
+    Ok((report, rows))
+}
+
 /// Reads rows of `files` in order, decoding both images, and sends them (or the row's error).
+#[cfg(not(target_arch = "wasm32"))]
 fn read_rows(
     files: Vec<PathBuf>,
     limit: Option<usize>,
@@ -181,33 +276,20 @@ fn read_rows(
     let mut row = 0usize;
     for file in files {
         let (reader, projection) = open(&file)?;
+        let name = file.display().to_string();
         for g in 0..reader.num_row_groups() {
-            let group = reader.get_row_group(g).map_err(|e| pq_err(&file, e))?;
+            let group = reader.get_row_group(g).map_err(|e| pq_err(&name, e))?;
             for r in group
                 .get_row_iter(Some(projection.clone()))
-                .map_err(|e| pq_err(&file, e))?
+                .map_err(|e| pq_err(&name, e))?
             {
                 if limit.is_some_and(|l| row >= l) {
                     return Ok(());
                 }
                 let t0 = std::time::Instant::now();
-                let prepared = r.map_err(|e| e.to_string()).and_then(|r| {
-                    let (pe, e) = first_image(&r, "explicit_image")?;
-                    let (ps, s) = first_image(&r, "superficial_image")?;
-                    let mut pixels = image_to_pixels(&pe, &e, &pre)
-                        .map_err(|x| format!("explicit_image: {x}"))?;
-                    pixels.extend(
-                        image_to_pixels(&ps, &s, &pre)
-                            .map_err(|x| format!("superficial_image: {x}"))?,
-                    );
-                    Ok(Prepared {
-                        row,
-                        prompt: text(&r, "implicit_prompt")?,
-                        category: text(&r, "category")?,
-                        law: text(&r, "law")?,
-                        pixels,
-                    })
-                });
+                let prepared = r
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| prepare(&r, row, &pre));
                 let msg = prepared.map_err(|message| RowError { row, message });
                 if tx.send((msg, t0.elapsed().as_secs_f64())).is_err() {
                     return Ok(()); // the consumer stopped
@@ -219,6 +301,7 @@ fn read_rows(
     Ok(())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The number of rows in `files` (from the footers; no data is read).
 pub fn count_rows(files: &[PathBuf]) -> Result<usize> {
     let mut n = 0;
@@ -229,6 +312,7 @@ pub fn count_rows(files: &[PathBuf]) -> Result<usize> {
     Ok(n)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Evaluates `model` on the benchmark files. `on_row` sees every row (for progress and CSV).
 pub fn evaluate(
     model: &Model,
@@ -249,18 +333,8 @@ pub fn evaluate(
         match item {
             Ok(p) => {
                 let t0 = std::time::Instant::now();
-                let text = pollster::block_on(model.text_embeds(&[&p.prompt]))?.remove(0);
-                let imgs = pollster::block_on(model.embed_pixels(&p.pixels, 2))?;
+                let r = pollster::block_on(score_row(model, p))?;
                 model_s += t0.elapsed().as_secs_f64();
-                let probs = score::softmax(&score::scores(&text, &imgs, model.logit_scale()));
-                let r = EvalRow {
-                    row: p.row,
-                    category: p.category,
-                    law: p.law,
-                    prob_explicit: probs[0],
-                    prob_superficial: probs[1],
-                    correct: probs[0] > probs[1],
-                };
                 on_row(Ok(&r));
                 rows.push(r);
             }

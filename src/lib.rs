@@ -36,6 +36,5 @@ pub use tokenizer::Tokenizer;
 pub mod batch;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 pub mod random;

@@ -806,6 +806,48 @@ impl SciScore {
             serde_wasm_bindgen::to_value(&results).map_err(JsValue::from)
         })
     }
+
+    /// Evaluates the model on Science-T2I parquet shards (`[{name, bytes: Uint8Array}]`, in order;
+    /// row numbers run on across them) with the semantics of `sciscore eval`; resolves to
+    /// `{rows, overall_accuracy, category_accuracy, law_accuracy, errors, per_row}`.
+    /// `onProgress({done, total})` after every row. The files are held in memory whole.
+    #[wasm_bindgen(js_name = evalParquet)]
+    pub fn eval_parquet(&self, files: Array, on_progress: Option<Function>) -> Promise {
+        let model = Rc::clone(&self.model);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let files = read_images(&files).map_err(to_js)?;
+            let (report, per_row) =
+                crate::eval::evaluate_in_memory(&model, files, |done, total| {
+                    if let Some(f) = &on_progress {
+                        let p = js_sys::Object::new();
+                        let _ = Reflect::set(&p, &"done".into(), &(done as f64).into());
+                        let _ = Reflect::set(&p, &"total".into(), &(total as f64).into());
+                        let _ = f.call1(&JsValue::NULL, &p);
+                    }
+                })
+                .await
+                .map_err(to_js)?;
+            #[derive(serde::Serialize)]
+            struct Out {
+                rows: usize,
+                overall_accuracy: f64,
+                category_accuracy: std::collections::BTreeMap<String, f64>,
+                law_accuracy: std::collections::BTreeMap<String, f64>,
+                errors: Vec<crate::eval::RowError>,
+                per_row: Vec<crate::eval::EvalRow>,
+            }
+            let out = Out {
+                rows: report.rows,
+                overall_accuracy: report.overall_accuracy,
+                category_accuracy: report.category_accuracy,
+                law_accuracy: report.law_accuracy,
+                errors: report.errors,
+                per_row,
+            };
+            serde::Serialize::serialize(&out, &serde_wasm_bindgen::Serializer::json_compatible())
+                .map_err(JsValue::from)
+        })
+    }
 }
 
 fn read_images(images: &Array) -> Result<Vec<(String, Vec<u8>)>> {

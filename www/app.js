@@ -489,6 +489,93 @@ function exportJson() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Benchmark (Science-T2I parquet shards, evaluated in the worker like `sciscore eval`)
+
+const bench = { files: [], report: null, running: false };
+
+function benchButtons() {
+  $('#bench-run').disabled = bench.running || !bench.files.length;
+  $('#bench-csv').disabled = bench.running || !bench.report;
+}
+
+async function runBench() {
+  if (!state.model) {
+    showError(new Error('no model loaded: load a model first'));
+    return;
+  }
+  const files = bench.files.slice().sort((a, b) => a.name.localeCompare(b.name));
+  if (!files.length) return;
+  bench.running = true;
+  bench.report = null;
+  benchButtons();
+  $('#bench-result').hidden = true;
+  const bar = $('#bench-progress');
+  const text = $('#bench-progress-text');
+  bar.value = 0;
+  text.textContent = 'reading files…';
+  setStatus(`benchmark: evaluating ${files.map((f) => f.name).join(', ')}…`, 'busy');
+  try {
+    const payload = [];
+    for (const f of files) payload.push({ name: f.name, bytes: await f.arrayBuffer() });
+    const t0 = performance.now();
+    const r = await engine.call('evalParquet', { files: payload }, (p) => {
+      bar.max = Math.max(1, p.total);
+      bar.value = p.done;
+      const s = (performance.now() - t0) / 1000;
+      text.textContent = `${p.done} / ${p.total} rows${s > 0 ? ` · ${(p.done / s).toFixed(2)} rows/s` : ''}`;
+    });
+    bench.report = r.report;
+    renderBench(r.report);
+    text.textContent = `${r.report.rows} rows in ${fmtMs(r.ms)}`;
+    const { per_row: _, ...summary } = r.report;
+    $('#bench-result').dataset.report = JSON.stringify(summary); // for tests and copy-paste
+    setStatus(`ready — benchmark: accuracy ${(r.report.overall_accuracy * 100).toFixed(1)}% over ${r.report.rows} rows`, 'ready');
+  } catch (e) {
+    text.textContent = '';
+    showError(e);
+    if (e.fatal) {
+      state.model = null;
+      $('#backend').textContent = '—';
+    }
+  } finally {
+    bench.running = false;
+    benchButtons();
+  }
+}
+
+function renderBench(r) {
+  const pct = (x) => `${(x * 100).toFixed(1)}%`;
+  $('#bench-rows').textContent = String(r.rows);
+  $('#bench-overall').textContent = pct(r.overall_accuracy);
+  $('#bench-overall').dataset.value = String(r.overall_accuracy);
+  $('#bench-errors').textContent = String(r.errors.length);
+  const table = (id, head, acc) => {
+    const t = $(id);
+    t.replaceChildren(el('tr', {}, el('th', { text: head }), el('th', { text: 'accuracy' })));
+    for (const [k, v] of Object.entries(acc)) {
+      t.append(el('tr', {}, el('td', { text: k }), el('td', { text: pct(v), 'data-value': String(v) })));
+    }
+  };
+  table('#bench-categories', 'category', r.category_accuracy);
+  table('#bench-laws', 'law', r.law_accuracy);
+  $('#bench-error-list').replaceChildren(...r.errors.map((e) => el('li', { text: `row ${e.row}: ${e.message}` })));
+  $('#bench-result').hidden = false;
+}
+
+function exportBenchCsv() {
+  const r = bench.report;
+  if (!r) return;
+  const cell = (v) => {
+    let s = String(v);
+    if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+    return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const cols = ['row', 'category', 'law', 'prob_explicit', 'prob_superficial', 'correct'];
+  const lines = [cols.join(','), ...r.per_row.map((x) => cols.map((c) => cell(x[c])).join(','))];
+  download('sciscore-eval.csv', 'text/csv', `${lines.join('\r\n')}\r\n`);
+}
+
+// ------------------------------------------------------------------------------------------------
 // Wiring
 
 function dropZone(zone, onFiles) {
@@ -537,6 +624,9 @@ function init() {
     // Image embeddings are cached, so a new prompt costs one text-tower pass.
     if (state.results && state.model) timer = setTimeout(score, 300);
   });
+  $('#bench-file').onchange = (e) => { bench.files = [...e.target.files]; benchButtons(); };
+  $('#bench-run').onclick = () => runBench();
+  $('#bench-csv').onclick = exportBenchCsv;
   $('#export-csv').onclick = exportCsv;
   $('#export-json').onclick = exportJson;
   $('#clear-cache').onclick = async () => {

@@ -141,6 +141,15 @@ const ops = {
     return out;
   },
 
+  /** Science-T2I accuracy over parquet shards (`files: [{name, bytes: ArrayBuffer}]`). */
+  async evalParquet(msg, progress) {
+    if (!model) throw new Error('no model loaded: load one first');
+    const files = msg.files.map((f) => ({ name: f.name, bytes: new Uint8Array(f.bytes) }));
+    const t0 = performance.now();
+    const report = await model.evalParquet(files, progress);
+    return { report, ms: performance.now() - t0 };
+  },
+
   clearCache() {
     return self.caches.delete(CACHE_NAME);
   },
