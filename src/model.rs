@@ -207,14 +207,10 @@ impl Model {
                 pixels.extend(self.pixels(images[i])?);
             }
             // All new images in one pass (the GPU splits only what exceeds its buffer limits).
-            let feats = match &self.engine {
-                Engine::Cpu(m) => m.image_features(&pixels, todo.len(), None)?,
-                Engine::Gpu(m) => m.image_features(&pixels, todo.len()).await?,
-            };
-            let p = self.cfg.projection_dim;
+            let feats = self.embed_pixels(&pixels, todo.len()).await?;
             let mut cache = self.image_cache.lock().expect("cache lock");
-            for (n, &i) in todo.iter().enumerate() {
-                cache.insert(keys[i], feats[n * p..][..p].to_vec());
+            for (f, &i) in feats.into_iter().zip(&todo) {
+                cache.insert(keys[i], f);
             }
         }
         let cache = self.image_cache.lock().expect("cache lock");
