@@ -37,4 +37,8 @@ pub mod batch;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod eval;
+/// Kernel and end-to-end GPU checks shared by the native and the browser tests.
+#[cfg(feature = "selftest")]
+#[doc(hidden)]
+pub use gpu::selftest;
 pub mod random;

@@ -20,6 +20,9 @@ pub trait ModelSource {
     /// `len` bytes of `name` starting at `offset`; an error if the file is shorter.
     fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64)
         -> LocalFuture<'a, Result<Vec<u8>>>;
+    /// Called by the GPU loader as its compute pipelines compile (`compiled` of `total`), so
+    /// a page can show that phase too. Default: nothing.
+    fn shaders_compiled(&self, _compiled: usize, _total: usize) {}
 }
 
 /// Reads a whole (small) file: configs, tokenizer files.

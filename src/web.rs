@@ -462,13 +462,15 @@ impl<A: ModelSource, B: ModelSource> ModelSource for Overlay<A, B> {
 
 #[derive(Default, serde::Serialize)]
 struct ProgressState {
-    /// `config`, `tokenizer` or `weights`: what is being read.
+    /// `config`, `tokenizer`, `shaders` (WebGPU pipelines compiling) or `weights`.
     phase: &'static str,
     file: String,
     tensors: u64,
     tensors_total: u64,
     bytes: u64,
     bytes_total: u64,
+    shaders: u64,
+    shaders_total: u64,
 }
 
 /// Wraps a source and reports bytes and tensors read to a JavaScript callback. Totals come from
@@ -556,6 +558,17 @@ impl<S: ModelSource> ModelSource for Progress<S> {
             self.note(name, offset, &bytes);
             Ok(bytes)
         })
+    }
+    fn shaders_compiled(&self, compiled: usize, total: usize) {
+        {
+            let mut st = self.state.borrow_mut();
+            st.phase = "shaders";
+            st.file.clear();
+            st.shaders = compiled as u64;
+            st.shaders_total = total as u64;
+        }
+        // Every step: there are few, and each can take seconds on a software adapter.
+        self.report(true);
     }
 }
 

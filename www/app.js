@@ -126,7 +126,10 @@ function onProgress(p) {
   if (p.phase === 'weights' && p.bytes_total > 0) {
     bar.value = p.bytes / p.bytes_total;
     text.textContent = `weights: ${p.tensors}/${p.tensors_total} tensors, ${fmtBytes(p.bytes)} of ${fmtBytes(p.bytes_total)}`
-      + (p.tensors === p.tensors_total ? ' — preparing the engine (GPU upload, shader compilation)…' : '');
+      + (p.tensors === p.tensors_total ? ' — preparing the engine…' : '');
+  } else if (p.phase === 'shaders' && p.shaders_total > 0) {
+    bar.value = p.shaders / p.shaders_total;
+    text.textContent = `compiling GPU kernels: ${p.shaders}/${p.shaders_total} pipelines`;
   } else {
     bar.removeAttribute('value'); // indeterminate
     text.textContent = `reading ${p.file || p.phase}…`;

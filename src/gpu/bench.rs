@@ -225,7 +225,8 @@ async fn matmul_rows(
         let yb = gpu.storage("y", (m * n * 4) as u64)?;
         let mut pass = Pass::new(gpu);
         pass.linear(label, &lin, &xb, &yb, m, Epilogue::Store);
-        let ms = time_ops(gpu, &pass, iters).await?[0];
+        // One or two dispatches (64-row tiles, then 16-row tiles for a short remainder).
+        let ms = time_ops(gpu, &pass, iters).await?.iter().sum();
         rows.push(row(
             format!("matmul {name} {label} {m}x{k}x{n}"),
             ms,

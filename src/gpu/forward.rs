@@ -72,7 +72,7 @@ impl GpuModel {
         src: &dyn ModelSource,
         opts: GpuOptions,
     ) -> Result<GpuModel> {
-        let gpu = Gpu::new().await?;
+        let gpu = Gpu::with_progress(&|done, total| src.shaders_compiled(done, total)).await?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let w = GpuWeights::load(&gpu, cfg, ckpt, src, !opts.f32_weights).await;
         if let Some(e) = scope.pop().await {

@@ -14,7 +14,9 @@ mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
-#[cfg(test)]
+#[cfg(any(test, feature = "selftest"))]
+pub mod selftest;
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
 
 pub(crate) use forward::GpuModel;
@@ -37,6 +39,8 @@ pub(crate) struct GpuOptions {
 pub(crate) enum Kernel {
     MatmulF16,
     MatmulF32,
+    MatmulF16Rows16,
+    MatmulF32Rows16,
     LayerNorm,
     AttnScores,
     AttnSoftmax,
@@ -55,9 +59,21 @@ const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
 const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 
 /// (kernel, shader file, source, entry point), in `Kernel` order.
-const KERNELS: [(Kernel, &str, &str, &str); 11] = [
+const KERNELS: [(Kernel, &str, &str, &str); 13] = [
     (Kernel::MatmulF16, "matmul.wgsl", MATMUL_WGSL, "matmul_f16"),
     (Kernel::MatmulF32, "matmul.wgsl", MATMUL_WGSL, "matmul_f32"),
+    (
+        Kernel::MatmulF16Rows16,
+        "matmul.wgsl",
+        MATMUL_WGSL,
+        "matmul_f16_rows16",
+    ),
+    (
+        Kernel::MatmulF32Rows16,
+        "matmul.wgsl",
+        MATMUL_WGSL,
+        "matmul_f32_rows16",
+    ),
     (
         Kernel::LayerNorm,
         "layernorm.wgsl",
@@ -106,6 +122,8 @@ const KERNELS: [(Kernel, &str, &str, &str); 11] = [
 
 /// The matmul tile edge (shaders/matmul.wgsl): one workgroup per 64 x 64 block of y.
 const MATMUL_TILE: usize = 64;
+/// Rows of the remainder kernels' tiles (`matmul_*_rows16`).
+const MATMUL_ROWS16: usize = 16;
 
 /// What the matmul does after the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +161,13 @@ fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
 impl Gpu {
     /// Picks an adapter (high performance first), requests a device with the adapter's own
     /// buffer limits, and compiles every kernel.
+    #[cfg(any(test, feature = "selftest"))]
     pub async fn new() -> Result<Gpu> {
+        Self::with_progress(&|_, _| {}).await
+    }
+
+    /// `new`, calling `progress(compiled, total)` as the pipelines compile.
+    pub async fn with_progress(progress: &dyn Fn(usize, usize)) -> Result<Gpu> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
@@ -200,7 +224,7 @@ impl Gpu {
         let timestamp_period = features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
             .then(|| queue.get_timestamp_period());
-        let pipes = compile_all(&device).await?;
+        let pipes = compile_all(&device, progress).await?;
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -351,9 +375,13 @@ impl Gpu {
 
 /// Compiles every kernel; a shader or pipeline error becomes `Error::Shader` with the file and
 /// the compiler's message (naga natively, Tint in the browser).
-async fn compile_all(device: &wgpu::Device) -> Result<Vec<wgpu::ComputePipeline>> {
+async fn compile_all(
+    device: &wgpu::Device,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Vec<wgpu::ComputePipeline>> {
     let mut modules: Vec<(&str, wgpu::ShaderModule)> = Vec::new();
     let mut pipes = Vec::with_capacity(KERNELS.len());
+    progress(0, KERNELS.len());
     for (i, &(k, file, src, entry)) in KERNELS.iter().enumerate() {
         debug_assert_eq!(k as usize, i);
         if !modules.iter().any(|(f, _)| *f == file) {
@@ -410,6 +438,7 @@ async fn compile_all(device: &wgpu::Device) -> Result<Vec<wgpu::ComputePipeline>
             });
         }
         pipes.push(p);
+        progress(pipes.len(), KERNELS.len());
     }
     Ok(pipes)
 }
@@ -500,7 +529,9 @@ impl<'g> Pass<'g> {
         });
     }
 
-    /// y (M, N) = epilogue(x (M, K) . W^T + b)
+    /// y (M, N) = epilogue(x (M, K) . W^T + b): 64 x 64 tiles, and 16 x 64 tiles for the last
+    /// M % 64 rows when there are at most 48 of them: zero rows computed in a tile cost as much
+    /// as real ones (77 rows: 64 + 16 computed instead of 128).
     pub fn linear(
         &mut self,
         label: &'static str,
@@ -516,36 +547,42 @@ impl<'g> Pass<'g> {
             Epilogue::Act(Activation::QuickGelu) => (2, 0),
             Epilogue::Residual => (0, 1),
         };
-        let params = [
-            u(m),
-            u(l.out_features),
-            u(l.in_features),
-            u(l.ldw),
-            l.bias.is_some() as u32,
-            act,
-            acc,
-            0,
-        ];
         let bias = l.bias.as_ref().unwrap_or(&self.gpu.dummy);
-        let (kernel, w_binding) = if l.f16 {
-            (Kernel::MatmulF16, 2)
+        let (big, small, w_binding) = if l.f16 {
+            (Kernel::MatmulF16, Kernel::MatmulF16Rows16, 2)
         } else {
-            (Kernel::MatmulF32, 3)
+            (Kernel::MatmulF32, Kernel::MatmulF32Rows16, 3)
         };
-        let groups = [
-            u(l.out_features.div_ceil(MATMUL_TILE)),
-            u(m.div_ceil(MATMUL_TILE)),
-            1,
-        ];
-        let flops = 2.0 * m as f64 * l.out_features as f64 * l.in_features as f64;
-        self.call_counted(
-            kernel,
-            label,
-            &params,
-            &[(1, x), (w_binding, &l.weight), (4, bias), (5, y)],
-            groups,
-            flops,
-        );
+        let rem = m % MATMUL_TILE;
+        let split = if rem > 0 && rem <= 48 { m - rem } else { m };
+        let cols = u(l.out_features.div_ceil(MATMUL_TILE));
+        for (kernel, row0, rows, tile) in [
+            (big, 0, split, MATMUL_TILE),
+            (small, split, m - split, MATMUL_ROWS16),
+        ] {
+            if rows == 0 {
+                continue;
+            }
+            let params = [
+                u(m),
+                u(l.out_features),
+                u(l.in_features),
+                u(l.ldw),
+                l.bias.is_some() as u32,
+                act,
+                acc,
+                u(row0),
+            ];
+            let flops = 2.0 * rows as f64 * l.out_features as f64 * l.in_features as f64;
+            self.call_counted(
+                kernel,
+                label,
+                &params,
+                &[(1, x), (w_binding, &l.weight), (4, bias), (5, y)],
+                [cols, u(rows.div_ceil(tile)), 1],
+                flops,
+            );
+        }
     }
 
     /// y (R, D) = LayerNorm(x (R, D))

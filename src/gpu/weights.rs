@@ -146,7 +146,7 @@ impl GpuLinear {
 }
 
 impl GpuLayerNorm {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "selftest"))]
     pub fn from_f32(gpu: &Gpu, w: &[f32], b: &[f32]) -> Result<GpuLayerNorm> {
         Ok(GpuLayerNorm {
             weight: gpu.upload("ln.weight", bytemuck::cast_slice(w))?,

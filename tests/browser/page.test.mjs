@@ -305,11 +305,25 @@ test('a multi-GB preset asks before downloading (Hugging Face answered by a loca
 test('webgpu (SwiftShader): ?backend=webgpu scores like transformers, or says it fell back to the CPU', async (t) => {
   const { page, outside, logs, context } = await openPage(browser, server.url);
   try {
+    // Every text the progress line shows while loading (the shader phase is brief).
+    await page.addInitScript(() => {
+      window.progressTexts = [];
+      new MutationObserver(() => {
+        const t = document.querySelector('#progress-text')?.textContent;
+        if (t && window.progressTexts.at(-1) !== t) window.progressTexts.push(t);
+      }).observe(document, { subtree: true, childList: true, characterData: true });
+    });
     const load = await loadDemoFiles(page, 'webgpu');
     const backend = await page.textContent('#backend');
+    // scripts/test sets SCISCORE_REQUIRE_GPU=1: there, SwiftShader is known to be present.
+    if (process.env.SCISCORE_REQUIRE_GPU === '1') assert.equal(backend, 'webgpu', await page.textContent('#backend-note'));
     const names = IMAGES.slice(0, 4);
     const s = await scoreImages(page, 0, names);
     if (backend === 'webgpu') {
+      const texts = await page.evaluate(() => window.progressTexts);
+      const shaders = texts.filter((t) => t.startsWith('compiling GPU kernels'));
+      assert.ok(shaders.length >= 2, `shader compilation progress shown: ${JSON.stringify(texts)}`);
+      assert.match(shaders.at(-1), /^compiling GPU kernels: (\d+)\/\1 pipelines$/);
       const maxDiff = checkScores(s.r, 0, names, { scoreTol: GPU_SCORE_TOL, probTol: GPU_PROB_TOL });
       t.diagnostic(`webgpu (SwiftShader): load ${load.ms} ms, score ${names.length} images ${s.ms} ms; max |score - transformers| ${maxDiff.toExponential(1)}`);
     } else {
