@@ -41,6 +41,8 @@ pub(crate) enum Kernel {
     MatmulF32,
     MatmulF16Rows16,
     MatmulF32Rows16,
+    MatmulDirectF16,
+    MatmulDirectF32,
     LayerNorm,
     AttnScores,
     AttnSoftmax,
@@ -53,13 +55,14 @@ pub(crate) enum Kernel {
 }
 
 const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_DIRECT_WGSL: &str = include_str!("../../shaders/matmul_direct.wgsl");
 const LAYERNORM_WGSL: &str = include_str!("../../shaders/layernorm.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
 const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
 const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 
 /// (kernel, shader file, source, entry point), in `Kernel` order.
-const KERNELS: [(Kernel, &str, &str, &str); 13] = [
+const KERNELS: [(Kernel, &str, &str, &str); 15] = [
     (Kernel::MatmulF16, "matmul.wgsl", MATMUL_WGSL, "matmul_f16"),
     (Kernel::MatmulF32, "matmul.wgsl", MATMUL_WGSL, "matmul_f32"),
     (
@@ -73,6 +76,18 @@ const KERNELS: [(Kernel, &str, &str, &str); 13] = [
         "matmul.wgsl",
         MATMUL_WGSL,
         "matmul_f32_rows16",
+    ),
+    (
+        Kernel::MatmulDirectF16,
+        "matmul_direct.wgsl",
+        MATMUL_DIRECT_WGSL,
+        "matmul_direct_f16",
+    ),
+    (
+        Kernel::MatmulDirectF32,
+        "matmul_direct.wgsl",
+        MATMUL_DIRECT_WGSL,
+        "matmul_direct_f32",
     ),
     (
         Kernel::LayerNorm,
@@ -124,6 +139,8 @@ const KERNELS: [(Kernel, &str, &str, &str); 13] = [
 const MATMUL_TILE: usize = 64;
 /// Rows of the remainder kernels' tiles (`matmul_*_rows16`).
 const MATMUL_ROWS16: usize = 16;
+/// Rows of a `matmul_direct_*` strip.
+const MATMUL_DIRECT_ROWS: usize = 8;
 
 /// What the matmul does after the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +169,8 @@ pub(crate) struct Gpu {
     pub timestamp_period: Option<f32>,
     /// A 16-byte buffer bound where a kernel reads nothing (a matmul without bias).
     dummy: wgpu::Buffer,
+    /// Use `shaders/matmul_direct.wgsl` where K allows: adapters that run on the CPU.
+    direct_matmul: bool,
 }
 
 fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -231,6 +250,13 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        // The barrier-free kernel for CPU adapters (lavapipe, SwiftShader; in the browser a
+        // fallback adapter reports Cpu); SCISCORE_MATMUL=tiled|direct overrides (benchmarks).
+        let direct_matmul = match std::env::var("SCISCORE_MATMUL").as_deref() {
+            Ok("tiled") => false,
+            Ok("direct") => true,
+            _ => i.device_type == wgpu::DeviceType::Cpu,
+        };
         let gpu = Gpu {
             device,
             queue,
@@ -241,6 +267,7 @@ impl Gpu {
             uncaptured,
             timestamp_period,
             dummy,
+            direct_matmul,
         };
         gpu.check()?;
         Ok(gpu)
@@ -461,6 +488,7 @@ pub(crate) struct Pass<'g> {
     gpu: &'g Gpu,
     ops: Vec<Op>,
     params: Vec<u8>,
+    direct_matmul: bool,
 }
 
 /// `[x, y, 1]` workgroups covering `groups` in a grid whose x is at most 65535.
@@ -480,7 +508,14 @@ impl<'g> Pass<'g> {
             gpu,
             ops: Vec::new(),
             params: Vec::new(),
+            direct_matmul: gpu.direct_matmul,
         }
+    }
+
+    /// Chooses the matmul family for this pass (the tests run both on every adapter).
+    #[cfg(any(test, feature = "selftest"))]
+    pub fn set_direct_matmul(&mut self, on: bool) {
+        self.direct_matmul = on;
     }
 
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
@@ -529,9 +564,10 @@ impl<'g> Pass<'g> {
         });
     }
 
-    /// y (M, N) = epilogue(x (M, K) . W^T + b): 64 x 64 tiles, and 16 x 64 tiles for the last
-    /// M % 64 rows when there are at most 48 of them: zero rows computed in a tile cost as much
-    /// as real ones (77 rows: 64 + 16 computed instead of 128).
+    /// y (M, N) = epilogue(x (M, K) . W^T + b). On CPU adapters, when K allows, 8-row strips
+    /// of `matmul_direct.wgsl`; otherwise matmul.wgsl's 64 x 64 tiles, and 16 x 64 tiles for
+    /// the last M % 64 rows when there are at most 48 of them: zero rows computed in a tile
+    /// cost as much as real ones (77 rows: 64 + 16 computed instead of 128).
     pub fn linear(
         &mut self,
         label: &'static str,
@@ -548,22 +584,10 @@ impl<'g> Pass<'g> {
             Epilogue::Residual => (0, 1),
         };
         let bias = l.bias.as_ref().unwrap_or(&self.gpu.dummy);
-        let (big, small, w_binding) = if l.f16 {
-            (Kernel::MatmulF16, Kernel::MatmulF16Rows16, 2)
-        } else {
-            (Kernel::MatmulF32, Kernel::MatmulF32Rows16, 3)
-        };
-        let rem = m % MATMUL_TILE;
-        let split = if rem > 0 && rem <= 48 { m - rem } else { m };
+        let w_binding = if l.f16 { 2 } else { 3 };
         let cols = u(l.out_features.div_ceil(MATMUL_TILE));
-        for (kernel, row0, rows, tile) in [
-            (big, 0, split, MATMUL_TILE),
-            (small, split, m - split, MATMUL_ROWS16),
-        ] {
-            if rows == 0 {
-                continue;
-            }
-            let params = [
+        let params = |row0: usize| {
+            [
                 u(m),
                 u(l.out_features),
                 u(l.in_features),
@@ -572,16 +596,36 @@ impl<'g> Pass<'g> {
                 act,
                 acc,
                 u(row0),
-            ];
-            let flops = 2.0 * rows as f64 * l.out_features as f64 * l.in_features as f64;
-            self.call_counted(
-                kernel,
-                label,
-                &params,
-                &[(1, x), (w_binding, &l.weight), (4, bias), (5, y)],
-                [cols, u(rows.div_ceil(tile)), 1],
-                flops,
-            );
+            ]
+        };
+        let bufs = [(1, x), (w_binding, &l.weight), (4, bias), (5, y)];
+        let flops = |rows: usize| 2.0 * rows as f64 * l.out_features as f64 * l.in_features as f64;
+        let direct_k = if l.f16 { 8 } else { 4 };
+        if self.direct_matmul && l.in_features % direct_k == 0 {
+            let kernel = if l.f16 {
+                Kernel::MatmulDirectF16
+            } else {
+                Kernel::MatmulDirectF32
+            };
+            let groups = [cols, u(m.div_ceil(MATMUL_DIRECT_ROWS)), 1];
+            self.call_counted(kernel, label, &params(0), &bufs, groups, flops(m));
+            return;
+        }
+        let (big, small) = if l.f16 {
+            (Kernel::MatmulF16, Kernel::MatmulF16Rows16)
+        } else {
+            (Kernel::MatmulF32, Kernel::MatmulF32Rows16)
+        };
+        let rem = m % MATMUL_TILE;
+        let split = if rem > 0 && rem <= 48 { m - rem } else { m };
+        for (kernel, row0, rows, tile) in [
+            (big, 0, split, MATMUL_TILE),
+            (small, split, m - split, MATMUL_ROWS16),
+        ] {
+            if rows > 0 {
+                let groups = [cols, u(rows.div_ceil(tile)), 1];
+                self.call_counted(kernel, label, &params(row0), &bufs, groups, flops(rows));
+            }
         }
     }
 

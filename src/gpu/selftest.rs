@@ -84,6 +84,7 @@ fn gelu64(v: f64) -> f64 {
 #[allow(clippy::too_many_arguments)]
 async fn check_matmul(
     gpu: &Gpu,
+    direct: bool,
     m: usize,
     n: usize,
     k: usize,
@@ -99,6 +100,7 @@ async fn check_matmul(
     let lin = GpuLinear::from_f32(gpu, &w, bias.then_some(&b[..]), n, k, f16).unwrap();
     let (xb, yb) = (upload(gpu, &x), upload(gpu, &y0));
     let mut pass = Pass::new(gpu);
+    pass.set_direct_matmul(direct);
     pass.linear("test", &lin, &xb, &yb, m, epi);
     let got = run(gpu, pass, &yb, m * n).await;
     let we = if f16 { f16_round(&w) } else { w.clone() };
@@ -131,7 +133,7 @@ async fn check_matmul(
             );
         }
     }
-    format!("matmul {m}x{n}x{k} f16={f16} bias={bias} {epi:?}: worst |diff| / tol = {worst:.3}")
+    format!("matmul {m}x{n}x{k} f16={f16} bias={bias} {epi:?} direct={direct}: worst |diff| / tol = {worst:.3}")
 }
 
 pub async fn matmul(g: &TestGpu) -> String {
@@ -142,7 +144,9 @@ pub async fn matmul(g: &TestGpu) -> String {
     // columns, to keep software adapters quick; odd K (packed pad half), N and M not tile
     // multiples, no bias, both activations. Row counts cover every tiling: 64-row tiles plus
     // 16-row tiles for the rest (257, 77, 65), 16-row tiles only (3, 1), 64-row tiles only
-    // (128 exact, 50 and 120 with a remainder over 48).
+    // (128 exact, 50 and 120 with a remainder over 48); K % 8 == 0 and K % 4 == 0 reach the
+    // direct kernels (f16 and f32), other K fall back to the tiled ones. Both families run on
+    // every adapter.
     for (i, (m, n, kk, f16, bias, epi)) in [
         (257, 70, 1280, true, true, Epilogue::Store),
         (257, 33, 5120, true, true, Epilogue::Residual),
@@ -154,11 +158,16 @@ pub async fn matmul(g: &TestGpu) -> String {
         (128, 65, 40, true, true, Epilogue::Residual),
         (50, 64, 24, false, true, Epilogue::Store),
         (120, 3, 31, true, false, Epilogue::Act(Gelu)),
+        (77, 100, 1024, true, true, Epilogue::Act(QuickGelu)),
+        (9, 70, 20, false, true, Epilogue::Residual),
+        (17, 66, 24, true, false, Epilogue::Store),
     ]
     .into_iter()
     .enumerate()
     {
-        out.push(check_matmul(g, m, n, kk, f16, bias, epi, i as u64 + 1).await);
+        for direct in [false, true] {
+            out.push(check_matmul(g, direct, m, n, kk, f16, bias, epi, i as u64 + 1).await);
+        }
     }
     out.join("\n")
 }

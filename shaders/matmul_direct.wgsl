@@ -1,0 +1,286 @@
+// y (M, N) = x (M, K) . W^T (+ bias) (+ activation | + y) for adapters that run on the CPU
+// (lavapipe, SwiftShader: `wgpu::DeviceType::Cpu`), the same contract as matmul.wgsl.
+//
+// No workgroup memory and no barriers: on these adapters the tiled kernel's barriers and
+// workgroup-memory traffic cost more than re-reading x and W through the CPU's caches. A
+// workgroup of 8 invocations computes an 8 x 64 strip of y, each invocation an 8 x 8 register
+// block (sixteen vec4 accumulators, no private arrays), reading 8 k per step as vec4 loads:
+// four f16 pairs of each of its 8 W rows (`matmul_direct_f16`, K % 8 == 0) or 4 f32
+// (`matmul_direct_f32`, K % 4 == 0, 4 k per step). Strips of 8 rows waste at most 7 rows (257
+// tokens: 264 computed). Measured with `matmul_variant_timing`, 257x1280x5120 f16 against the
+// tiled kernel (64-row tiles): llvmpipe 4.45 vs 2.56 GFLOP/s, SwiftShader (Subzero) 1.84 vs 0.81.
+// The host picks matmul.wgsl for other K and for GPUs, where the tiled kernel is the design.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    ldw: u32,       // row stride of W in its storage words (u32 pairs or f32)
+    has_bias: u32,  // 1: add bias[n]
+    act: u32,       // 0: none, 1: exact GELU (erf), 2: quick_gelu x * sigmoid(1.702 x)
+    accumulate: u32,// 1: y += result (residual add into y)
+    row0: u32,      // first row of the dispatch (0 here)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // (M, K / 4)
+@group(0) @binding(2) var<storage, read> w16: array<vec4<u32>>;     // (N, ldw / 4): 8 f16 each
+@group(0) @binding(3) var<storage, read> w32: array<vec4<f32>>;     // (N, ldw / 4)
+@group(0) @binding(4) var<storage, read> bias: array<f32>;          // (N,) (unused unless has_bias)
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;       // (M, N)
+
+// erf(x) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in exact arithmetic, 6.1e-7 measured
+// in f32 on [-10, 10]; tested against f64 erf on a dense grid): erfc(z) = t (a1 + t (a2 + ...))
+// exp(-z^2), t = 1 / (1 + 0.3275911 z), z >= 0. Returned as erfc so that GELU of negative
+// inputs does not lose its digits to 1 + erf cancellation.
+fn erfc_nonneg(z: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return poly * exp(-z * z);
+}
+
+// GELU(v) = 0.5 v (1 + erf(v / sqrt 2)); 1 + erf(-z) = erfc(z).
+fn gelu(v: f32) -> f32 {
+    let z = abs(v) * 0.70710678118654752;
+    let c = erfc_nonneg(z);
+    let one_plus_erf = select(c, 2.0 - c, v >= 0.0);
+    return 0.5 * v * one_plus_erf;
+}
+
+fn epilogue(row: u32, col: u32, acc: f32) {
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    var v = acc;
+    if (p.has_bias == 1u) {
+        v = v + bias[col];
+    }
+    if (p.act == 1u) {
+        v = gelu(v);
+    } else if (p.act == 2u) {
+        v = v / (1.0 + exp(-1.702 * v));
+    }
+    let i = row * p.n + col;
+    if (p.accumulate == 1u) {
+        v = v + y[i];
+    }
+    y[i] = v;
+}
+
+fn store4(row: u32, col: u32, acc: vec4<f32>) {
+    epilogue(row, col, acc.x);
+    epilogue(row, col + 1u, acc.y);
+    epilogue(row, col + 2u, acc.z);
+    epilogue(row, col + 3u, acc.w);
+}
+
+// The 8 x 8 register block of one invocation: row i, columns 0..3 (`ci0`) and 4..7 (`ci1`).
+struct Acc {
+    c00: vec4<f32>, c01: vec4<f32>,
+    c10: vec4<f32>, c11: vec4<f32>,
+    c20: vec4<f32>, c21: vec4<f32>,
+    c30: vec4<f32>, c31: vec4<f32>,
+    c40: vec4<f32>, c41: vec4<f32>,
+    c50: vec4<f32>, c51: vec4<f32>,
+    c60: vec4<f32>, c61: vec4<f32>,
+    c70: vec4<f32>, c71: vec4<f32>,
+}
+
+fn zero() -> Acc {
+    let z = vec4<f32>(0.0);
+    return Acc(z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z);
+}
+
+fn finish(c: Acc, m0: u32, n0: u32, tx: u32, ty: u32) {
+    let row = m0 + 8u * ty;
+    let col = n0 + 8u * tx;
+    store4(row, col, c.c00);
+    store4(row, col + 4u, c.c01);
+    store4(row + 1u, col, c.c10);
+    store4(row + 1u, col + 4u, c.c11);
+    store4(row + 2u, col, c.c20);
+    store4(row + 2u, col + 4u, c.c21);
+    store4(row + 3u, col, c.c30);
+    store4(row + 3u, col + 4u, c.c31);
+    store4(row + 4u, col, c.c40);
+    store4(row + 4u, col + 4u, c.c41);
+    store4(row + 5u, col, c.c50);
+    store4(row + 5u, col + 4u, c.c51);
+    store4(row + 6u, col, c.c60);
+    store4(row + 6u, col + 4u, c.c61);
+    store4(row + 7u, col, c.c70);
+    store4(row + 7u, col + 4u, c.c71);
+}
+
+// Dispatch (ceil(N / 64), ceil(M / 8), 1); K % 8 == 0.
+@compute @workgroup_size(8)
+fn matmul_direct_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = p.row0 + wg.y * 8u;
+    let col0 = wg.x * 64u;
+    let col = col0 + 8u * lid;
+    // Rows and columns past M / N read the last one (finite) and are not stored.
+    let last_r = p.m - 1u;
+    let last_n = p.n - 1u;
+    let k4 = p.k / 4u;
+    let l4 = p.ldw / 4u;
+    let r0 = min(m0 + 0u, last_r) * k4;
+    let r1 = min(m0 + 1u, last_r) * k4;
+    let r2 = min(m0 + 2u, last_r) * k4;
+    let r3 = min(m0 + 3u, last_r) * k4;
+    let r4 = min(m0 + 4u, last_r) * k4;
+    let r5 = min(m0 + 5u, last_r) * k4;
+    let r6 = min(m0 + 6u, last_r) * k4;
+    let r7 = min(m0 + 7u, last_r) * k4;
+    let wr0 = min(col + 0u, last_n) * l4;
+    let wr1 = min(col + 1u, last_n) * l4;
+    let wr2 = min(col + 2u, last_n) * l4;
+    let wr3 = min(col + 3u, last_n) * l4;
+    let wr4 = min(col + 4u, last_n) * l4;
+    let wr5 = min(col + 5u, last_n) * l4;
+    let wr6 = min(col + 6u, last_n) * l4;
+    let wr7 = min(col + 7u, last_n) * l4;
+    var c = zero();
+    for (var q = 0u; q < l4; q = q + 1u) {
+        let u0 = w16[wr0 + q];
+        let u1 = w16[wr1 + q];
+        let u2 = w16[wr2 + q];
+        let u3 = w16[wr3 + q];
+        let u4 = w16[wr4 + q];
+        let u5 = w16[wr5 + q];
+        let u6 = w16[wr6 + q];
+        let u7 = w16[wr7 + q];
+        // h{col}{word}: the pair (k 2 word, 2 word + 1) of W row col + {col}.
+        let h00 = unpack2x16float(u0.x); let h01 = unpack2x16float(u0.y); let h02 = unpack2x16float(u0.z); let h03 = unpack2x16float(u0.w);
+        let h10 = unpack2x16float(u1.x); let h11 = unpack2x16float(u1.y); let h12 = unpack2x16float(u1.z); let h13 = unpack2x16float(u1.w);
+        let h20 = unpack2x16float(u2.x); let h21 = unpack2x16float(u2.y); let h22 = unpack2x16float(u2.z); let h23 = unpack2x16float(u2.w);
+        let h30 = unpack2x16float(u3.x); let h31 = unpack2x16float(u3.y); let h32 = unpack2x16float(u3.z); let h33 = unpack2x16float(u3.w);
+        let h40 = unpack2x16float(u4.x); let h41 = unpack2x16float(u4.y); let h42 = unpack2x16float(u4.z); let h43 = unpack2x16float(u4.w);
+        let h50 = unpack2x16float(u5.x); let h51 = unpack2x16float(u5.y); let h52 = unpack2x16float(u5.z); let h53 = unpack2x16float(u5.w);
+        let h60 = unpack2x16float(u6.x); let h61 = unpack2x16float(u6.y); let h62 = unpack2x16float(u6.z); let h63 = unpack2x16float(u6.w);
+        let h70 = unpack2x16float(u7.x); let h71 = unpack2x16float(u7.y); let h72 = unpack2x16float(u7.z); let h73 = unpack2x16float(u7.w);
+        // b{k}{half}: W at k of columns 0..3 / 4..7 of the block.
+        let b00 = vec4<f32>(h00.x, h10.x, h20.x, h30.x);
+        let b01 = vec4<f32>(h40.x, h50.x, h60.x, h70.x);
+        let b10 = vec4<f32>(h00.y, h10.y, h20.y, h30.y);
+        let b11 = vec4<f32>(h40.y, h50.y, h60.y, h70.y);
+        let b20 = vec4<f32>(h01.x, h11.x, h21.x, h31.x);
+        let b21 = vec4<f32>(h41.x, h51.x, h61.x, h71.x);
+        let b30 = vec4<f32>(h01.y, h11.y, h21.y, h31.y);
+        let b31 = vec4<f32>(h41.y, h51.y, h61.y, h71.y);
+        let b40 = vec4<f32>(h02.x, h12.x, h22.x, h32.x);
+        let b41 = vec4<f32>(h42.x, h52.x, h62.x, h72.x);
+        let b50 = vec4<f32>(h02.y, h12.y, h22.y, h32.y);
+        let b51 = vec4<f32>(h42.y, h52.y, h62.y, h72.y);
+        let b60 = vec4<f32>(h03.x, h13.x, h23.x, h33.x);
+        let b61 = vec4<f32>(h43.x, h53.x, h63.x, h73.x);
+        let b70 = vec4<f32>(h03.y, h13.y, h23.y, h33.y);
+        let b71 = vec4<f32>(h43.y, h53.y, h63.y, h73.y);
+        let xa0 = x[r0 + 2u * q];
+        let xb0 = x[r0 + 2u * q + 1u];
+        c.c00 = c.c00 + xa0.x * b00 + xa0.y * b10 + xa0.z * b20 + xa0.w * b30 + xb0.x * b40 + xb0.y * b50 + xb0.z * b60 + xb0.w * b70;
+        c.c01 = c.c01 + xa0.x * b01 + xa0.y * b11 + xa0.z * b21 + xa0.w * b31 + xb0.x * b41 + xb0.y * b51 + xb0.z * b61 + xb0.w * b71;
+        let xa1 = x[r1 + 2u * q];
+        let xb1 = x[r1 + 2u * q + 1u];
+        c.c10 = c.c10 + xa1.x * b00 + xa1.y * b10 + xa1.z * b20 + xa1.w * b30 + xb1.x * b40 + xb1.y * b50 + xb1.z * b60 + xb1.w * b70;
+        c.c11 = c.c11 + xa1.x * b01 + xa1.y * b11 + xa1.z * b21 + xa1.w * b31 + xb1.x * b41 + xb1.y * b51 + xb1.z * b61 + xb1.w * b71;
+        let xa2 = x[r2 + 2u * q];
+        let xb2 = x[r2 + 2u * q + 1u];
+        c.c20 = c.c20 + xa2.x * b00 + xa2.y * b10 + xa2.z * b20 + xa2.w * b30 + xb2.x * b40 + xb2.y * b50 + xb2.z * b60 + xb2.w * b70;
+        c.c21 = c.c21 + xa2.x * b01 + xa2.y * b11 + xa2.z * b21 + xa2.w * b31 + xb2.x * b41 + xb2.y * b51 + xb2.z * b61 + xb2.w * b71;
+        let xa3 = x[r3 + 2u * q];
+        let xb3 = x[r3 + 2u * q + 1u];
+        c.c30 = c.c30 + xa3.x * b00 + xa3.y * b10 + xa3.z * b20 + xa3.w * b30 + xb3.x * b40 + xb3.y * b50 + xb3.z * b60 + xb3.w * b70;
+        c.c31 = c.c31 + xa3.x * b01 + xa3.y * b11 + xa3.z * b21 + xa3.w * b31 + xb3.x * b41 + xb3.y * b51 + xb3.z * b61 + xb3.w * b71;
+        let xa4 = x[r4 + 2u * q];
+        let xb4 = x[r4 + 2u * q + 1u];
+        c.c40 = c.c40 + xa4.x * b00 + xa4.y * b10 + xa4.z * b20 + xa4.w * b30 + xb4.x * b40 + xb4.y * b50 + xb4.z * b60 + xb4.w * b70;
+        c.c41 = c.c41 + xa4.x * b01 + xa4.y * b11 + xa4.z * b21 + xa4.w * b31 + xb4.x * b41 + xb4.y * b51 + xb4.z * b61 + xb4.w * b71;
+        let xa5 = x[r5 + 2u * q];
+        let xb5 = x[r5 + 2u * q + 1u];
+        c.c50 = c.c50 + xa5.x * b00 + xa5.y * b10 + xa5.z * b20 + xa5.w * b30 + xb5.x * b40 + xb5.y * b50 + xb5.z * b60 + xb5.w * b70;
+        c.c51 = c.c51 + xa5.x * b01 + xa5.y * b11 + xa5.z * b21 + xa5.w * b31 + xb5.x * b41 + xb5.y * b51 + xb5.z * b61 + xb5.w * b71;
+        let xa6 = x[r6 + 2u * q];
+        let xb6 = x[r6 + 2u * q + 1u];
+        c.c60 = c.c60 + xa6.x * b00 + xa6.y * b10 + xa6.z * b20 + xa6.w * b30 + xb6.x * b40 + xb6.y * b50 + xb6.z * b60 + xb6.w * b70;
+        c.c61 = c.c61 + xa6.x * b01 + xa6.y * b11 + xa6.z * b21 + xa6.w * b31 + xb6.x * b41 + xb6.y * b51 + xb6.z * b61 + xb6.w * b71;
+        let xa7 = x[r7 + 2u * q];
+        let xb7 = x[r7 + 2u * q + 1u];
+        c.c70 = c.c70 + xa7.x * b00 + xa7.y * b10 + xa7.z * b20 + xa7.w * b30 + xb7.x * b40 + xb7.y * b50 + xb7.z * b60 + xb7.w * b70;
+        c.c71 = c.c71 + xa7.x * b01 + xa7.y * b11 + xa7.z * b21 + xa7.w * b31 + xb7.x * b41 + xb7.y * b51 + xb7.z * b61 + xb7.w * b71;
+    }
+    finish(c, m0, col0, lid, 0u);
+}
+
+// Dispatch (ceil(N / 64), ceil(M / 8), 1); K % 4 == 0.
+@compute @workgroup_size(8)
+fn matmul_direct_f32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = p.row0 + wg.y * 8u;
+    let col0 = wg.x * 64u;
+    let col = col0 + 8u * lid;
+    // Rows and columns past M / N read the last one (finite) and are not stored.
+    let last_r = p.m - 1u;
+    let last_n = p.n - 1u;
+    let k4 = p.k / 4u;
+    let l4 = p.ldw / 4u;
+    let r0 = min(m0 + 0u, last_r) * k4;
+    let r1 = min(m0 + 1u, last_r) * k4;
+    let r2 = min(m0 + 2u, last_r) * k4;
+    let r3 = min(m0 + 3u, last_r) * k4;
+    let r4 = min(m0 + 4u, last_r) * k4;
+    let r5 = min(m0 + 5u, last_r) * k4;
+    let r6 = min(m0 + 6u, last_r) * k4;
+    let r7 = min(m0 + 7u, last_r) * k4;
+    let wr0 = min(col + 0u, last_n) * l4;
+    let wr1 = min(col + 1u, last_n) * l4;
+    let wr2 = min(col + 2u, last_n) * l4;
+    let wr3 = min(col + 3u, last_n) * l4;
+    let wr4 = min(col + 4u, last_n) * l4;
+    let wr5 = min(col + 5u, last_n) * l4;
+    let wr6 = min(col + 6u, last_n) * l4;
+    let wr7 = min(col + 7u, last_n) * l4;
+    var c = zero();
+    for (var q = 0u; q < l4; q = q + 1u) {
+        let u0 = w32[wr0 + q];
+        let u1 = w32[wr1 + q];
+        let u2 = w32[wr2 + q];
+        let u3 = w32[wr3 + q];
+        let u4 = w32[wr4 + q];
+        let u5 = w32[wr5 + q];
+        let u6 = w32[wr6 + q];
+        let u7 = w32[wr7 + q];
+        // b{k}{half}: W at k of columns 0..3 / 4..7 of the block.
+        let b00 = vec4<f32>(u0.x, u1.x, u2.x, u3.x);
+        let b01 = vec4<f32>(u4.x, u5.x, u6.x, u7.x);
+        let b10 = vec4<f32>(u0.y, u1.y, u2.y, u3.y);
+        let b11 = vec4<f32>(u4.y, u5.y, u6.y, u7.y);
+        let b20 = vec4<f32>(u0.z, u1.z, u2.z, u3.z);
+        let b21 = vec4<f32>(u4.z, u5.z, u6.z, u7.z);
+        let b30 = vec4<f32>(u0.w, u1.w, u2.w, u3.w);
+        let b31 = vec4<f32>(u4.w, u5.w, u6.w, u7.w);
+        let xa0 = x[r0 + q];
+        c.c00 = c.c00 + xa0.x * b00 + xa0.y * b10 + xa0.z * b20 + xa0.w * b30;
+        c.c01 = c.c01 + xa0.x * b01 + xa0.y * b11 + xa0.z * b21 + xa0.w * b31;
+        let xa1 = x[r1 + q];
+        c.c10 = c.c10 + xa1.x * b00 + xa1.y * b10 + xa1.z * b20 + xa1.w * b30;
+        c.c11 = c.c11 + xa1.x * b01 + xa1.y * b11 + xa1.z * b21 + xa1.w * b31;
+        let xa2 = x[r2 + q];
+        c.c20 = c.c20 + xa2.x * b00 + xa2.y * b10 + xa2.z * b20 + xa2.w * b30;
+        c.c21 = c.c21 + xa2.x * b01 + xa2.y * b11 + xa2.z * b21 + xa2.w * b31;
+        let xa3 = x[r3 + q];
+        c.c30 = c.c30 + xa3.x * b00 + xa3.y * b10 + xa3.z * b20 + xa3.w * b30;
+        c.c31 = c.c31 + xa3.x * b01 + xa3.y * b11 + xa3.z * b21 + xa3.w * b31;
+        let xa4 = x[r4 + q];
+        c.c40 = c.c40 + xa4.x * b00 + xa4.y * b10 + xa4.z * b20 + xa4.w * b30;
+        c.c41 = c.c41 + xa4.x * b01 + xa4.y * b11 + xa4.z * b21 + xa4.w * b31;
+        let xa5 = x[r5 + q];
+        c.c50 = c.c50 + xa5.x * b00 + xa5.y * b10 + xa5.z * b20 + xa5.w * b30;
+        c.c51 = c.c51 + xa5.x * b01 + xa5.y * b11 + xa5.z * b21 + xa5.w * b31;
+        let xa6 = x[r6 + q];
+        c.c60 = c.c60 + xa6.x * b00 + xa6.y * b10 + xa6.z * b20 + xa6.w * b30;
+        c.c61 = c.c61 + xa6.x * b01 + xa6.y * b11 + xa6.z * b21 + xa6.w * b31;
+        let xa7 = x[r7 + q];
+        c.c70 = c.c70 + xa7.x * b00 + xa7.y * b10 + xa7.z * b20 + xa7.w * b30;
+        c.c71 = c.c71 + xa7.x * b01 + xa7.y * b11 + xa7.z * b21 + xa7.w * b31;
+    }
+    finish(c, m0, col0, lid, 0u);
+}
