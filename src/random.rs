@@ -15,6 +15,8 @@ pub struct RandomSource {
     tensors: Vec<(u64, u64, Kind)>,
     size: u64,
     seed: u64,
+    /// Bytes per value: 4 (F32) or 2 (F16).
+    elem: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -61,6 +63,18 @@ fn splitmix(mut z: u64) -> u64 {
 impl RandomSource {
     /// A random model of geometry `name` (`clip-h`, `clip-b`, `tiny`), optionally with fewer layers.
     pub fn new(name: &str, layers: Option<usize>, seed: u64) -> Result<Self> {
+        Self::with_dtype(name, layers, seed, false)
+    }
+
+    /// Bytes of the checkpoint (`model.safetensors`).
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.size
+    }
+
+    /// `new`, with every tensor stored as F16 when `f16` (as a half-precision checkpoint, or
+    /// as the browser's CPU path holds a multi-GB f32 one).
+    pub fn with_dtype(name: &str, layers: Option<usize>, seed: u64, f16: bool) -> Result<Self> {
+        let (dtype, elem) = if f16 { ("F16", 2u64) } else { ("F32", 4u64) };
         let config = preset(name, layers)?;
         let cfg = crate::config::ClipConfig::from_json(config.to_string().as_bytes())?;
         let mut list: Vec<(String, Vec<usize>, Kind)> = Vec::new();
@@ -164,10 +178,10 @@ impl RandomSource {
             let numel: u64 = shape.iter().map(|&d| d as u64).product();
             header.insert(
                 name.clone(),
-                json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + 4 * numel]}),
+                json!({"dtype": dtype, "shape": shape, "data_offsets": [at, at + elem * numel]}),
             );
             spans.push((at, numel, *kind));
-            at += 4 * numel;
+            at += elem * numel;
         }
         let mut h = serde_json::Value::Object(header).to_string().into_bytes();
         while h.len() % 8 != 0 {
@@ -185,6 +199,7 @@ impl RandomSource {
                 .collect(),
             size: start + at,
             seed,
+            elem,
         })
     }
 
@@ -210,16 +225,21 @@ impl RandomSource {
             }
             let ti = self.tensors.partition_point(|t| t.0 <= pos) - 1;
             let (start, numel, kind) = self.tensors[ti];
-            let stop = end.min(start + 4 * numel);
+            let e = self.elem;
+            let stop = end.min(start + e * numel);
             if pos >= stop {
                 out.push(0);
                 pos += 1;
                 continue;
             }
             while pos < stop {
-                let b = self.value(ti, (pos - start) / 4, kind).to_le_bytes();
-                let from = ((pos - start) % 4) as usize;
-                let take = (4 - from).min((stop - pos) as usize);
+                let v = self.value(ti, (pos - start) / e, kind);
+                let mut b = v.to_le_bytes();
+                if e == 2 {
+                    b[..2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                }
+                let from = ((pos - start) % e) as usize;
+                let take = (e as usize - from).min((stop - pos) as usize);
                 out.extend_from_slice(&b[from..from + take]);
                 pos += take as u64;
             }
@@ -257,5 +277,47 @@ impl ModelSource for RandomSource {
                 }),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safetensors::Checkpoint;
+
+    /// The F16 variant holds the F32 variant's values rounded to f16, header and all.
+    #[test]
+    fn f16_random_model_is_the_f32_one_rounded() {
+        let (a, b) = (
+            RandomSource::new("tiny", Some(1), 7).unwrap(),
+            RandomSource::with_dtype("tiny", Some(1), 7, true).unwrap(),
+        );
+        assert!(b.checkpoint_bytes() < a.checkpoint_bytes() * 6 / 10);
+        pollster::block_on(async {
+            let (ca, cb) = (
+                Checkpoint::open(&a).await.unwrap(),
+                Checkpoint::open(&b).await.unwrap(),
+            );
+            let cfg = crate::config::ClipConfig::from_json(&a.config).unwrap();
+            let (d, f) = (
+                cfg.vision.tower.hidden_size,
+                cfg.vision.tower.intermediate_size,
+            );
+            for (name, shape) in [
+                ("vision_model.encoder.layers.0.mlp.fc1.weight", vec![f, d]),
+                (
+                    "text_model.embeddings.token_embedding.weight",
+                    vec![49408, cfg.text.tower.hidden_size],
+                ),
+                ("logit_scale", vec![]),
+            ] {
+                let va = ca.read_f32(&a, name, &shape).await.unwrap();
+                let vb = cb.read_f32(&b, name, &shape).await.unwrap();
+                assert_eq!(va.len(), vb.len());
+                for (x, y) in va.iter().zip(&vb) {
+                    assert_eq!(half::f16::from_f32(*x).to_f32(), *y, "{name}");
+                }
+            }
+        });
     }
 }

@@ -697,7 +697,15 @@ impl SciScore {
         );
         let src = Overlay {
             top: files,
-            base: RandomSource::new(&geometry, Some(layers), 0x5c1)?,
+            // Weights held as a real checkpoint of this geometry would be: CLIP-H's 3.9 GB of
+            // f32 is held as f16 on wasm32 (weights.rs), so time it that way at any depth.
+            base: RandomSource::with_dtype(
+                &geometry,
+                Some(layers),
+                0x5c1,
+                RandomSource::new(&geometry, None, 0)?.checkpoint_bytes()
+                    > crate::weights::WASM_F32_LIMIT,
+            )?,
         };
         let model = Model::load(&src, backend).await?;
         Ok(SciScore {

@@ -11,8 +11,8 @@ use std::borrow::Cow;
 
 /// The big matrices, kept in the checkpoint's precision: f16/bf16 checkpoints stay half size in
 /// memory, and on wasm32 a large f32 checkpoint is stored as f16 too (see [`WASM_F32_LIMIT`]),
-/// because CLIP-H in f32 (3.9 GB) does not fit in wasm32's 4 GiB. Products are still computed in f32: a matrix is widened just
-/// before its product (a few % of the product's time, for 257-row activations).
+/// because CLIP-H in f32 (3.9 GB) does not fit in wasm32's 4 GiB. Products are still computed in f32: a matrix is widened block
+/// by block during its product (`cpu::linear`; about 5% of a CLIP-H layer in the browser).
 pub(crate) enum Matrix {
     F32(Vec<f32>),
     F16(Vec<half::f16>),
@@ -21,6 +21,7 @@ pub(crate) enum Matrix {
 
 impl Matrix {
     /// The whole matrix in f32 (borrowed when it is stored so).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the native CPU benchmark
     pub fn f32(&self) -> Cow<'_, [f32]> {
         match self {
             Matrix::F32(v) => Cow::Borrowed(v),
@@ -42,10 +43,40 @@ impl Matrix {
         let n = out.len();
         match self {
             Matrix::F32(v) => out.copy_from_slice(&v[start..start + n]),
-            Matrix::F16(v) => v[start..start + n].convert_to_f32_slice(out),
+            Matrix::F16(v) => widen_f16(&v[start..start + n], out),
             Matrix::BF16(v) => v[start..start + n].convert_to_f32_slice(out),
         }
     }
+}
+
+/// f16 -> f32. On wasm32 `half` has no hardware conversion (x86's F16C, ARM's FCVT) and
+/// converts value by value with branches; the branch-free [`f16_bits_to_f32`] vectorizes to
+/// SIMD128 there, which matters because the browser's CPU path widens CLIP-H's f16-held weights
+/// before every product.
+fn widen_f16(src: &[half::f16], out: &mut [f32]) {
+    #[cfg(target_arch = "wasm32")]
+    for (o, h) in out.iter_mut().zip(src) {
+        *o = f16_bits_to_f32(h.to_bits());
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    src.convert_to_f32_slice(out);
+}
+
+/// Exact f16 -> f32 without branches: the magnitude bits moved to f32's place and scaled by
+/// 2^112 (the exponent bias difference; f16 subnormals become exact f32 values, as wasm does not
+/// flush them), infinities and NaNs given f32's all-ones exponent, then the sign.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // tested on every target
+#[inline]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let mag = (h & 0x7fff) << 13;
+    let scaled = (f32::from_bits(mag) * f32::from_bits(0x7780_0000)).to_bits(); // x 2^112
+    let bits = if h & 0x7c00 == 0x7c00 {
+        mag | 0x7f80_0000
+    } else {
+        scaled
+    };
+    f32::from_bits(bits | ((h & 0x8000) << 16))
 }
 
 /// `y = x W^T + b`, W: (out, in) row-major as stored by PyTorch.
@@ -279,5 +310,23 @@ impl ClipWeights {
                 .await?,
             logit_scale: l.tensor("logit_scale", &[]).await?[0],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_bits_to_f32_is_exact_for_all_65536_values() {
+        for b in 0..=u16::MAX {
+            let want = half::f16::from_bits(b).to_f32();
+            let got = f16_bits_to_f32(b);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{b:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{b:#06x}: {got} vs {want}");
+            }
+        }
     }
 }
