@@ -95,34 +95,48 @@ fn gemm_nt_ld(
 }
 
 /// Rows of a half-precision weight widened to f32 at a time (256 x 5120 f32 = 5 MiB).
+#[cfg(not(target_arch = "wasm32"))]
 const WIDEN_ROWS: usize = 256;
 
+#[cfg(not(target_arch = "wasm32"))]
 thread_local! {
     /// The reused f32 block of [`linear`] for half-precision weights.
     static WIDEN: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `y (M, out) = x (M, in) W^T + b`. Half-precision W is widened block by block into a reused
-/// buffer, so a product never allocates a full f32 copy of its weight (fc1 of CLIP-H: 26 MB).
+/// `y (M, out) = x (M, in) W^T + b`. Natively the `gemm` crate (threads); half-precision W is
+/// widened block by block into a reused buffer, so a product never allocates a full f32 copy of
+/// its weight (fc1 of CLIP-H: 26 MB). On wasm32 the packed SIMD128 product of `sgemm`, which
+/// widens W as it packs it.
 pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
     let (n, k) = (l.out_features, l.in_features);
     let mut y = match &l.bias {
         Some(b) => b.repeat(m),
         None => vec![0.0; m * n],
     };
-    if let Matrix::F32(w) = &l.weight {
-        gemm_nt(&mut y, x, w, m, n, k, true, true);
-        return y;
+    #[cfg(target_arch = "wasm32")]
+    {
+        use crate::sgemm::{gemm_acc, Rows};
+        let rows = match &l.weight {
+            Matrix::F32(w) => Rows::F32(w),
+            Matrix::F16(w) => Rows::F16(w),
+            Matrix::BF16(w) => Rows::BF16(w),
+        };
+        gemm_acc(&mut y, x, rows, m, n, k);
     }
-    WIDEN.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        for j0 in (0..n).step_by(WIDEN_ROWS) {
-            let nb = WIDEN_ROWS.min(n - j0);
-            buf.resize(nb * k, 0.0);
-            l.weight.read_into(j0 * k, &mut buf[..nb * k]);
-            gemm_nt_ld(&mut y[j0..], n, x, &buf[..nb * k], m, nb, k, true, true);
-        }
-    });
+    #[cfg(not(target_arch = "wasm32"))]
+    match &l.weight {
+        Matrix::F32(w) => gemm_nt(&mut y, x, w, m, n, k, true, true),
+        half => WIDEN.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            for j0 in (0..n).step_by(WIDEN_ROWS) {
+                let nb = WIDEN_ROWS.min(n - j0);
+                buf.resize(nb * k, 0.0);
+                half.read_into(j0 * k, &mut buf[..nb * k]);
+                gemm_nt_ld(&mut y[j0..], n, x, &buf[..nb * k], m, nb, k, true, true);
+            }
+        }),
+    }
     y
 }
 

@@ -18,6 +18,8 @@ mod model;
 pub mod preprocess;
 mod safetensors;
 pub mod score;
+#[cfg(any(test, feature = "selftest", target_arch = "wasm32"))]
+mod sgemm;
 pub mod source;
 mod tokenizer;
 #[cfg(target_arch = "wasm32")]

@@ -29,6 +29,12 @@ async fn device() -> TestGpu {
     g
 }
 
+/// Not a GPU check: the CPU path's SIMD128 product, which only runs compiled to wasm32.
+#[wasm_bindgen_test]
+fn cpu_packed_product_matches_f64() {
+    console_log!("{}", selftest::cpu_packed_product());
+}
+
 #[wasm_bindgen_test]
 async fn matmul_matches_reference_on_awkward_shapes() {
     console_log!("{}", selftest::matmul(&device().await).await);

@@ -13,6 +13,13 @@ use crate::config::ClipConfig;
 use crate::safetensors::Checkpoint;
 use crate::source::{read_all, ModelSource};
 
+/// The browser CPU path's packed product (`src/sgemm.rs`) against f64: in `tests/wasm_gpu.rs`
+/// this runs the SIMD128 micro-kernel.
+#[cfg(feature = "selftest")]
+pub fn cpu_packed_product() -> String {
+    crate::sgemm::check_awkward_shapes()
+}
+
 /// A device with every kernel compiled, for the checks.
 pub struct TestGpu(pub(crate) Gpu);
 
