@@ -10,6 +10,9 @@
 // tokens: 264 computed). Measured with `matmul_variant_timing`, 257x1280x5120 f16 against the
 // tiled kernel (64-row tiles): llvmpipe 4.45 vs 2.56 GFLOP/s, SwiftShader (Subzero) 1.84 vs 0.81.
 // The host picks matmul.wgsl for other K and for GPUs, where the tiled kernel is the design.
+// A file of its own because x and W are bound here as vec4 arrays and there as scalars; the
+// epilogue (erf GELU, quick_gelu, bias, residual) is therefore repeated from matmul.wgsl, and
+// the naga test validates both copies.
 
 struct Params {
     m: u32,
