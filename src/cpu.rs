@@ -4,7 +4,8 @@
 //!
 //! Legend: B = batch, T = tokens (text: ids incl. BOS/EOS, <= 77; vision: 1 + (S/p)^2 = 257),
 //! D = width (text 1024, vision 1280 for ViT-H), H = heads, Dh = D/H, F = MLP width, P = projection.
-//! Matrix products go through the `gemm` crate (f32, blocked, SIMD, threads on native).
+//! Matrix products go through the `gemm` crate natively (f32, blocked, SIMD, threads) and through
+//! `sgemm` (packed SIMD128, one thread) in the browser.
 
 use crate::config::{Activation, ClipConfig, TowerConfig};
 use crate::weights::{Attention, ClipWeights, EncoderLayer, LayerNorm, Linear, Matrix};
@@ -34,10 +35,22 @@ fn gemm_nt(
     accumulate: bool,
     threads: bool,
 ) {
-    gemm_nt_ld(out, n, a, b, m, n, k, accumulate, threads)
+    #[cfg(not(target_arch = "wasm32"))]
+    gemm_nt_ld(out, n, a, b, m, n, k, accumulate, threads);
+    // The browser: the packed SIMD product of `sgemm` (single thread).
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = threads;
+        assert!(out.len() >= m * n, "gemm_nt: operand sizes");
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        crate::sgemm::gemm_acc(out, a, crate::sgemm::Rows::F32(b), m, n, k);
+    }
 }
 
 /// `gemm_nt` into an `out` whose rows are `ldc` apart (a column block of a wider matrix).
+#[cfg(not(target_arch = "wasm32"))]
 #[allow(clippy::too_many_arguments)]
 fn gemm_nt_ld(
     out: &mut [f32],
@@ -57,16 +70,11 @@ fn gemm_nt_ld(
             && b.len() >= n * k,
         "gemm_nt: operand sizes"
     );
-    #[cfg(not(target_arch = "wasm32"))]
     let par = if threads && m * n * k > 1 << 16 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    #[cfg(target_arch = "wasm32")]
-    let _ = threads;
-    #[cfg(target_arch = "wasm32")]
-    let par = gemm::Parallelism::None;
     // SAFETY: the assertion above keeps every access within the three slices; strides describe
     // row-major a (M, K), column access of b (N, K) as (K, N), and row-major out (M, N).
     unsafe {
@@ -563,4 +571,78 @@ mod tests {
         activate(&mut q, Activation::QuickGelu);
         assert!((q[0] - 1.0 / (1.0 + (-1.702f32).exp())).abs() < 1e-7);
     }
+}
+
+/// Where a ViT-H/14 vision layer's time goes on this CPU path (f16-held random weights, one
+/// image of 257 tokens): (stage, ms). A benchmark harness for `tests/wasm_gpu.rs`.
+#[cfg(feature = "selftest")]
+pub(crate) fn profile_vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
+    let (t, d, f) = (257, 1280, 5120);
+    let tower = TowerConfig {
+        hidden_size: d,
+        intermediate_size: f,
+        num_layers: 1,
+        num_heads: 16,
+        layer_norm_eps: 1e-5,
+        act: Activation::Gelu,
+    };
+    let mut seed = 1u64;
+    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    };
+    let mut lin = |out: usize, inp: usize| Linear {
+        weight: Matrix::F16(
+            rand(out * inp, (3.0 / inp as f32).sqrt())
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect(),
+        ),
+        bias: Some(vec![0.01; out]),
+        out_features: out,
+        in_features: inp,
+    };
+    let attn = Attention {
+        q_proj: lin(d, d),
+        k_proj: lin(d, d),
+        v_proj: lin(d, d),
+        out_proj: lin(d, d),
+    };
+    let (fc1, fc2) = (lin(f, d), lin(d, f));
+    let ln = LayerNorm {
+        weight: vec![1.0; d],
+        bias: vec![0.0; d],
+    };
+    let x: Vec<f32> = (0..t * d)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut out = Vec::new();
+    let mut time = |name: &'static str, f: &mut dyn FnMut()| {
+        let t0 = now_ms();
+        f();
+        out.push((name, now_ms() - t0));
+    };
+    let mut h = Vec::new();
+    time("layer_norm", &mut || h = layer_norm(&x, &ln, 1e-5));
+    time("q/k/v/out products", &mut || {
+        for l in [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj] {
+            std::hint::black_box(linear(&h, t, l));
+        }
+    });
+    time("attention (with its 4 products)", &mut || {
+        std::hint::black_box(attention(&h, t, &attn, &tower, false));
+    });
+    let mut g = Vec::new();
+    time("fc1", &mut || g = linear(&h, t, &fc1));
+    time("gelu", &mut || activate(&mut g, Activation::Gelu));
+    time("fc2", &mut || {
+        std::hint::black_box(linear(&g, t, &fc2));
+    });
+    out
 }

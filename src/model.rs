@@ -71,6 +71,15 @@ fn content_key(bytes: &[u8]) -> u128 {
     ((a.finish() as u128) << 64) | b.finish() as u128
 }
 
+/// What runs the CPU path's products, for the model's device line.
+const CPU_DEVICE: &str = if cfg!(not(target_arch = "wasm32")) {
+    "cpu"
+} else if cfg!(feature = "relaxed-simd") {
+    "cpu (wasm SIMD128 + relaxed-SIMD FMA)"
+} else {
+    "cpu (wasm SIMD128)"
+};
+
 impl Model {
     /// Loads config, tokenizer, preprocessor settings and weights from `src`, tensor by tensor.
     pub async fn load(src: &dyn ModelSource, backend: Backend) -> Result<Model> {
@@ -119,10 +128,11 @@ impl Model {
         }
     }
 
-    /// The engine in use: `cpu`, or the GPU adapter's name, backend and driver.
+    /// The engine in use: `cpu` (in the browser with the wasm build's SIMD kernel), or the GPU
+    /// adapter's name, backend and driver.
     pub fn device(&self) -> String {
         match &self.engine {
-            Engine::Cpu(_) => "cpu".to_string(),
+            Engine::Cpu(_) => CPU_DEVICE.to_string(),
             Engine::Gpu(m) => m.adapter_info(),
         }
     }

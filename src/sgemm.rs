@@ -1,20 +1,28 @@
 //! `y (M, N) += x (M, K) . W^T` for the browser's CPU path: a packed, register-blocked f32
-//! product with a 6 x 8 SIMD128 micro-kernel, single-threaded (a page has no threads without
+//! product with a 4 x 8 SIMD128 micro-kernel, single-threaded (a page has no threads without
 //! cross-origin isolation).
 //!
-//! The `gemm` crate's wasm kernels reached about 9 GFLOP/s on a CLIP-H layer in Chromium here.
-//! This one packs K blocks of x into 6-row panels (zero rows past M) and, per 8 output columns,
-//! the same K block of W into an 8-column panel widened to f32 from whatever W is stored in
-//! (f32, f16 or bf16: the f16-held CLIP-H weights need no separate widening pass). The micro-kernel
-//! keeps twelve `v128` accumulators, two W vectors and one broadcast x value: 15 of the 16 SIMD
-//! registers V8 has on x86-64. Native builds compile the same packing with a portable
-//! micro-kernel (the unit tests), but use the `gemm` crate, which is faster there.
+//! It packs K blocks of x into 4-row panels (zero rows past M) and, per 8 output columns, the
+//! same K block of W into an 8-column panel widened to f32 from whatever W is stored in (f32,
+//! f16 or bf16: the f16-held CLIP-H weights need no separate widening pass). The micro-kernel
+//! keeps eight `v128` accumulators, two W vectors and four broadcast x values live: LLVM hoists
+//! every broadcast of a k step ahead of its products, so a 6 x 8 tile needed 20 registers of the
+//! 15 V8 allocates on x86-64 and spilled (13.5 GFLOP/s against 18.5 for 4 x 8, and 5 x 8 was
+//! 14.7, on the CLIP-H shapes in Chromium here).
+//!
+//! Two builds of the same kernel: plain SIMD128 (multiply, then add) for every browser with
+//! WebAssembly SIMD, and, with the `relaxed-simd` feature, `f32x4.relaxed_madd`, a fused
+//! multiply-add where the CPU has FMA (25 GFLOP/s here). A module holding relaxed SIMD
+//! instructions fails to compile where they are unknown, so www/worker.js loads that build only
+//! where `WebAssembly.validate` accepts one. Native builds compile the same packing with a
+//! portable micro-kernel (the unit tests), but use the `gemm` crate, which is faster there.
 
 /// Rows of a packed x panel.
-const MR: usize = 6;
+const MR: usize = 4;
 /// Columns of a packed W panel.
 const NR: usize = 8;
-/// K per block: an 8-column W panel of 256 (8 KiB) stays in L1 while all x panels stream by.
+/// K per block: an 8-column W panel of 256 (8 KiB) stays in L1 while all x panels stream by
+/// (128 and 512 measured slower or no better; so did unrolling k by two).
 const KC: usize = 256;
 
 /// W (N, K) row-major, in its storage precision.
@@ -62,8 +70,50 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Which micro-kernel runs the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Micro {
+    /// SIMD128 multiply then add: every browser with WebAssembly SIMD.
+    Simd128,
+    /// `f32x4.relaxed_madd` (one fused instruction where the CPU has FMA): only in the build
+    /// with the `relaxed-simd` feature, whose module needs a browser with relaxed SIMD.
+    RelaxedMadd,
+}
+
+impl Micro {
+    /// The fastest kernel this build has.
+    pub(crate) const BEST: Micro = if cfg!(all(target_arch = "wasm32", feature = "relaxed-simd")) {
+        Micro::RelaxedMadd
+    } else {
+        Micro::Simd128
+    };
+    /// The kernels this build has.
+    #[cfg(any(test, feature = "selftest"))]
+    pub(crate) fn available() -> &'static [Micro] {
+        if Micro::BEST == Micro::RelaxedMadd {
+            &[Micro::Simd128, Micro::RelaxedMadd]
+        } else {
+            &[Micro::Simd128]
+        }
+    }
+}
+
 /// `y (M, N) += x (M, K) . W^T`, y row-major with row stride N.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // natively only the checks
 pub(crate) fn gemm_acc(y: &mut [f32], x: &[f32], w: Rows, m: usize, n: usize, k: usize) {
+    gemm_acc_with(Micro::BEST, y, x, w, m, n, k)
+}
+
+/// `gemm_acc` with a chosen micro-kernel (the checks and the benchmark run each).
+pub(crate) fn gemm_acc_with(
+    kernel: Micro,
+    y: &mut [f32],
+    x: &[f32],
+    w: Rows,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
     assert!(
         y.len() >= m * n && x.len() >= m * k && w.len() >= n * k,
         "sgemm: operand sizes"
@@ -99,6 +149,7 @@ pub(crate) fn gemm_acc(y: &mut [f32], x: &[f32], w: Rows, m: usize, n: usize, k:
                 for p in 0..panels {
                     let mut tile = [[0.0f32; NR]; MR];
                     micro(
+                        kernel,
                         kc,
                         &apack[p * kc * MR..][..kc * MR],
                         &bpack[..kc * NR],
@@ -117,59 +168,84 @@ pub(crate) fn gemm_acc(y: &mut [f32], x: &[f32], w: Rows, m: usize, n: usize, k:
     });
 }
 
-/// tile (6, 8) = a (kc, 6) panel^T . b (kc, 8) panel.
+/// tile (4, 8) = a (kc, 4) panel^T . b (kc, 8) panel.
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
-fn micro(kc: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; MR]) {
-    use core::arch::wasm32::*;
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-    // SAFETY: the assertion bounds every load below; stores go to `tile`'s own rows (32 bytes).
-    unsafe {
-        let z = f32x4_splat(0.0);
-        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-        let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
-        for _ in 0..kc {
-            let b0 = v128_load(bp as *const v128);
-            let b1 = v128_load(bp.add(4) as *const v128);
-            let a0 = f32x4_splat(*ap);
-            c00 = f32x4_add(c00, f32x4_mul(a0, b0));
-            c01 = f32x4_add(c01, f32x4_mul(a0, b1));
-            let a1 = f32x4_splat(*ap.add(1));
-            c10 = f32x4_add(c10, f32x4_mul(a1, b0));
-            c11 = f32x4_add(c11, f32x4_mul(a1, b1));
-            let a2 = f32x4_splat(*ap.add(2));
-            c20 = f32x4_add(c20, f32x4_mul(a2, b0));
-            c21 = f32x4_add(c21, f32x4_mul(a2, b1));
-            let a3 = f32x4_splat(*ap.add(3));
-            c30 = f32x4_add(c30, f32x4_mul(a3, b0));
-            c31 = f32x4_add(c31, f32x4_mul(a3, b1));
-            let a4 = f32x4_splat(*ap.add(4));
-            c40 = f32x4_add(c40, f32x4_mul(a4, b0));
-            c41 = f32x4_add(c41, f32x4_mul(a4, b1));
-            let a5 = f32x4_splat(*ap.add(5));
-            c50 = f32x4_add(c50, f32x4_mul(a5, b0));
-            c51 = f32x4_add(c51, f32x4_mul(a5, b1));
-            ap = ap.add(MR);
-            bp = bp.add(NR);
-        }
-        for (row, (lo, hi)) in tile.iter_mut().zip([
-            (c00, c01),
-            (c10, c11),
-            (c20, c21),
-            (c30, c31),
-            (c40, c41),
-            (c50, c51),
-        ]) {
-            v128_store(row.as_mut_ptr() as *mut v128, lo);
-            v128_store(row.as_mut_ptr().add(4) as *mut v128, hi);
-        }
+fn micro(kernel: Micro, kc: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; MR]) {
+    match kernel {
+        // Safe to call on wasm: a module with relaxed SIMD instructions only instantiates in a
+        // browser that validates them (www/worker.js picks the build).
+        #[cfg(feature = "relaxed-simd")]
+        Micro::RelaxedMadd => micro_madd(kc, a, b, tile),
+        _ => micro_simd128(kc, a, b, tile),
     }
 }
 
+/// A micro-kernel whose accumulation step is `$madd(a, b, c) = a * b + c` (the invocations
+/// carry the `cfg`s).
+macro_rules! micro_kernel {
+    ($(#[$attr:meta])* $name:ident, $madd:path) => {
+        $(#[$attr])*
+        fn $name(kc: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; MR]) {
+            use core::arch::wasm32::*;
+            assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+            // SAFETY: the assertion bounds every load below; stores go to `tile`'s own rows.
+            unsafe {
+                let mut lo = [f32x4_splat(0.0); MR];
+                let mut hi = lo;
+                let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
+                for _ in 0..kc {
+                    let b0 = v128_load(bp as *const v128);
+                    let b1 = v128_load(bp.add(4) as *const v128);
+                    for i in 0..MR {
+                        let av = v128_load32_splat(ap.add(i) as *const u32);
+                        lo[i] = $madd(av, b0, lo[i]);
+                        hi[i] = $madd(av, b1, hi[i]);
+                    }
+                    ap = ap.add(MR);
+                    bp = bp.add(NR);
+                }
+                for (row, (l, h)) in tile.iter_mut().zip(lo.into_iter().zip(hi)) {
+                    v128_store(row.as_mut_ptr() as *mut v128, l);
+                    v128_store(row.as_mut_ptr().add(4) as *mut v128, h);
+                }
+            }
+        }
+    };
+}
+
+/// `a * b + c` in SIMD128: multiply, then add.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn mul_add(
+    a: core::arch::wasm32::v128,
+    b: core::arch::wasm32::v128,
+    c: core::arch::wasm32::v128,
+) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    f32x4_add(c, f32x4_mul(a, b))
+}
+
+micro_kernel!(
+    /// The SIMD128 micro-kernel.
+    #[cfg(target_arch = "wasm32")]
+    #[inline(always)]
+    micro_simd128,
+    mul_add
+);
+
+micro_kernel!(
+    /// The relaxed-SIMD micro-kernel: `f32x4.relaxed_madd`, a fused multiply-add on CPUs with
+    /// FMA (one rounding; the product's accuracy only improves), otherwise multiply then add.
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    #[target_feature(enable = "relaxed-simd")]
+    micro_madd,
+    f32x4_relaxed_madd
+);
+
 /// The portable micro-kernel (native builds: the packing's unit tests).
 #[cfg(not(target_arch = "wasm32"))]
-fn micro(kc: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; MR]) {
+fn micro(_: Micro, kc: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; MR]) {
     for kk in 0..kc {
         for (i, row) in tile.iter_mut().enumerate() {
             let av = a[kk * MR + i];
@@ -199,8 +275,9 @@ pub(crate) fn check_awkward_shapes() -> String {
         check(m, n, k);
     }
     format!(
-        "packed CPU product: {} shapes x 3 weight types match",
-        shapes.len()
+        "packed CPU product: {} shapes x 3 weight types x {:?} match",
+        shapes.len(),
+        Micro::available()
     )
 }
 
@@ -216,9 +293,13 @@ fn check(m: usize, n: usize, k: usize) {
             .collect();
         let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
         let wb: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
-        for rows in [Rows::F32(&w), Rows::F16(&w16), Rows::BF16(&wb)] {
+        let all = [Rows::F32(&w), Rows::F16(&w16), Rows::BF16(&wb)];
+        for (&kernel, rows) in Micro::available()
+            .iter()
+            .flat_map(|k| all.iter().map(move |r| (k, *r)))
+        {
             let mut y: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.01).collect();
-            gemm_acc(&mut y, &x, rows, m, n, k);
+            gemm_acc_with(kernel, &mut y, &x, rows, m, n, k);
             for i in 0..m {
                 for j in 0..n {
                     let want = (i * n + j) as f64 * 0.01f32 as f64
@@ -228,7 +309,7 @@ fn check(m: usize, n: usize, k: usize) {
                     let got = y[i * n + j] as f64;
                     assert!(
                         (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
-                        "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
+                        "{kernel:?} {m}x{n}x{k} ({i},{j}): {got} vs {want}"
                     );
                 }
             }

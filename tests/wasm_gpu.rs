@@ -208,6 +208,39 @@ async fn model_scores_on_webgpu_match_goldens() {
     );
 }
 
+/// Benchmark harness, not a check (ignored): GFLOP/s of the browser CPU path's product on the
+/// CLIP-H shapes, each micro-kernel of this build side by side. Meaningful in a release build:
+/// `scripts/test-wasm --release -- --include-ignored --nocapture bench_cpu`
+#[wasm_bindgen_test]
+#[ignore]
+fn bench_cpu_clip_h_product_shapes() {
+    let now = || js_sys::Date::now();
+    for shape in [
+        (257, 1280, 3840),
+        (257, 1280, 1280),
+        (257, 1280, 5120),
+        (257, 5120, 1280),
+        (77, 1024, 3072),
+        (77, 4096, 1024),
+    ] {
+        let (m, k, n) = shape;
+        for (kernel, ms, gflops) in selftest::cpu_product_timing(shape, 5, &now) {
+            console_log!("cpu {kernel} {m}x{k}x{n}: best {ms:.0} ms, {gflops:.2} GFLOP/s");
+        }
+    }
+}
+
+/// Benchmark harness, not a check (ignored): where a ViT-H/14 vision layer's time goes on the
+/// browser CPU path (release build: `scripts/test-wasm --release -- --include-ignored --nocapture bench_cpu`).
+#[wasm_bindgen_test]
+#[ignore]
+fn bench_cpu_vision_layer_stages() {
+    let now = || js_sys::Date::now();
+    for (stage, ms) in selftest::cpu_layer_profile(&now) {
+        console_log!("cpu vision layer: {stage} {ms:.0} ms");
+    }
+}
+
 /// Benchmark harness, not a check (ignored): GFLOP/s of the f16-weight matmul on the CLIP-H
 /// shapes on this browser's adapter. `scripts/test-wasm -- --include-ignored --nocapture bench_`
 #[wasm_bindgen_test]

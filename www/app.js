@@ -33,7 +33,10 @@ class Engine {
 
   ensure() {
     if (this.worker) return;
-    this.worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
+    const url = new URL('worker.js', import.meta.url);
+    // ?wasm=simd128 keeps the worker on the plain SIMD128 build (worker.js).
+    if (params.get('wasm') === 'simd128') url.searchParams.set('wasm', 'simd128');
+    this.worker = new Worker(url, { type: 'module' });
     this.worker.onmessage = (ev) => this.onMessage(ev.data);
     this.worker.onerror = (ev) => {
       ev.preventDefault?.();

@@ -1,5 +1,6 @@
 // Times the page's engine in Chromium on random models of CLIP ViT-H/14 geometry (SciScore's),
-// nothing downloaded: ms per image at two depths, hence ms per vision layer.
+// nothing downloaded: ms per image at two depths, hence ms per vision layer. On the CPU, both
+// wasm builds side by side: the relaxed-SIMD one the worker picks here, and ?wasm=simd128.
 //   node tests/browser/bench.mjs [cpu|webgpu] [layers-a layers-b]     (default: cpu 1 3)
 // Needs the wasm build (scripts/serve --build-only) and a sciscore binary.
 
@@ -18,22 +19,25 @@ const browser = await launch();
 try {
   const { page, outside } = await openPage(browser, server.url);
   await page.goto(server.url);
-  const rows = await page.evaluate(async ({ backend, layers, images, tokenizer }) => {
-    const w = new Worker('worker.js', { type: 'module' });
-    const r = await new Promise((res) => {
-      w.onmessage = (e) => { if (e.data.type !== 'progress') res(e.data); };
-      w.postMessage({ id: 1, type: 'bench', geometry: 'clip-h', layers, backend, tokenizer: new Uint8Array(tokenizer),
-        images: images.map((im) => ({ name: im.name, bytes: new Uint8Array(im.bytes).buffer })) });
-    });
-    w.terminate();
-    if (r.type !== 'done') throw new Error(r.message);
-    return r.value;
-  }, { backend, layers: [la, lb], images, tokenizer });
-  for (const r of rows) console.log(`clip-h, ${r.layers} layers/tower on ${r.device}: load ${r.load_ms.toFixed(0)} ms, one image ${r.image_ms.toFixed(0)} ms, wasm memory ${(r.wasm_memory_bytes / 1e6).toFixed(0)} MB`);
-  const perLayer = (rows[1].image_ms - rows[0].image_ms) / (lb - la);
-  // One ViT-H/14 layer at 257 tokens: 2*T*D*(4D + 2F) + 4*T*T*D FLOPs (matrix products only).
-  const flop = 2 * 257 * 1280 * (4 * 1280 + 2 * 5120) + 4 * 257 * 257 * 1280;
-  console.log(`vision layer (${backend}): ${perLayer.toFixed(0)} ms, ${(flop / perLayer / 1e6).toFixed(1)} GFLOP/s`);
+  const builds = backend === 'cpu' ? ['worker.js', 'worker.js?wasm=simd128'] : ['worker.js'];
+  for (const workerUrl of builds) {
+    const rows = await page.evaluate(async ({ workerUrl, backend, layers, images, tokenizer }) => {
+      const w = new Worker(workerUrl, { type: 'module' });
+      const r = await new Promise((res) => {
+        w.onmessage = (e) => { if (e.data.type !== 'progress') res(e.data); };
+        w.postMessage({ id: 1, type: 'bench', geometry: 'clip-h', layers, backend, tokenizer: new Uint8Array(tokenizer),
+          images: images.map((im) => ({ name: im.name, bytes: new Uint8Array(im.bytes).buffer })) });
+      });
+      w.terminate();
+      if (r.type !== 'done') throw new Error(r.message);
+      return r.value;
+    }, { workerUrl, backend, layers: [la, lb], images, tokenizer });
+    for (const r of rows) console.log(`clip-h, ${r.layers} layers/tower on ${r.device}: load ${r.load_ms.toFixed(0)} ms, one image ${r.image_ms.toFixed(0)} ms, wasm memory ${(r.wasm_memory_bytes / 1e6).toFixed(0)} MB`);
+    const perLayer = (rows[1].image_ms - rows[0].image_ms) / (lb - la);
+    // One ViT-H/14 layer at 257 tokens: 2*T*D*(4D + 2F) + 4*T*T*D FLOPs (matrix products only).
+    const flop = 2 * 257 * 1280 * (4 * 1280 + 2 * 5120) + 4 * 257 * 257 * 1280;
+    console.log(`vision layer (${rows[0].device}): ${perLayer.toFixed(0)} ms, ${(flop / perLayer / 1e6).toFixed(1)} GFLOP/s`);
+  }
   if (outside.length) throw new Error(`requests left the local server: ${outside}`);
 } finally {
   await browser.close();

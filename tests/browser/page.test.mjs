@@ -123,13 +123,37 @@ test('cpu: the demo model from #model-files scores like transformers; a new prom
 
     const loadMs = Number(await page.getAttribute('#status', 'data-load-ms'));
     t.diagnostic(`cpu: load ${load.ms} ms (engine ${loadMs} ms, incl. wasm start), score ${names.length} images ${first.ms} ms (engine ${engineMs} ms), re-score for a new prompt ${rescoreMs} ms; max |score - transformers| ${maxDiff.toExponential(1)}`);
-    assert.ok(requests.some((u) => u.endsWith('/pkg/sciscore_bg.wasm')), 'the worker\'s requests are recorded too');
+    // Chromium has relaxed SIMD: the worker runs the FMA build (the worker's requests are recorded too).
+    assert.ok(requests.some((u) => u.endsWith('/pkg-relaxed/sciscore_bg.wasm')), `relaxed-SIMD build loaded: ${requests}`);
+    assert.match(await page.textContent('#backend-note'), /relaxed-SIMD FMA/);
     assert.deepEqual(outside, [], 'no request leaves the local server');
   } catch (e) {
     console.error(logs.join('\n'));
     throw e;
   } finally {
     if (process.env.SCISCORE_BROWSER_LOGS) console.log(logs.join('\n'));
+    await context.close();
+  }
+});
+
+test('cpu, ?wasm=simd128: the plain SIMD128 build (browsers without relaxed SIMD) scores like transformers', async (t) => {
+  const { page, requests, outside, logs, context } = await openPage(browser, server.url);
+  try {
+    await page.goto(`${server.url}?backend=cpu&wasm=simd128`);
+    await page.setInputFiles('#model-files', DEMO_FILES);
+    await waitReady(page);
+    assert.match(await page.textContent('#backend-note'), /cpu \(wasm SIMD128\)/);
+    const names = IMAGES.slice(0, 4);
+    const { r } = await scoreImages(page, 0, names);
+    const maxDiff = checkScores(r, 0, names, { scoreTol: CPU_SCORE_TOL, probTol: PROB_TOL });
+    assert.ok(requests.some((u) => u.endsWith('/pkg/sciscore_bg.wasm')), 'plain build loaded');
+    assert.ok(!requests.some((u) => u.includes('/pkg-relaxed/')), 'relaxed build not fetched');
+    assert.deepEqual(outside, []);
+    t.diagnostic(`cpu (SIMD128 build): max |score - transformers| ${maxDiff.toExponential(1)}`);
+  } catch (e) {
+    console.error(logs.join('\n'));
+    throw e;
+  } finally {
     await context.close();
   }
 });
