@@ -251,18 +251,7 @@ fn attention(x: &[f32], t: usize, a: &Attention, tower: &TowerConfig, causal: bo
         let mut s = vec![0.0f32; t * t];
         gemm_nt(&mut s, &qh, &kh, t, t, dh, false, false);
         for (i, row) in s.chunks_exact_mut(t).enumerate() {
-            let valid = if causal { i + 1 } else { t };
-            let max = row[..valid]
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            // The exponentials in a loop of their own (it vectorizes), then the f64 sum.
-            for v in row[..valid].iter_mut() {
-                *v = exp_nonpos(*v - max);
-            }
-            let sum: f64 = row[..valid].iter().map(|&v| v as f64).sum();
-            let inv = (1.0 / sum) as f32;
-            row[..valid].iter_mut().for_each(|v| *v *= inv);
-            row[valid..].iter_mut().for_each(|v| *v = 0.0);
+            softmax_row(row, if causal { i + 1 } else { t });
         }
         // out_h (T, Dh) = s (T, T) . vh (T, Dh): transpose vh to (Dh, T) for gemm_nt.
         let mut vt = vec![0.0f32; dh * t];
@@ -281,6 +270,21 @@ fn attention(x: &[f32], t: usize, a: &Attention, tower: &TowerConfig, causal: bo
         }
     }
     linear(&ctx, t, &a.out_proj)
+}
+
+/// Max-subtracted softmax over `row[..valid]`; the masked rest becomes 0.
+fn softmax_row(row: &mut [f32], valid: usize) {
+    let max = row[..valid]
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // The exponentials in a loop of their own (it vectorizes), then the f64 sum.
+    for v in row[..valid].iter_mut() {
+        *v = exp_nonpos(*v - max);
+    }
+    let sum: f64 = row[..valid].iter().map(|&v| v as f64).sum();
+    let inv = (1.0 / sum) as f32;
+    row[..valid].iter_mut().for_each(|v| *v *= inv);
+    row[valid..].iter_mut().for_each(|v| *v = 0.0);
 }
 
 fn map_heads<F: Fn(usize) -> Vec<f32> + Sync + Send>(h: usize, f: F) -> Vec<Vec<f32>> {
@@ -492,6 +496,95 @@ impl CpuModel {
     }
 }
 
+/// Where a ViT-H/14 vision layer's time goes on this CPU path (f16-held random weights, one
+/// image of 257 tokens): (stage, ms). A benchmark harness for `tests/wasm_gpu.rs`.
+#[cfg(feature = "selftest")]
+pub(crate) fn profile_vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
+    let (t, d, f) = (257, 1280, 5120);
+    let tower = TowerConfig {
+        hidden_size: d,
+        intermediate_size: f,
+        num_layers: 1,
+        num_heads: 16,
+        layer_norm_eps: 1e-5,
+        act: Activation::Gelu,
+    };
+    use crate::gpu::selftest::rand;
+    let mut seed = 0;
+    let mut rand = |n: usize, scale: f32| {
+        seed += 1;
+        rand(n, seed, scale)
+    };
+    let mut lin = |out: usize, inp: usize| Linear {
+        weight: Matrix::F16(
+            rand(out * inp, (3.0 / inp as f32).sqrt())
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect(),
+        ),
+        bias: Some(vec![0.01; out]),
+        out_features: out,
+        in_features: inp,
+    };
+    let attn = Attention {
+        q_proj: lin(d, d),
+        k_proj: lin(d, d),
+        v_proj: lin(d, d),
+        out_proj: lin(d, d),
+    };
+    let (fc1, fc2) = (lin(f, d), lin(d, f));
+    let ln = LayerNorm {
+        weight: vec![1.0; d],
+        bias: vec![0.0; d],
+    };
+    let x: Vec<f32> = (0..t * d)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut out = Vec::new();
+    let mut time = |name: &'static str, f: &mut dyn FnMut()| {
+        let t0 = now_ms();
+        f();
+        out.push((name, now_ms() - t0));
+    };
+    let mut h = Vec::new();
+    time("layer_norm", &mut || h = layer_norm(&x, &ln, 1e-5));
+    time("q/k/v/out products", &mut || {
+        for l in [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj] {
+            std::hint::black_box(linear(&h, t, l));
+        }
+    });
+    time("attention (with its 4 products)", &mut || {
+        std::hint::black_box(attention(&h, t, &attn, &tower, false));
+    });
+    // The attention's pieces for 16 heads of 80.
+    let (heads, dh) = (16, d / 16);
+    let qh = rand(t * dh, 0.5);
+    let mut sc = vec![0.0f32; t * t];
+    time("  16 x scores q k^T (257x257x80)", &mut || {
+        for _ in 0..heads {
+            gemm_nt(&mut sc, &qh, &qh, t, t, dh, false, false);
+        }
+    });
+    time("  16 x softmax rows", &mut || {
+        for _ in 0..heads {
+            sc.chunks_exact_mut(t).for_each(|row| softmax_row(row, t));
+        }
+    });
+    let mut o = vec![0.0f32; t * dh];
+    time("  16 x context s v (257x80x257)", &mut || {
+        for _ in 0..heads {
+            gemm_nt(&mut o, &sc, &qh, t, dh, t, false, false);
+        }
+    });
+    let mut g = Vec::new();
+    time("fc1", &mut || g = linear(&h, t, &fc1));
+    time("gelu", &mut || activate(&mut g, Activation::Gelu));
+    time("fc2", &mut || {
+        std::hint::black_box(linear(&g, t, &fc2));
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,106 +704,4 @@ mod tests {
         activate(&mut q, Activation::QuickGelu);
         assert!((q[0] - 1.0 / (1.0 + (-1.702f32).exp())).abs() < 1e-7);
     }
-}
-
-/// Where a ViT-H/14 vision layer's time goes on this CPU path (f16-held random weights, one
-/// image of 257 tokens): (stage, ms). A benchmark harness for `tests/wasm_gpu.rs`.
-#[cfg(feature = "selftest")]
-pub(crate) fn profile_vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
-    let (t, d, f) = (257, 1280, 5120);
-    let tower = TowerConfig {
-        hidden_size: d,
-        intermediate_size: f,
-        num_layers: 1,
-        num_heads: 16,
-        layer_norm_eps: 1e-5,
-        act: Activation::Gelu,
-    };
-    let mut seed = 1u64;
-    let mut rand = |n: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    };
-    let mut lin = |out: usize, inp: usize| Linear {
-        weight: Matrix::F16(
-            rand(out * inp, (3.0 / inp as f32).sqrt())
-                .into_iter()
-                .map(half::f16::from_f32)
-                .collect(),
-        ),
-        bias: Some(vec![0.01; out]),
-        out_features: out,
-        in_features: inp,
-    };
-    let attn = Attention {
-        q_proj: lin(d, d),
-        k_proj: lin(d, d),
-        v_proj: lin(d, d),
-        out_proj: lin(d, d),
-    };
-    let (fc1, fc2) = (lin(f, d), lin(d, f));
-    let ln = LayerNorm {
-        weight: vec![1.0; d],
-        bias: vec![0.0; d],
-    };
-    let x: Vec<f32> = (0..t * d)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
-    let mut out = Vec::new();
-    let mut time = |name: &'static str, f: &mut dyn FnMut()| {
-        let t0 = now_ms();
-        f();
-        out.push((name, now_ms() - t0));
-    };
-    let mut h = Vec::new();
-    time("layer_norm", &mut || h = layer_norm(&x, &ln, 1e-5));
-    time("q/k/v/out products", &mut || {
-        for l in [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj] {
-            std::hint::black_box(linear(&h, t, l));
-        }
-    });
-    time("attention (with its 4 products)", &mut || {
-        std::hint::black_box(attention(&h, t, &attn, &tower, false));
-    });
-    // The attention's pieces for 16 heads of 80.
-    let (heads, dh) = (16, d / 16);
-    let qh = rand(t * dh, 0.5);
-    let mut sc = vec![0.0f32; t * t];
-    time("  16 x scores q k^T (257x257x80)", &mut || {
-        for _ in 0..heads {
-            gemm_nt(&mut sc, &qh, &qh, t, t, dh, false, false);
-        }
-    });
-    time("  16 x softmax rows", &mut || {
-        for _ in 0..heads {
-            for row in sc.chunks_exact_mut(t) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                for v in row.iter_mut() {
-                    *v = exp_nonpos(*v - max);
-                }
-                let sum: f64 = row.iter().map(|&v| v as f64).sum();
-                let inv = (1.0 / sum) as f32;
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
-        }
-    });
-    let mut o = vec![0.0f32; t * dh];
-    time("  16 x context s v (257x80x257)", &mut || {
-        for _ in 0..heads {
-            gemm_nt(&mut o, &sc, &qh, t, dh, t, false, false);
-        }
-    });
-    let mut g = Vec::new();
-    time("fc1", &mut || g = linear(&h, t, &fc1));
-    time("gelu", &mut || activate(&mut g, Activation::Gelu));
-    time("fc2", &mut || {
-        std::hint::black_box(linear(&g, t, &fc2));
-    });
-    out
 }

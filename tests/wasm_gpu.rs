@@ -208,6 +208,19 @@ async fn model_scores_on_webgpu_match_goldens() {
     );
 }
 
+/// The benchmarks' matmul shapes (M, K, N): ViT-H/14 at 257 tokens (QKV, out, fc1, fc2), then
+/// the text tower at 77.
+const CLIP_H_SHAPES: [(usize, usize, usize); 8] = [
+    (257, 1280, 3840),
+    (257, 1280, 1280),
+    (257, 1280, 5120),
+    (257, 5120, 1280),
+    (77, 1024, 3072),
+    (77, 1024, 1024),
+    (77, 1024, 4096),
+    (77, 4096, 1024),
+];
+
 /// Benchmark harness, not a check (ignored): GFLOP/s of the browser CPU path's product on the
 /// CLIP-H shapes, each micro-kernel of this build side by side. Meaningful in a release build:
 /// `scripts/test-wasm --release -- --include-ignored --nocapture bench_cpu`
@@ -215,14 +228,7 @@ async fn model_scores_on_webgpu_match_goldens() {
 #[ignore]
 fn bench_cpu_clip_h_product_shapes() {
     let now = || js_sys::Date::now();
-    for shape in [
-        (257, 1280, 3840),
-        (257, 1280, 1280),
-        (257, 1280, 5120),
-        (257, 5120, 1280),
-        (77, 1024, 3072),
-        (77, 4096, 1024),
-    ] {
+    for shape in CLIP_H_SHAPES {
         let (m, k, n) = shape;
         for (kernel, ms, gflops) in selftest::cpu_product_timing(shape, 5, &now) {
             console_log!("cpu {kernel} {m}x{k}x{n}: best {ms:.0} ms, {gflops:.2} GFLOP/s");
@@ -248,17 +254,7 @@ fn bench_cpu_vision_layer_stages() {
 async fn bench_clip_h_matmul_shapes() {
     let g = device().await;
     let now = || js_sys::Date::now();
-    // (M, K, N): ViT-H/14 at 257 tokens (QKV, out, fc1, fc2), then the text tower at 77.
-    for shape in [
-        (257, 1280, 3840),
-        (257, 1280, 1280),
-        (257, 1280, 5120),
-        (257, 5120, 1280),
-        (77, 1024, 3072),
-        (77, 1024, 1024),
-        (77, 1024, 4096),
-        (77, 4096, 1024),
-    ] {
+    for shape in CLIP_H_SHAPES {
         let (ms, gflops) = selftest::matmul_timing(&g, shape, 3, &now).await;
         let (m, k, n) = shape;
         console_log!("matmul {m}x{k}x{n}: best {ms:.0} ms, {gflops:.2} GFLOP/s");
