@@ -243,9 +243,11 @@ fn attention(x: &[f32], t: usize, a: &Attention, tower: &TowerConfig, causal: bo
     let heads: Vec<Vec<f32>> = map_heads(h, |head| {
         // Gather this head's (T, Dh) slices contiguously, then scores = q k^T (T, T).
         let slice = |m: &[f32]| -> Vec<f32> {
-            (0..t)
-                .flat_map(|r| m[r * d + head * dh..][..dh].to_vec())
-                .collect()
+            let mut out = Vec::with_capacity(t * dh);
+            for r in 0..t {
+                out.extend_from_slice(&m[r * d + head * dh..][..dh]);
+            }
+            out
         };
         let (qh, kh, vh) = (slice(&q), slice(&k), slice(&v));
         let mut s = vec![0.0f32; t * t];

@@ -4,15 +4,18 @@
 //!
 //! It packs K blocks of x into 4-row panels (zero rows past M) and, per 8 output columns, the
 //! same K block of W into an 8-column panel widened to f32 from whatever W is stored in (f32,
-//! f16 or bf16: the f16-held CLIP-H weights need no separate widening pass). The micro-kernel
-//! keeps eight `v128` accumulators, two W vectors and four broadcast x values live: LLVM hoists
-//! every broadcast of a k step ahead of its products, so a 6 x 8 tile needed 20 registers of the
-//! 15 V8 allocates on x86-64 and spilled (13.5 GFLOP/s against 18.5 for 4 x 8, and 5 x 8 was
-//! 14.7, on the CLIP-H shapes in Chromium here).
+//! f16 or bf16: the f16-held CLIP-H weights need no separate widening pass), four k at a time
+//! in SIMD on wasm (done value by value with stride 8 it cost 13% of the product), and adds full
+//! tiles into y in SIMD. The micro-kernel keeps eight `v128` accumulators and two W vectors
+//! live. With loop strength reduction on, LLVM hoisted every broadcast of a k step ahead of its
+//! products, so a 6 x 8 tile needed 20 registers of the 15 V8 allocates on x86-64 and spilled
+//! (13.5 GFLOP/s against 18.5 for 4 x 8 on the CLIP-H shapes in Chromium here). The wasm build
+//! now turns LSR off (.cargo/config.toml: load offsets fold into memargs) and the broadcasts
+//! interleave, but 5 x 8 and 6 x 8 still measured slower than 4 x 8 (24.5 against 26 GFLOP/s).
 //!
 //! Two builds of the same kernel: plain SIMD128 (multiply, then add) for every browser with
 //! WebAssembly SIMD, and, with the `relaxed-simd` feature, `f32x4.relaxed_madd`, a fused
-//! multiply-add where the CPU has FMA (25 GFLOP/s here). A module holding relaxed SIMD
+//! multiply-add where the CPU has FMA (29 GFLOP/s here, 20 for plain SIMD128). A module holding relaxed SIMD
 //! instructions fails to compile where they are unknown, so www/worker.js loads that build only
 //! where `WebAssembly.validate` accepts one. Native builds compile the same packing with a
 //! portable micro-kernel (the unit tests), but use the `gemm` crate, which is faster there.
@@ -143,8 +146,21 @@ pub(crate) fn gemm_acc_with(
                 if nr < NR {
                     bpack.fill(0.0);
                 }
-                for j in 0..nr {
-                    w.widen((j0 + j) * k + k0, &mut bpack[j..kc * NR], NR);
+                // Full panels four k at a time in SIMD (a scalar widen with stride 8 cost 13% of
+                // the f16 products), the rest (partial panels, the last k % 4) value by value.
+                let done = if nr == NR {
+                    pack_panel(w, j0 * k + k0, k, kc, &mut bpack[..kc * NR])
+                } else {
+                    0
+                };
+                if done < kc {
+                    for j in 0..nr {
+                        w.widen(
+                            (j0 + j) * k + k0 + done,
+                            &mut bpack[done * NR + j..kc * NR],
+                            NR,
+                        );
+                    }
                 }
                 for p in 0..panels {
                     let mut tile = [[0.0f32; NR]; MR];
@@ -156,6 +172,10 @@ pub(crate) fn gemm_acc_with(
                         &mut tile,
                     );
                     let rows = MR.min(m - p * MR);
+                    if rows == MR && nr == NR {
+                        add_tile(&mut y[p * MR * n + j0..], n, &tile);
+                        continue;
+                    }
                     for (i, t) in tile.iter().enumerate().take(rows) {
                         let yr = &mut y[(p * MR + i) * n + j0..][..nr];
                         for (o, v) in yr.iter_mut().zip(t) {
@@ -166,6 +186,124 @@ pub(crate) fn gemm_acc_with(
             }
         }
     });
+}
+
+/// `y[i * n + j] += tile[i][j]` for the whole tile.
+#[inline(always)]
+fn add_tile(y: &mut [f32], n: usize, tile: &[[f32; NR]; MR]) {
+    assert!(y.len() >= (MR - 1) * n + NR, "sgemm: tile bounds");
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: the assertion bounds every row's 8 values.
+    unsafe {
+        use core::arch::wasm32::*;
+        for (i, t) in tile.iter().enumerate() {
+            let (yp, tp) = (y.as_mut_ptr().add(i * n), t.as_ptr());
+            for h in [0, 4] {
+                let (yv, tv) = (yp.add(h) as *mut v128, tp.add(h) as *const v128);
+                v128_store(yv, f32x4_add(v128_load(yv), v128_load(tv)));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    for (i, t) in tile.iter().enumerate() {
+        for (o, v) in y[i * n..][..NR].iter_mut().zip(t) {
+            *o += v;
+        }
+    }
+}
+
+/// Packs a full panel four k at a time: `out[kk * 8 + j] = W[at + j * k + kk]` for j < 8 and
+/// kk < kc rounded down to a multiple of 4, which it returns. Each row's four values are widened
+/// to f32 in one vector (f16 exactly as [`crate::weights::f16_bits_to_f32`], bf16 by a shift),
+/// then two 4 x 4 transposes give the panel's rows.
+#[cfg(target_arch = "wasm32")]
+fn pack_panel(w: Rows, at: usize, k: usize, kc: usize, out: &mut [f32]) -> usize {
+    use core::arch::wasm32::*;
+    let kc4 = kc / 4 * 4;
+    assert!(
+        out.len() >= kc * NR && at + (NR - 1) * k + kc <= w.len(),
+        "sgemm: panel bounds"
+    );
+    #[inline(always)]
+    fn transpose_store(
+        load: impl Fn(usize) -> v128,
+        at: usize,
+        k: usize,
+        kc4: usize,
+        out: &mut [f32],
+    ) {
+        // SAFETY (loads): `load(i)` reads W[i..i + 4], and i + 4 <= at + 7k + kc <= W's length
+        // by the assertion above; stores: (kk + 3) * 8 + 8 <= kc * 8 <= out's length.
+        unsafe {
+            let o = out.as_mut_ptr();
+            for kk in (0..kc4).step_by(4) {
+                for half in 0..2 {
+                    let r = |j: usize| load(at + (4 * half + j) * k + kk);
+                    let (v0, v1, v2, v3) = (r(0), r(1), r(2), r(3));
+                    let t0 = i32x4_shuffle::<0, 4, 1, 5>(v0, v1);
+                    let t1 = i32x4_shuffle::<0, 4, 1, 5>(v2, v3);
+                    let t2 = i32x4_shuffle::<2, 6, 3, 7>(v0, v1);
+                    let t3 = i32x4_shuffle::<2, 6, 3, 7>(v2, v3);
+                    let col = o.add(kk * NR + 4 * half);
+                    v128_store(col as *mut v128, i32x4_shuffle::<0, 1, 4, 5>(t0, t1));
+                    v128_store(
+                        col.add(NR) as *mut v128,
+                        i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
+                    );
+                    v128_store(
+                        col.add(2 * NR) as *mut v128,
+                        i32x4_shuffle::<0, 1, 4, 5>(t2, t3),
+                    );
+                    v128_store(
+                        col.add(3 * NR) as *mut v128,
+                        i32x4_shuffle::<2, 3, 6, 7>(t2, t3),
+                    );
+                }
+            }
+        }
+    }
+    // SAFETY (each `load`): transpose_store calls it only within the bounds asserted above.
+    macro_rules! pack {
+        ($load:expr) => {
+            transpose_store($load, at, k, kc4, out)
+        };
+    }
+    match w {
+        Rows::F32(v) => {
+            let p = v.as_ptr();
+            pack!(|i| unsafe { v128_load(p.add(i) as *const v128) })
+        }
+        Rows::F16(v) => {
+            let p = v.as_ptr() as *const u16;
+            pack!(|i| f16x4_to_f32(unsafe { u32x4_load_extend_u16x4(p.add(i)) }))
+        }
+        Rows::BF16(v) => {
+            let p = v.as_ptr() as *const u16;
+            pack!(|i| i32x4_shl(unsafe { u32x4_load_extend_u16x4(p.add(i)) }, 16))
+        }
+    }
+    kc4
+}
+
+/// Four f16 bit patterns (zero-extended to u32 lanes) to f32, exactly as
+/// [`crate::weights::f16_bits_to_f32`] does one: magnitude shifted into place and scaled by
+/// 2^112 (subnormals become exact), the all-ones exponent for infinities and NaNs, the sign.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn f16x4_to_f32(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+    let scaled = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
+    let exp = u32x4_splat(0x7c00);
+    let special = i32x4_eq(v128_and(h, exp), exp);
+    let bits = v128_bitselect(v128_or(mag, u32x4_splat(0x7f80_0000)), scaled, special);
+    v128_or(bits, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+}
+
+/// The portable packing (native builds): nothing in SIMD, `widen` does every value.
+#[cfg(not(target_arch = "wasm32"))]
+fn pack_panel(_: Rows, _: usize, _: usize, _: usize, _: &mut [f32]) -> usize {
+    0
 }
 
 /// tile (4, 8) = a (kc, 4) panel^T . b (kc, 8) panel.
@@ -270,15 +408,41 @@ pub(crate) fn check_awkward_shapes() -> String {
         (257, 20, 33),
         (5, 70, 1280),
         (77, 8, 3),
+        (9, 24, 270),
     ];
     for (m, n, k) in shapes {
         check(m, n, k);
     }
+    #[cfg(target_arch = "wasm32")]
+    check_f16x4_all_values();
     format!(
         "packed CPU product: {} shapes x 3 weight types x {:?} match",
         shapes.len(),
         Micro::available()
     )
+}
+
+/// The SIMD f16 widening against `half` on all 65536 bit patterns (NaNs: any NaN).
+#[cfg(all(target_arch = "wasm32", any(test, feature = "selftest")))]
+fn check_f16x4_all_values() {
+    use core::arch::wasm32::*;
+    for b in (0..=u16::MAX as u32).step_by(4) {
+        let got = f16x4_to_f32(u32x4(b, b + 1, b + 2, b + 3));
+        let got = [
+            f32x4_extract_lane::<0>(got),
+            f32x4_extract_lane::<1>(got),
+            f32x4_extract_lane::<2>(got),
+            f32x4_extract_lane::<3>(got),
+        ];
+        for (i, g) in got.into_iter().enumerate() {
+            let want = half::f16::from_bits((b + i as u32) as u16).to_f32();
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "f16x4_to_f32({:#06x}): {g} vs {want}",
+                b + i as u32
+            );
+        }
+    }
 }
 
 #[cfg(any(test, feature = "selftest"))]
