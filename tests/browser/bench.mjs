@@ -1,7 +1,8 @@
 // Times the page's engine in Chromium on random models of CLIP ViT-H/14 geometry (SciScore's),
 // nothing downloaded: ms per image at two depths, hence ms per vision layer. On the CPU, both
 // wasm builds side by side: the relaxed-SIMD one the worker picks here, and ?wasm=simd128.
-//   node tests/browser/bench.mjs [cpu|webgpu] [layers-a layers-b]     (default: cpu 1 3)
+//   node tests/browser/bench.mjs [cpu|webgpu] [layers-a layers-b] [relaxed|simd128]
+// (default: cpu 1 3, both CPU builds; naming one times only that build).
 // Needs the wasm build (scripts/serve --build-only) and a sciscore binary.
 
 import { readFileSync } from 'node:fs';
@@ -19,7 +20,8 @@ const browser = await launch();
 try {
   const { page, outside } = await openPage(browser, server.url);
   await page.goto(server.url);
-  const builds = backend === 'cpu' ? ['worker.js', 'worker.js?wasm=simd128'] : ['worker.js'];
+  const only = { relaxed: ['worker.js'], simd128: ['worker.js?wasm=simd128'] }[process.argv[5]];
+  const builds = backend === 'cpu' ? only || ['worker.js', 'worker.js?wasm=simd128'] : ['worker.js'];
   for (const workerUrl of builds) {
     const rows = await page.evaluate(async ({ workerUrl, backend, layers, images, tokenizer }) => {
       const w = new Worker(workerUrl, { type: 'module' });
