@@ -231,31 +231,15 @@ fn attn_context(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
 }
 
+// The softmax's workgroup size; its reductions come from reduce.wgsl or reduce_subgroups.wgsl,
+// which the host puts in front of this file.
 const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
-
-fn reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            if (is_max) {
-                red[lid] = max(red[lid], red[lid + s]);
-            } else {
-                red[lid] = red[lid] + red[lid + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 // p[z, i] = softmax(s[z, i, 0..keys]) in place, zero past the causal horizon.
 // Dispatch (T, B * H).
 @compute @workgroup_size(64)
-fn attn_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn attn_softmax(@builtin(workgroup_id) wg: vec3<u32>, l: Lanes) {
+    let lid = l.lid;
     let i = wg.x;
     let base = (wg.y * p.t + i) * p.t;
     var keys = p.t;
@@ -266,14 +250,14 @@ fn attn_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     for (var j = lid; j < keys; j = j + WG) {
         m = max(m, scores[base + j]);
     }
-    m = reduce(lid, m, true);
+    m = reduce_max(l, m);
     var sum = 0.0;
     for (var j = lid; j < keys; j = j + WG) {
         let e = exp(scores[base + j] - m);
         scores[base + j] = e;
         sum = sum + e;
     }
-    let inv = 1.0 / reduce(lid, sum, false);
+    let inv = 1.0 / reduce_sum(l, sum);
     for (var j = lid; j < p.t; j = j + WG) {
         if (j < keys) {
             scores[base + j] = scores[base + j] * inv;

@@ -1,8 +1,9 @@
 // LayerNorm over the last dimension: y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta.
 //
 // One 256-invocation workgroup per row. Two passes over the row (mean, then the mean of squared
-// deviations) with f32 tree reductions in workgroup memory: the two-pass form avoids the
-// cancellation of E[x^2] - E[x]^2 on rows with a large mean (CLIP's residual stream has them).
+// deviations) with f32 workgroup reductions (reduce.wgsl or reduce_subgroups.wgsl, which the
+// host puts in front of this file): the two-pass form avoids the cancellation of
+// E[x^2] - E[x]^2 on rows with a large mean (CLIP's residual stream has them).
 
 struct Params {
     rows: u32,
@@ -18,38 +19,24 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (R, D) f32
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            partial[lid] = partial[lid] + partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 // Dispatch (R, 1, 1); rows past 65535 are not needed (B * T stays far below).
 @compute @workgroup_size(256)
-fn layer_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn layer_norm(@builtin(workgroup_id) wg: vec3<u32>, l: Lanes) {
+    let lid = l.lid;
     let row = wg.x;
     let base = row * p.d;
     var s = 0.0;
     for (var c = lid; c < p.d; c = c + WG) {
         s = s + x[base + c];
     }
-    let mean = reduce_sum(lid, s) / f32(p.d);
+    let mean = reduce_sum(l, s) / f32(p.d);
     var q = 0.0;
     for (var c = lid; c < p.d; c = c + WG) {
         let dv = x[base + c] - mean;
         q = q + dv * dv;
     }
-    let variance = reduce_sum(lid, q) / f32(p.d);
+    let variance = reduce_sum(l, q) / f32(p.d);
     let inv = inverseSqrt(variance + p.eps);
     for (var c = lid; c < p.d; c = c + WG) {
         y[base + c] = (x[base + c] - mean) * inv * gamma[c] + beta[c];

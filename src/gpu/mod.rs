@@ -6,8 +6,12 @@
 //! `device.poll` (a no-op wait in the browser, where the event loop delivers them).
 //!
 //! Weights live on the GPU as f16 pairs packed in `u32` (f32 optional); activations and every
-//! accumulation are f32. No optional feature is required: `timestamp-query` is used by the
-//! benchmark when the adapter has it; `shader-f16` and `subgroups` are not needed by any path.
+//! accumulation are f32. No optional feature is required. Used when the adapter has them:
+//! `timestamp-query` (the benchmark's per-kernel times) and `subgroups` (the reductions of layer
+//! norm and softmax, `shaders/reduce_subgroups.wgsl`; natively only, as wgpu 30 does not offer
+//! it on the web). `shader-f16` is not requested: reading the f16 weights as `f16` values
+//! instead of `unpack2x16float` of packed pairs measured 20% slower on llvmpipe (257x1280x5120,
+//! 7.4-7.6 against 9.3-9.5 GFLOP/s), and the weights' memory and bandwidth are halved without it.
 
 mod forward;
 mod weights;
@@ -57,6 +61,8 @@ pub(crate) enum Kernel {
 const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 const MATMUL_DIRECT_WGSL: &str = include_str!("../../shaders/matmul_direct.wgsl");
 const LAYERNORM_WGSL: &str = include_str!("../../shaders/layernorm.wgsl");
+const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_SUBGROUPS_WGSL: &str = include_str!("../../shaders/reduce_subgroups.wgsl");
 const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
 const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
 const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
@@ -171,6 +177,8 @@ pub(crate) struct Gpu {
     dummy: wgpu::Buffer,
     /// Use `shaders/matmul_direct.wgsl` where K allows: adapters that run on the CPU.
     direct_matmul: bool,
+    /// The device has `subgroups` and the reductions use them.
+    subgroups: bool,
 }
 
 fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -187,6 +195,15 @@ impl Gpu {
 
     /// `new`, calling `progress(compiled, total)` as the pipelines compile.
     pub async fn with_progress(progress: &dyn Fn(usize, usize)) -> Result<Gpu> {
+        Self::open(true, progress).await
+    }
+
+    /// `with_progress`; with `optional_features` false (or natively SCISCORE_GPU_FEATURES=core)
+    /// the device gets no optional feature that changes a kernel, so tests and benchmarks can
+    /// run the core WebGPU path on an adapter that has more.
+    pub async fn open(optional_features: bool, progress: &dyn Fn(usize, usize)) -> Result<Gpu> {
+        let optional_features =
+            optional_features && std::env::var("SCISCORE_GPU_FEATURES").as_deref() != Ok("core");
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
@@ -209,6 +226,10 @@ impl Gpu {
         let mut features = wgpu::Features::empty();
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let subgroups = optional_features && adapter.features().contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
         }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -237,13 +258,18 @@ impl Gpu {
         }));
         let i = adapter.get_info();
         let info = format!(
-            "{} ({:?}, {:?}, driver {} {})",
-            i.name, i.backend, i.device_type, i.driver, i.driver_info
+            "{} ({:?}, {:?}, driver {} {}{})",
+            i.name,
+            i.backend,
+            i.device_type,
+            i.driver,
+            i.driver_info,
+            if subgroups { ", subgroups" } else { "" }
         );
         let timestamp_period = features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
             .then(|| queue.get_timestamp_period());
-        let pipes = compile_all(&device, progress).await?;
+        let pipes = compile_all(&device, subgroups, progress).await?;
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -268,14 +294,21 @@ impl Gpu {
             timestamp_period,
             dummy,
             direct_matmul,
+            subgroups,
         };
         gpu.check()?;
         Ok(gpu)
     }
 
-    /// Adapter name, backend and driver.
+    /// Adapter name, backend and driver (and `subgroups` when the kernels use them).
     pub fn info(&self) -> &str {
         &self.info
+    }
+
+    /// Whether the reductions use subgroup operations (`shaders/reduce_subgroups.wgsl`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
     }
 
     /// Fails when the device was lost or an error escaped the error scopes.
@@ -400,10 +433,27 @@ impl Gpu {
     }
 }
 
+/// The WGSL of a kernel file as compiled: a file that calls `reduce_sum` / `reduce_max` gets
+/// `shaders/reduce_subgroups.wgsl` in front of it on a device with subgroups, and
+/// `shaders/reduce.wgsl` (workgroup memory only) otherwise (`tests/shaders.rs` validates both).
+/// Returns (label naming the parts, source); line numbers in messages count from the first part.
+fn module_source(file: &str, src: &str, subgroups: bool) -> (String, String) {
+    if !(src.contains("reduce_sum(") || src.contains("reduce_max(")) {
+        return (file.to_string(), src.to_string());
+    }
+    let (part, reduce) = if subgroups {
+        ("reduce_subgroups.wgsl", REDUCE_SUBGROUPS_WGSL)
+    } else {
+        ("reduce.wgsl", REDUCE_WGSL)
+    };
+    (format!("{part} + {file}"), format!("{reduce}\n{src}"))
+}
+
 /// Compiles every kernel; a shader or pipeline error becomes `Error::Shader` with the file and
 /// the compiler's message (naga natively, Tint in the browser).
 async fn compile_all(
     device: &wgpu::Device,
+    subgroups: bool,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<wgpu::ComputePipeline>> {
     let mut modules: Vec<(&str, wgpu::ShaderModule)> = Vec::new();
@@ -412,10 +462,11 @@ async fn compile_all(
     for (i, &(k, file, src, entry)) in KERNELS.iter().enumerate() {
         debug_assert_eq!(k as usize, i);
         if !modules.iter().any(|(f, _)| *f == file) {
+            let (label, source) = module_source(file, src, subgroups);
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
             });
             let info = m.get_compilation_info().await;
             let errors: Vec<String> = info
@@ -437,10 +488,7 @@ async fn compile_all(
                         format!("{message}; {e}")
                     };
                 }
-                return Err(Error::Shader {
-                    label: file.to_string(),
-                    message,
-                });
+                return Err(Error::Shader { label, message });
             }
             modules.push((file, m));
         }

@@ -85,6 +85,10 @@ impl TestGpu {
     pub async fn new() -> Result<TestGpu> {
         Ok(TestGpu(Gpu::new().await?))
     }
+    /// The default adapter's device without optional kernel features (the core WebGPU path).
+    pub async fn core() -> Result<TestGpu> {
+        Ok(TestGpu(Gpu::open(false, &|_, _| {}).await?))
+    }
     /// Adapter name, backend and driver.
     pub fn info(&self) -> &str {
         self.0.info()

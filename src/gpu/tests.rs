@@ -61,6 +61,42 @@ fn attention_matches_reference() {
     eprintln!("{}", pollster::block_on(selftest::attention(g)));
 }
 
+static GPU_CORE: OnceLock<Option<TestGpu>> = OnceLock::new();
+
+/// The same adapter without optional kernel features: the core WebGPU reductions (the browser's
+/// path) also run on adapters with subgroups.
+fn gpu_core() -> Option<&'static TestGpu> {
+    gpu()?;
+    GPU_CORE
+        .get_or_init(|| Some(pollster::block_on(TestGpu::core()).unwrap()))
+        .as_ref()
+}
+
+#[test]
+fn reductions_use_subgroups_where_the_adapter_has_them() {
+    let Some(g) = gpu() else { return };
+    eprintln!("default device: {}", g.info());
+    // lavapipe has subgroups: CI (SCISCORE_REQUIRE_GPU=1) must exercise reduce_subgroups.wgsl.
+    if g.info().contains("llvmpipe") && std::env::var("SCISCORE_REQUIRE_GPU").as_deref() == Ok("1")
+    {
+        assert!(g.0.subgroups(), "lavapipe offers subgroups: {}", g.info());
+    }
+    let core = gpu_core().unwrap();
+    assert!(!core.0.subgroups(), "{}", core.info());
+}
+
+#[test]
+fn layer_norm_matches_reference_without_subgroups() {
+    let Some(g) = gpu_core() else { return };
+    eprintln!("{}", pollster::block_on(selftest::layer_norm(g)));
+}
+
+#[test]
+fn attention_matches_reference_without_subgroups() {
+    let Some(g) = gpu_core() else { return };
+    eprintln!("{}", pollster::block_on(selftest::attention(g)));
+}
+
 #[test]
 fn vision_embeddings_match_reference() {
     let Some(g) = gpu() else { return };
@@ -205,7 +241,16 @@ fn matmul_variant_timing() {
         .split(',')
         .map(|v| v.parse().unwrap())
         .collect();
-    let entry = if f16 { "matmul_f16" } else { "matmul_f32" };
+    let entry = std::env::var("MATMUL_ENTRY")
+        .unwrap_or_else(|_| if f16 { "matmul_f16" } else { "matmul_f32" }.into());
+    let base = std::env::var("MATMUL_BASE")
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap_or_else(|_| MATMUL_WGSL.into());
+    let base_tile: Vec<usize> = std::env::var("MATMUL_BASE_TILE")
+        .unwrap_or_else(|_| "64,64".into())
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
     let make = |src: &str| {
         let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: None,
@@ -216,12 +261,12 @@ fn matmul_variant_timing() {
                 label: None,
                 layout: None,
                 module: &module,
-                entry_point: Some(entry),
+                entry_point: Some(&entry),
                 compilation_options: Default::default(),
                 cache: None,
             })
     };
-    let pipes = [make(MATMUL_WGSL), make(&variant)];
+    let pipes = [make(&base), make(&variant)];
     let x = rand(m * k, 1, 1.0);
     let w = rand(n * k, 2, 1.0);
     let b = rand(n, 3, 1.0);
@@ -274,7 +319,11 @@ fn matmul_variant_timing() {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 pass.set_pipeline(&pipes[v]);
                 pass.set_bind_group(0, &bg, &[]);
-                let (tn, tm) = if v == 0 { (64, 64) } else { (tile[0], tile[1]) };
+                let (tn, tm) = if v == 0 {
+                    (base_tile[0], base_tile[1])
+                } else {
+                    (tile[0], tile[1])
+                };
                 pass.dispatch_workgroups(n.div_ceil(tn) as u32, m.div_ceil(tm) as u32, 1);
             }
             let t0 = std::time::Instant::now();
