@@ -51,6 +51,8 @@ pub(crate) enum Kernel {
     AttnScores,
     AttnSoftmax,
     AttnContext,
+    AttnScoresDirect,
+    AttnContextDirect,
     Im2col,
     VisionEmbed,
     TextEmbedF16,
@@ -68,7 +70,7 @@ const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
 const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
 
 /// (kernel, shader file, source, entry point), in `Kernel` order.
-const KERNELS: [(Kernel, &str, &str, &str); 15] = [
+const KERNELS: [(Kernel, &str, &str, &str); 17] = [
     (Kernel::MatmulF16, "matmul.wgsl", MATMUL_WGSL, "matmul_f16"),
     (Kernel::MatmulF32, "matmul.wgsl", MATMUL_WGSL, "matmul_f32"),
     (
@@ -118,6 +120,18 @@ const KERNELS: [(Kernel, &str, &str, &str); 15] = [
         "attention.wgsl",
         ATTENTION_WGSL,
         "attn_context",
+    ),
+    (
+        Kernel::AttnScoresDirect,
+        "attention.wgsl",
+        ATTENTION_WGSL,
+        "attn_scores_direct",
+    ),
+    (
+        Kernel::AttnContextDirect,
+        "attention.wgsl",
+        ATTENTION_WGSL,
+        "attn_context_direct",
     ),
     (Kernel::Im2col, "embed.wgsl", EMBED_WGSL, "im2col"),
     (
@@ -700,7 +714,8 @@ impl<'g> Pass<'g> {
     }
 
     /// ctx (B*T, D) = attention(qkv (B*T, 3D)), H heads of width Dh, through the scores
-    /// (B*H, T, T).
+    /// (B*H, T, T); the products in 64 x 64 tiles, or on CPU adapters (`set_direct_matmul`) in
+    /// the barrier-free 16 x 32 blocks of `attn_*_direct`.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &mut self,
@@ -725,16 +740,27 @@ impl<'g> Pass<'g> {
             0,
             0,
         ];
-        let tiles = u(t.div_ceil(MATMUL_TILE));
         // q k^T and p v: 2 T^2 D each per sequence (causal counted in full, as bench.rs does).
         let flops = 2.0 * (b * t * t * d) as f64;
         let z = u(b * heads);
+        // CPU adapters: the barrier-free 16 x 32 blocks; GPUs: 64 x 64 tiles.
+        let (scores_k, context_k, rows, cols) = if self.direct_matmul {
+            (Kernel::AttnScoresDirect, Kernel::AttnContextDirect, 16, 32)
+        } else {
+            (
+                Kernel::AttnScores,
+                Kernel::AttnContext,
+                MATMUL_TILE,
+                MATMUL_TILE,
+            )
+        };
+        let row_groups = u(t.div_ceil(rows));
         self.call_counted(
-            Kernel::AttnScores,
+            scores_k,
             "attn_scores",
             &params,
             &[(1, qkv), (2, scores)],
-            [tiles, tiles, z],
+            [u(t.div_ceil(cols)), row_groups, z],
             flops,
         );
         self.call(
@@ -744,13 +770,12 @@ impl<'g> Pass<'g> {
             &[(2, scores)],
             [u(t), z, 1],
         );
-        let dh_tiles = u(dh.div_ceil(MATMUL_TILE));
         self.call_counted(
-            Kernel::AttnContext,
+            context_k,
             "attn_context",
             &params,
             &[(1, qkv), (3, scores), (4, ctx)],
-            [dh_tiles, tiles, z],
+            [u(dh.div_ceil(cols)), row_groups, z],
             flops,
         );
     }

@@ -352,27 +352,29 @@ pub async fn attention(g: &TestGpu) -> String {
         (1, 1, 8, 1, true, 24),
     ] {
         let qkv = rand(b * t * 3 * d, seed, 2.0);
-        let (qb, cb) = (
-            upload(g, &qkv),
-            g.storage("ctx", (b * t * d * 4) as u64).unwrap(),
-        );
-        let sb = g.storage("scores", (b * h * t * t * 4) as u64).unwrap();
-        let mut pass = Pass::new(g);
-        pass.attention(&qb, &sb, &cb, b, t, d, h, causal);
-        let got = run(g, pass, &cb, b * t * d).await;
+        let qb = upload(g, &qkv);
         let want = attention_ref(&qkv, b, t, d, h, causal);
-        for i in 0..got.len() {
-            let dd = (got[i] as f64 - want[i] as f64).abs();
-            worst = worst.max(dd);
-            assert!(
-                dd <= KERNEL_ABS * (1.0 + want[i].abs() as f64),
-                "attention b{b} t{t} d{d} h{h} causal {causal}: [{i}] {} vs {}",
-                got[i],
-                want[i]
-            );
+        for direct in [false, true] {
+            // Fresh (zeroed) outputs: nothing left over from the other kernel family.
+            let cb = g.storage("ctx", (b * t * d * 4) as u64).unwrap();
+            let sb = g.storage("scores", (b * h * t * t * 4) as u64).unwrap();
+            let mut pass = Pass::new(g);
+            pass.set_direct_matmul(direct);
+            pass.attention(&qb, &sb, &cb, b, t, d, h, causal);
+            let got = run(g, pass, &cb, b * t * d).await;
+            for i in 0..got.len() {
+                let dd = (got[i] as f64 - want[i] as f64).abs();
+                worst = worst.max(dd);
+                assert!(
+                    dd <= KERNEL_ABS * (1.0 + want[i].abs() as f64),
+                    "attention b{b} t{t} d{d} h{h} causal {causal} direct {direct}: [{i}] {} vs {}",
+                    got[i],
+                    want[i]
+                );
+            }
         }
     }
-    format!("attention: 6 shapes, max |diff| {worst:.3e}")
+    format!("attention: 6 shapes, tiled and direct, max |diff| {worst:.3e}")
 }
 
 pub async fn vision_embeddings(g: &TestGpu) -> String {
