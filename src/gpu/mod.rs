@@ -160,7 +160,7 @@ const MATMUL_TILE: usize = 64;
 /// Rows of the remainder kernels' tiles (`matmul_*_rows16`).
 const MATMUL_ROWS16: usize = 16;
 /// Rows of a `matmul_direct_*` strip.
-const MATMUL_DIRECT_ROWS: usize = 8;
+const MATMUL_DIRECT_ROWS: usize = 16;
 
 /// What the matmul does after the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,7 +626,7 @@ impl<'g> Pass<'g> {
         });
     }
 
-    /// y (M, N) = epilogue(x (M, K) . W^T + b). On CPU adapters, when K allows, 8-row strips
+    /// y (M, N) = epilogue(x (M, K) . W^T + b). On CPU adapters, when K allows, 16-row strips
     /// of `matmul_direct.wgsl`; otherwise matmul.wgsl's 64 x 64 tiles, and 16 x 64 tiles for
     /// the last M % 64 rows when there are at most 48 of them: zero rows computed in a tile
     /// cost as much as real ones (77 rows: 64 + 16 computed instead of 128).
