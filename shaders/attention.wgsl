@@ -382,9 +382,11 @@ fn attn_context_direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
     let e5 = min(c0 + 5u, last_c);
     let e6 = min(c0 + 6u, last_c);
     let e7 = min(c0 + 7u, last_c);
+    // v of key j starts at v0 + j * 3D (j < T: no clamp).
+    let v0 = head_row(z, 0u, 2u);
     var acc = zero();
     for (var j = 0u; j < keys; j = j + 1u) {
-        let v = head_row(z, j, 2u);
+        let v = v0 + j * 3u * p.d;
         let lo = vec4<f32>(qkv[v + e0], qkv[v + e1], qkv[v + e2], qkv[v + e3]);
         let hi = vec4<f32>(qkv[v + e4], qkv[v + e5], qkv[v + e6], qkv[v + e7]);
         acc = rank1(acc, probs[p0 + j], probs[p1 + j], probs[p2 + j], probs[p3 + j], probs[p4 + j], probs[p5 + j], probs[p6 + j], probs[p7 + j], lo, hi);

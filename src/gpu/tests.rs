@@ -216,10 +216,21 @@ fn model_scores_on_gpu_match_goldens() {
     assert!(model.gpu_bytes() > 0);
 }
 
-/// Kernel tuning harness (not a check): times `shaders/matmul.wgsl` against the WGSL file named
-/// by MATMUL_VARIANT (same bindings and entry points), interleaved so that machine load hits
-/// both alike, and reports the largest output difference.
+/// Kernel tuning harness (not a check): times `shaders/matmul.wgsl` (or the file named by
+/// MATMUL_BASE) against the WGSL file named by MATMUL_VARIANT (same bindings; entry point
+/// MATMUL_ENTRY, default `matmul_f16` / `matmul_f32`), interleaved so that machine load hits
+/// both alike, and reports the largest output difference. MATMUL_SHAPE=m,k,n; the y tile each
+/// workgroup covers, cols,rows: MATMUL_BASE_TILE and MATMUL_VARIANT_TILE (default 64,64).
 /// `MATMUL_VARIANT=/tmp/v.wgsl cargo test --lib matmul_variant -- --ignored --nocapture`
+/// A comma-separated list of numbers from the environment, or `default`.
+fn env_list(var: &str, default: &str) -> Vec<usize> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
 #[test]
 #[ignore]
 fn matmul_variant_timing() {
@@ -229,28 +240,16 @@ fn matmul_variant_timing() {
         return;
     };
     let variant = std::fs::read_to_string(path).unwrap();
-    let shape: Vec<usize> = std::env::var("MATMUL_SHAPE")
-        .unwrap_or_else(|_| "257,1280,1280".into())
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let shape = env_list("MATMUL_SHAPE", "257,1280,1280");
     let (m, k, n) = (shape[0], shape[1], shape[2]);
     let f16 = std::env::var("MATMUL_F32").is_err();
-    let tile: Vec<usize> = std::env::var("MATMUL_VARIANT_TILE")
-        .unwrap_or_else(|_| "64,64".into())
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let tile = env_list("MATMUL_VARIANT_TILE", "64,64");
     let entry = std::env::var("MATMUL_ENTRY")
         .unwrap_or_else(|_| if f16 { "matmul_f16" } else { "matmul_f32" }.into());
     let base = std::env::var("MATMUL_BASE")
         .map(|p| std::fs::read_to_string(p).unwrap())
         .unwrap_or_else(|_| MATMUL_WGSL.into());
-    let base_tile: Vec<usize> = std::env::var("MATMUL_BASE_TILE")
-        .unwrap_or_else(|_| "64,64".into())
-        .split(',')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let base_tile = env_list("MATMUL_BASE_TILE", "64,64");
     let make = |src: &str| {
         let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: None,
