@@ -7,7 +7,8 @@
 // Tiling: one 64-invocation workgroup computes a 64 x 64 tile of y; each invocation an 8 x 8
 // register block (sixteen vec4 accumulators written out by hand, no private arrays: lavapipe and
 // SwiftShader compile loops over private arrays to slow scratch memory). K advances 16 at a time
-// through two 16 x 64 f32 tiles in workgroup memory (2 x 4 KiB, well under the 16 KiB default).
+// through two 16 x 64 tiles in workgroup memory (at most 2 x 4 KiB, well under the 16 KiB
+// default).
 // Why 8 x 8 and not 4 x 4 per invocation: on lavapipe every workgroup-memory load costs about
 // one scalar load per lane and component, so the cost follows loads per FMA: 4 vec4 loads feed
 // 64 FMAs here against 2 per 16 with 4 x 4 (measured on llvmpipe, 257x1280x1280 f16: 5.0 vs
@@ -19,17 +20,11 @@
 // row `row0` on: the host covers the last M % 64 rows with them when that remainder is at most
 // 48, so 77-token text computes 80 rows instead of 128 and 257-token vision 272 instead of 320
 // (measured on llvmpipe, see `Pass::linear`).
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    ldw: u32,       // row stride of W in its storage words (u32 pairs or f32)
-    has_bias: u32,  // 1: add bias[n]
-    act: u32,       // 0: none, 1: exact GELU (erf), 2: quick_gelu x * sigmoid(1.702 x)
-    accumulate: u32,// 1: y += result (residual add into y)
-    row0: u32,      // first row of the dispatch (the 16-row remainder kernels)
-}
+//
+// The host puts two parts in front of this file (`module_source`): matmul_epilogue.wgsl (Params,
+// erf GELU, quick_gelu, bias, residual) and the f16 kernels' W-tile type `WTile16`:
+// wtile_f16.wgsl on devices with `shader-f16` (the tile holds the f16 weights as f16: half the
+// workgroup memory and tile-load bytes, exactly the same products) and wtile_f32.wgsl otherwise.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;        // (M, K) f32
@@ -40,9 +35,11 @@ struct Params {
 
 const TILE_K: u32 = 16u;
 
-// a_tile[kk * 16 + g]: rows 4g..4g+3 of the tile at k0 + kk; b_tile likewise for columns.
+// a_tile[kk * 16 + g]: rows 4g..4g+3 of the tile at k0 + kk; b_tile likewise for columns (f32
+// weights), b16_tile for f16 weights (WTile16: vec4<f16> or vec4<f32>, see above).
 var<workgroup> a_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 rows)
 var<workgroup> b_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 cols)
+var<workgroup> b16_tile: array<WTile16, 256>; // (16 k, 16 x 4 cols)
 
 fn x_at(row: u32, col: u32) -> f32 {
     if (row < p.m && col < p.k) {
@@ -64,11 +61,11 @@ fn load_a(lid: u32, m0: u32, k0: u32) {
 }
 
 // The packed pair (k, k + 1) of W row n, zero past N (the pad half of an odd K is stored as 0).
-fn w16_pair(n: u32, pair: u32) -> vec2<f32> {
+fn w16_pair(n: u32, pair: u32) -> WPair16 {
     if (n < p.n && 2u * pair < p.k) {
-        return unpack2x16float(w16[n * p.ldw + pair]);
+        return unpack_pair16(w16[n * p.ldw + pair]);
     }
-    return vec2<f32>(0.0);
+    return WPair16();
 }
 
 // The f16 W tile: invocation (pr = lid % 8, q = lid / 8) loads columns 8q..8q+7 at
@@ -84,8 +81,8 @@ fn load_b16(lid: u32, n0: u32, k0: u32) {
         let w1 = w16_pair(n + 1u, pair);
         let w2 = w16_pair(n + 2u, pair);
         let w3 = w16_pair(n + 3u, pair);
-        b_tile[(2u * pr) * 16u + g] = vec4<f32>(w0.x, w1.x, w2.x, w3.x);
-        b_tile[(2u * pr + 1u) * 16u + g] = vec4<f32>(w0.y, w1.y, w2.y, w3.y);
+        b16_tile[(2u * pr) * 16u + g] = WTile16(w0.x, w1.x, w2.x, w3.x);
+        b16_tile[(2u * pr + 1u) * 16u + g] = WTile16(w0.y, w1.y, w2.y, w3.y);
     }
 }
 
@@ -108,51 +105,6 @@ fn load_b32(lid: u32, n0: u32, k0: u32) {
     }
 }
 
-// erf(x) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in exact arithmetic, 6.1e-7 measured
-// in f32 on [-10, 10]; tested against f64 erf on a dense grid): erfc(z) = t (a1 + t (a2 + ...))
-// exp(-z^2), t = 1 / (1 + 0.3275911 z), z >= 0. Returned as erfc so that GELU of negative
-// inputs does not lose its digits to 1 + erf cancellation.
-fn erfc_nonneg(z: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    return poly * exp(-z * z);
-}
-
-// GELU(v) = 0.5 v (1 + erf(v / sqrt 2)); 1 + erf(-z) = erfc(z).
-fn gelu(v: f32) -> f32 {
-    let z = abs(v) * 0.70710678118654752;
-    let c = erfc_nonneg(z);
-    let one_plus_erf = select(c, 2.0 - c, v >= 0.0);
-    return 0.5 * v * one_plus_erf;
-}
-
-fn epilogue(row: u32, col: u32, acc: f32) {
-    if (row >= p.m || col >= p.n) {
-        return;
-    }
-    var v = acc;
-    if (p.has_bias == 1u) {
-        v = v + bias[col];
-    }
-    if (p.act == 1u) {
-        v = gelu(v);
-    } else if (p.act == 2u) {
-        v = v / (1.0 + exp(-1.702 * v));
-    }
-    let i = row * p.n + col;
-    if (p.accumulate == 1u) {
-        v = v + y[i];
-    }
-    y[i] = v;
-}
-
-fn store4(row: u32, col: u32, acc: vec4<f32>) {
-    epilogue(row, col, acc.x);
-    epilogue(row, col + 1u, acc.y);
-    epilogue(row, col + 2u, acc.z);
-    epilogue(row, col + 3u, acc.w);
-}
-
 // The 8 x 8 register block of one invocation: row i, columns 0..3 (`ci0`) and 4..7 (`ci1`).
 struct Acc {
     c00: vec4<f32>, c01: vec4<f32>,
@@ -165,30 +117,49 @@ struct Acc {
     c70: vec4<f32>, c71: vec4<f32>,
 }
 
+// The rank-1 update of the 8 x 8 block by rows a0, a1 (x at one k) and columns b0, b1 (W).
+fn rank1(acc_in: Acc, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) -> Acc {
+    var c = acc_in;
+    c.c00 = fma(vec4<f32>(a0.x), b0, c.c00);
+    c.c01 = fma(vec4<f32>(a0.x), b1, c.c01);
+    c.c10 = fma(vec4<f32>(a0.y), b0, c.c10);
+    c.c11 = fma(vec4<f32>(a0.y), b1, c.c11);
+    c.c20 = fma(vec4<f32>(a0.z), b0, c.c20);
+    c.c21 = fma(vec4<f32>(a0.z), b1, c.c21);
+    c.c30 = fma(vec4<f32>(a0.w), b0, c.c30);
+    c.c31 = fma(vec4<f32>(a0.w), b1, c.c31);
+    c.c40 = fma(vec4<f32>(a1.x), b0, c.c40);
+    c.c41 = fma(vec4<f32>(a1.x), b1, c.c41);
+    c.c50 = fma(vec4<f32>(a1.y), b0, c.c50);
+    c.c51 = fma(vec4<f32>(a1.y), b1, c.c51);
+    c.c60 = fma(vec4<f32>(a1.z), b0, c.c60);
+    c.c61 = fma(vec4<f32>(a1.z), b1, c.c61);
+    c.c70 = fma(vec4<f32>(a1.w), b0, c.c70);
+    c.c71 = fma(vec4<f32>(a1.w), b1, c.c71);
+    return c;
+}
+
 // acc += a_tile^T b_tile over the 16 k of the tile: per k, 4 vec4 loads feed 64 FMAs.
 fn tile_product(acc_in: Acc, tx: u32, ty: u32) -> Acc {
     var c = acc_in;
     for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
         let a0 = a_tile[kk * 16u + 2u * ty];
         let a1 = a_tile[kk * 16u + 2u * ty + 1u];
-        let b0 = b_tile[kk * 16u + 2u * tx];
-        let b1 = b_tile[kk * 16u + 2u * tx + 1u];
-        c.c00 = fma(vec4<f32>(a0.x), b0, c.c00);
-        c.c01 = fma(vec4<f32>(a0.x), b1, c.c01);
-        c.c10 = fma(vec4<f32>(a0.y), b0, c.c10);
-        c.c11 = fma(vec4<f32>(a0.y), b1, c.c11);
-        c.c20 = fma(vec4<f32>(a0.z), b0, c.c20);
-        c.c21 = fma(vec4<f32>(a0.z), b1, c.c21);
-        c.c30 = fma(vec4<f32>(a0.w), b0, c.c30);
-        c.c31 = fma(vec4<f32>(a0.w), b1, c.c31);
-        c.c40 = fma(vec4<f32>(a1.x), b0, c.c40);
-        c.c41 = fma(vec4<f32>(a1.x), b1, c.c41);
-        c.c50 = fma(vec4<f32>(a1.y), b0, c.c50);
-        c.c51 = fma(vec4<f32>(a1.y), b1, c.c51);
-        c.c60 = fma(vec4<f32>(a1.z), b0, c.c60);
-        c.c61 = fma(vec4<f32>(a1.z), b1, c.c61);
-        c.c70 = fma(vec4<f32>(a1.w), b0, c.c70);
-        c.c71 = fma(vec4<f32>(a1.w), b1, c.c71);
+        c = rank1(c, a0, a1, b_tile[kk * 16u + 2u * tx], b_tile[kk * 16u + 2u * tx + 1u]);
+    }
+    return c;
+}
+
+// tile_product over b16_tile, each W vector widened to f32 as it is read (an identity without
+// shader-f16).
+fn tile_product16(acc_in: Acc, tx: u32, ty: u32) -> Acc {
+    var c = acc_in;
+    for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
+        let a0 = a_tile[kk * 16u + 2u * ty];
+        let a1 = a_tile[kk * 16u + 2u * ty + 1u];
+        let b0 = vec4<f32>(b16_tile[kk * 16u + 2u * tx]);
+        let b1 = vec4<f32>(b16_tile[kk * 16u + 2u * tx + 1u]);
+        c = rank1(c, a0, a1, b0, b1);
     }
     return c;
 }
@@ -231,7 +202,7 @@ fn matmul_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         load_a(lid, m0, k0);
         load_b16(lid, n0, k0);
         workgroupBarrier();
-        acc = tile_product(acc, tx, ty);
+        acc = tile_product16(acc, tx, ty);
         workgroupBarrier();
     }
     finish(acc, m0, n0, tx, ty);
@@ -271,7 +242,7 @@ fn matmul_f16_rows16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         load_b16(lid + 32u, n0, k0);
         load_b16(lid + 48u, n0, k0);
         workgroupBarrier();
-        acc = tile_product(acc, tx, ty);
+        acc = tile_product16(acc, tx, ty);
         workgroupBarrier();
     }
     finish(acc, m0, n0, tx, ty);

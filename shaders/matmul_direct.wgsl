@@ -12,20 +12,9 @@
 // with 8 x 8 blocks; 16 x 8 blocks then measured faster than 8 x 8 on llvmpipe (10.7 vs 9.6
 // GFLOP/s at 257x1280x5120, 10.7 vs 9.5 at 77x1024x4096: each widened W value serves 16 rows).
 // The host picks matmul.wgsl for other K and for GPUs, where the tiled kernel is the design.
-// A file of its own because x and W are bound here as vec4 arrays and there as scalars; the
-// epilogue (erf GELU, quick_gelu, bias, residual) is therefore repeated from matmul.wgsl, and
-// the naga test validates both copies.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    ldw: u32,       // row stride of W in its storage words (u32 pairs or f32)
-    has_bias: u32,  // 1: add bias[n]
-    act: u32,       // 0: none, 1: exact GELU (erf), 2: quick_gelu x * sigmoid(1.702 x)
-    accumulate: u32,// 1: y += result (residual add into y)
-    row0: u32,      // first row of the dispatch (0 here)
-}
+// A file of its own because x and W are bound here as vec4 arrays and there as scalars. The
+// epilogue (Params, erf GELU, quick_gelu, bias, residual) is matmul_epilogue.wgsl, which the
+// host puts in front of this file.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;       // (M, K / 4)
@@ -33,51 +22,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> w32: array<vec4<f32>>;     // (N, ldw / 4)
 @group(0) @binding(4) var<storage, read> bias: array<f32>;          // (N,) (unused unless has_bias)
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;       // (M, N)
-
-// erf(x) by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 in exact arithmetic, 6.1e-7 measured
-// in f32 on [-10, 10]; tested against f64 erf on a dense grid): erfc(z) = t (a1 + t (a2 + ...))
-// exp(-z^2), t = 1 / (1 + 0.3275911 z), z >= 0. Returned as erfc so that GELU of negative
-// inputs does not lose its digits to 1 + erf cancellation.
-fn erfc_nonneg(z: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    return poly * exp(-z * z);
-}
-
-// GELU(v) = 0.5 v (1 + erf(v / sqrt 2)); 1 + erf(-z) = erfc(z).
-fn gelu(v: f32) -> f32 {
-    let z = abs(v) * 0.70710678118654752;
-    let c = erfc_nonneg(z);
-    let one_plus_erf = select(c, 2.0 - c, v >= 0.0);
-    return 0.5 * v * one_plus_erf;
-}
-
-fn epilogue(row: u32, col: u32, acc: f32) {
-    if (row >= p.m || col >= p.n) {
-        return;
-    }
-    var v = acc;
-    if (p.has_bias == 1u) {
-        v = v + bias[col];
-    }
-    if (p.act == 1u) {
-        v = gelu(v);
-    } else if (p.act == 2u) {
-        v = v / (1.0 + exp(-1.702 * v));
-    }
-    let i = row * p.n + col;
-    if (p.accumulate == 1u) {
-        v = v + y[i];
-    }
-    y[i] = v;
-}
-
-fn store4(row: u32, col: u32, acc: vec4<f32>) {
-    epilogue(row, col, acc.x);
-    epilogue(row, col + 1u, acc.y);
-    epilogue(row, col + 2u, acc.z);
-    epilogue(row, col + 3u, acc.w);
-}
 
 // The 16 x 8 register block of one invocation: row r, columns 0..3 (`c{r}_0`) and 4..7
 // (`c{r}_1`).

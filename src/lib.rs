@@ -43,4 +43,7 @@ pub mod eval;
 #[cfg(feature = "selftest")]
 #[doc(hidden)]
 pub use gpu::selftest;
+/// The kernels' WGSL as the GPU engine composes it for a device's features (shader validators).
+#[doc(hidden)]
+pub use gpu::{shader_modules, ShaderFeatures};
 pub mod random;

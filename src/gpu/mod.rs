@@ -7,11 +7,13 @@
 //!
 //! Weights live on the GPU as f16 pairs packed in `u32` (f32 optional); activations and every
 //! accumulation are f32. No optional feature is required. Used when the adapter has them:
-//! `timestamp-query` (the benchmark's per-kernel times) and `subgroups` (the reductions of layer
+//! `timestamp-query` (the benchmark's per-kernel times), `subgroups` (the reductions of layer
 //! norm and softmax, `shaders/reduce_subgroups.wgsl`; natively only, as wgpu 30 does not offer
-//! it on the web). `shader-f16` is not requested: reading the f16 weights as `f16` values
-//! instead of `unpack2x16float` of packed pairs measured 20% slower on llvmpipe (257x1280x5120,
-//! 7.4-7.6 against 9.3-9.5 GFLOP/s), and the weights' memory and bandwidth are halved without it.
+//! it on the web) and `shader-f16` (the tiled matmul's W tile holds the f16 weights as f16 in
+//! workgroup memory, `shaders/wtile_f16.wgsl`: half the tile's memory and load bytes, the same
+//! f32 products bit for bit). The kernels for CPU adapters (`matmul_direct.wgsl`) keep reading
+//! packed pairs with `unpack2x16float`: reading them as `vec4<f16>` measured 14-20% slower on
+//! llvmpipe (257x1280x5120: 9.5-9.6 against 10.9-11.2 GFLOP/s, 16 x 8 blocks, identical output).
 
 mod forward;
 mod weights;
@@ -61,6 +63,9 @@ pub(crate) enum Kernel {
 }
 
 const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+const MATMUL_EPILOGUE_WGSL: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
+const WTILE_F16_WGSL: &str = include_str!("../../shaders/wtile_f16.wgsl");
+const WTILE_F32_WGSL: &str = include_str!("../../shaders/wtile_f32.wgsl");
 const MATMUL_DIRECT_WGSL: &str = include_str!("../../shaders/matmul_direct.wgsl");
 const LAYERNORM_WGSL: &str = include_str!("../../shaders/layernorm.wgsl");
 const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
@@ -191,8 +196,8 @@ pub(crate) struct Gpu {
     dummy: wgpu::Buffer,
     /// Use `shaders/matmul_direct.wgsl` where K allows: adapters that run on the CPU.
     direct_matmul: bool,
-    /// The device has `subgroups` and the reductions use them.
-    subgroups: bool,
+    /// The optional features the kernels were compiled for.
+    features: ShaderFeatures,
 }
 
 fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -241,9 +246,16 @@ impl Gpu {
         if adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
-        let subgroups = optional_features && adapter.features().contains(wgpu::Features::SUBGROUP);
-        if subgroups {
+        let has = |f| optional_features && adapter.features().contains(f);
+        let shader = ShaderFeatures {
+            subgroups: has(wgpu::Features::SUBGROUP),
+            shader_f16: has(wgpu::Features::SHADER_F16),
+        };
+        if shader.subgroups {
             features |= wgpu::Features::SUBGROUP;
+        }
+        if shader.shader_f16 {
+            features |= wgpu::Features::SHADER_F16;
         }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -278,12 +290,12 @@ impl Gpu {
             i.device_type,
             i.driver,
             i.driver_info,
-            if subgroups { ", subgroups" } else { "" }
+            shader.describe()
         );
         let timestamp_period = features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
             .then(|| queue.get_timestamp_period());
-        let pipes = compile_all(&device, subgroups, progress).await?;
+        let pipes = compile_all(&device, shader, progress).await?;
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -308,13 +320,13 @@ impl Gpu {
             timestamp_period,
             dummy,
             direct_matmul,
-            subgroups,
+            features: shader,
         };
         gpu.check()?;
         Ok(gpu)
     }
 
-    /// Adapter name, backend and driver (and `subgroups` when the kernels use them).
+    /// Adapter name, backend and driver (and the optional features the kernels use).
     pub fn info(&self) -> &str {
         &self.info
     }
@@ -322,7 +334,13 @@ impl Gpu {
     /// Whether the reductions use subgroup operations (`shaders/reduce_subgroups.wgsl`).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn subgroups(&self) -> bool {
-        self.subgroups
+        self.features.subgroups
+    }
+
+    /// Whether the tiled matmul holds f16 weight tiles as f16 (`shaders/wtile_f16.wgsl`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn shader_f16(&self) -> bool {
+        self.features.shader_f16
     }
 
     /// Fails when the device was lost or an error escaped the error scopes.
@@ -447,27 +465,81 @@ impl Gpu {
     }
 }
 
-/// The WGSL of a kernel file as compiled: a file that calls `reduce_sum` / `reduce_max` gets
-/// `shaders/reduce_subgroups.wgsl` in front of it on a device with subgroups, and
-/// `shaders/reduce.wgsl` (workgroup memory only) otherwise (`tests/shaders.rs` validates both).
-/// Returns (label naming the parts, source); line numbers in messages count from the first part.
-fn module_source(file: &str, src: &str, subgroups: bool) -> (String, String) {
-    if !(src.contains("reduce_sum(") || src.contains("reduce_max(")) {
-        return (file.to_string(), src.to_string());
+/// Optional device features that change the WGSL the kernels are compiled from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShaderFeatures {
+    /// `subgroups`: reductions by `shaders/reduce_subgroups.wgsl` instead of `reduce.wgsl`.
+    pub subgroups: bool,
+    /// `shader-f16`: the tiled matmul's f16 W tiles as f16 (`shaders/wtile_f16.wgsl` instead
+    /// of `wtile_f32.wgsl`).
+    pub shader_f16: bool,
+}
+
+impl ShaderFeatures {
+    fn describe(self) -> String {
+        let mut s = String::new();
+        if self.subgroups {
+            s.push_str(", subgroups");
+        }
+        if self.shader_f16 {
+            s.push_str(", shader-f16");
+        }
+        s
     }
-    let (part, reduce) = if subgroups {
-        ("reduce_subgroups.wgsl", REDUCE_SUBGROUPS_WGSL)
-    } else {
-        ("reduce.wgsl", REDUCE_WGSL)
-    };
-    (format!("{part} + {file}"), format!("{reduce}\n{src}"))
+}
+
+/// The WGSL of a kernel file as compiled: the parts it uses go in front of it. A file that names
+/// `WTile16` gets `shaders/wtile_f16.wgsl` on a device with `shader-f16` and `wtile_f32.wgsl`
+/// otherwise (first: it may start with `enable f16;`); one that calls `store4(` gets
+/// `matmul_epilogue.wgsl`; one that calls `reduce_sum` / `reduce_max` gets
+/// `reduce_subgroups.wgsl` on a device with subgroups and `reduce.wgsl` (workgroup memory
+/// only) otherwise. Returns (label naming the parts, source); line numbers in messages count
+/// from the first part.
+fn module_source(file: &str, src: &str, f: ShaderFeatures) -> (String, String) {
+    let mut parts: Vec<(&str, &str)> = Vec::new();
+    if src.contains("WTile16") {
+        parts.push(if f.shader_f16 {
+            ("wtile_f16.wgsl", WTILE_F16_WGSL)
+        } else {
+            ("wtile_f32.wgsl", WTILE_F32_WGSL)
+        });
+    }
+    if src.contains("store4(") {
+        parts.push(("matmul_epilogue.wgsl", MATMUL_EPILOGUE_WGSL));
+    }
+    if src.contains("reduce_sum(") || src.contains("reduce_max(") {
+        parts.push(if f.subgroups {
+            ("reduce_subgroups.wgsl", REDUCE_SUBGROUPS_WGSL)
+        } else {
+            ("reduce.wgsl", REDUCE_WGSL)
+        });
+    }
+    parts.push((file, src));
+    let label = parts.iter().map(|p| p.0).collect::<Vec<_>>().join(" + ");
+    let source = parts.iter().map(|p| p.1).collect::<Vec<_>>().join("\n");
+    (label, source)
+}
+
+/// Every kernel module as the engine compiles it on a device with features `f`: (label naming
+/// its `shaders/` files, WGSL). For validators (tests/shaders.rs).
+pub fn shader_modules(f: ShaderFeatures) -> Vec<(String, String)> {
+    let mut files: Vec<(&str, &str)> = Vec::new();
+    for &(_, file, src, _) in KERNELS.iter() {
+        if !files.iter().any(|(f, _)| *f == file) {
+            files.push((file, src));
+        }
+    }
+    files
+        .into_iter()
+        .map(|(file, src)| module_source(file, src, f))
+        .collect()
 }
 
 /// Compiles every kernel; a shader or pipeline error becomes `Error::Shader` with the file and
 /// the compiler's message (naga natively, Tint in the browser).
 async fn compile_all(
     device: &wgpu::Device,
-    subgroups: bool,
+    features: ShaderFeatures,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Vec<wgpu::ComputePipeline>> {
     let mut modules: Vec<(&str, wgpu::ShaderModule)> = Vec::new();
@@ -476,7 +548,7 @@ async fn compile_all(
     for (i, &(k, file, src, entry)) in KERNELS.iter().enumerate() {
         debug_assert_eq!(k as usize, i);
         if !modules.iter().any(|(f, _)| *f == file) {
-            let (label, source) = module_source(file, src, subgroups);
+            let (label, source) = module_source(file, src, features);
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),

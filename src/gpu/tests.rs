@@ -63,8 +63,8 @@ fn attention_matches_reference() {
 
 static GPU_CORE: OnceLock<Option<TestGpu>> = OnceLock::new();
 
-/// The same adapter without optional kernel features: the core WebGPU reductions (the browser's
-/// path) also run on adapters with subgroups.
+/// The same adapter without optional kernel features: the core WebGPU reductions and f32 weight
+/// tiles (the browser's path on SwiftShader) also run on adapters with subgroups and f16.
 fn gpu_core() -> Option<&'static TestGpu> {
     gpu()?;
     GPU_CORE
@@ -73,16 +73,77 @@ fn gpu_core() -> Option<&'static TestGpu> {
 }
 
 #[test]
-fn reductions_use_subgroups_where_the_adapter_has_them() {
+fn optional_features_are_used_where_the_adapter_has_them() {
     let Some(g) = gpu() else { return };
     eprintln!("default device: {}", g.info());
-    // lavapipe has subgroups: CI (SCISCORE_REQUIRE_GPU=1) must exercise reduce_subgroups.wgsl.
+    // lavapipe has subgroups and shader-f16: CI (SCISCORE_REQUIRE_GPU=1) must exercise
+    // reduce_subgroups.wgsl and wtile_f16.wgsl.
     if g.info().contains("llvmpipe") && std::env::var("SCISCORE_REQUIRE_GPU").as_deref() == Ok("1")
     {
         assert!(g.0.subgroups(), "lavapipe offers subgroups: {}", g.info());
+        assert!(g.0.shader_f16(), "lavapipe offers shader-f16: {}", g.info());
     }
     let core = gpu_core().unwrap();
-    assert!(!core.0.subgroups(), "{}", core.info());
+    assert!(
+        !core.0.subgroups() && !core.0.shader_f16(),
+        "{}",
+        core.info()
+    );
+}
+
+#[test]
+fn matmul_matches_reference_without_optional_features() {
+    let Some(g) = gpu_core() else { return };
+    eprintln!("{}", pollster::block_on(selftest::matmul(g)));
+}
+
+/// The tiled matmul with f16 weight tiles (`wtile_f16.wgsl`) gives the products of the f32
+/// tiles (`wtile_f32.wgsl`) bit for bit: the weights are f16 either way, and both widen them
+/// to f32 before the same FMAs in the same order.
+#[test]
+fn f16_weight_tiles_give_the_f32_tiles_products_bit_for_bit() {
+    let (Some(g), Some(core)) = (gpu(), gpu_core()) else {
+        return;
+    };
+    if !g.0.shader_f16() {
+        eprintln!("skipping: {} has no shader-f16", g.info());
+        return;
+    }
+    // 257 rows (64-row and 16-row tiles), K = 1280, an odd K (the pad half), N off the tile.
+    for (m, n, k, epi) in [
+        (
+            257usize,
+            70usize,
+            1280usize,
+            Epilogue::Act(Activation::Gelu),
+        ),
+        (77, 130, 67, Epilogue::Residual),
+        (3, 5, 1, Epilogue::Store),
+    ] {
+        let x = rand(m * k, 31, 2.0);
+        let w = rand(n * k, 32, 1.0);
+        let b = rand(n, 33, 1.0);
+        let y0 = rand(m * n, 34, 1.0);
+        let outs: Vec<Vec<f32>> = [&g.0, &core.0]
+            .iter()
+            .map(|dev| {
+                let lin = GpuLinear::from_f32(dev, &w, Some(&b), n, k, true).unwrap();
+                let (xb, yb) = (upload(dev, &x), upload(dev, &y0));
+                let mut pass = Pass::new(dev);
+                pass.set_direct_matmul(false);
+                pass.linear("test", &lin, &xb, &yb, m, epi);
+                let mut enc = dev.device.create_command_encoder(&Default::default());
+                pass.encode(&mut enc).unwrap();
+                pollster::block_on(dev.submit_and_read(enc, &yb, m * n)).unwrap()
+            })
+            .collect();
+        let differ = outs[0]
+            .iter()
+            .zip(&outs[1])
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(differ, 0, "{m}x{n}x{k}: {differ} outputs differ");
+    }
 }
 
 #[test]
@@ -220,7 +281,10 @@ fn model_scores_on_gpu_match_goldens() {
 /// MATMUL_BASE) against the WGSL file named by MATMUL_VARIANT (same bindings; entry point
 /// MATMUL_ENTRY, default `matmul_f16` / `matmul_f32`), interleaved so that machine load hits
 /// both alike, and reports the largest output difference. MATMUL_SHAPE=m,k,n; the y tile each
-/// workgroup covers, cols,rows: MATMUL_BASE_TILE and MATMUL_VARIANT_TILE (default 64,64).
+/// workgroup covers, cols,rows: MATMUL_BASE_TILE and MATMUL_VARIANT_TILE (default 64,64). Both
+/// files get their parts as the engine composes them (`module_source`) for the device's
+/// features, the baseline for core WebGPU instead with MATMUL_BASE_FEATURES=core (so the two
+/// W-tile types of matmul.wgsl run side by side with MATMUL_VARIANT=shaders/matmul.wgsl).
 /// `MATMUL_VARIANT=/tmp/v.wgsl cargo test --lib matmul_variant -- --ignored --nocapture`
 /// A comma-separated list of numbers from the environment, or `default`.
 fn env_list(var: &str, default: &str) -> Vec<usize> {
@@ -239,7 +303,7 @@ fn matmul_variant_timing() {
     let Ok(path) = std::env::var("MATMUL_VARIANT") else {
         return;
     };
-    let variant = std::fs::read_to_string(path).unwrap();
+    let variant = module_source(&path, &std::fs::read_to_string(&path).unwrap(), g.features).1;
     let shape = env_list("MATMUL_SHAPE", "257,1280,1280");
     let (m, k, n) = (shape[0], shape[1], shape[2]);
     let f16 = std::env::var("MATMUL_F32").is_err();
@@ -249,6 +313,11 @@ fn matmul_variant_timing() {
     let base = std::env::var("MATMUL_BASE")
         .map(|p| std::fs::read_to_string(p).unwrap())
         .unwrap_or_else(|_| MATMUL_WGSL.into());
+    let base_features = match std::env::var("MATMUL_BASE_FEATURES").as_deref() {
+        Ok("core") => ShaderFeatures::default(),
+        _ => g.features,
+    };
+    let base = module_source("baseline", &base, base_features).1;
     let base_tile = env_list("MATMUL_BASE_TILE", "64,64");
     let make = |src: &str| {
         let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
