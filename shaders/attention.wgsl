@@ -13,7 +13,8 @@
 // 4.2 MB per image at T = 257.
 //
 // Tiles: one 64-invocation workgroup computes a 64 x 64 tile of the product, each invocation an
-// 8 x 8 register block, K stepping 16 at a time through workgroup memory (see matmul.wgsl).
+// 8 x 8 register block, K stepping 16 at a time through workgroup memory: tile8x8.wgsl, which
+// the host puts in front of this file (as it does for matmul.wgsl).
 // Adapters that run on the CPU get `attn_scores_direct` / `attn_context_direct` instead (at the
 // end of the file): smaller blocks read straight from memory, measured on llvmpipe side by side
 // at ViT-H's shape (T 257, 16 heads of 80): scores 121-139 -> 97-103 ms, context 124-158 ->
@@ -36,10 +37,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> probs: array<f32>;        // (B*H, T, T) f32 (= scores)
 @group(0) @binding(4) var<storage, read_write> ctx: array<f32>;    // (B*T, D) f32
 
-const TILE_K: u32 = 16u;
-
-var<workgroup> a_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 rows)
-var<workgroup> b_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 cols)
 
 // Element (row, k) of the left operand and (col, k) of the right one, zero outside the product.
 // scores: left = q (rows i, k = channel), right = k (cols j, k = channel).
@@ -98,49 +95,6 @@ fn load_context(lid: u32, z: u32, m0: u32, n0: u32, k0: u32) {
         let c = n0 + 4u * g;
         b_tile[kk * 16u + g] = vec4<f32>(v_at(z, c, k), v_at(z, c + 1u, k), v_at(z, c + 2u, k), v_at(z, c + 3u, k));
     }
-}
-
-struct Acc {
-    c00: vec4<f32>, c01: vec4<f32>,
-    c10: vec4<f32>, c11: vec4<f32>,
-    c20: vec4<f32>, c21: vec4<f32>,
-    c30: vec4<f32>, c31: vec4<f32>,
-    c40: vec4<f32>, c41: vec4<f32>,
-    c50: vec4<f32>, c51: vec4<f32>,
-    c60: vec4<f32>, c61: vec4<f32>,
-    c70: vec4<f32>, c71: vec4<f32>,
-}
-
-fn tile_product(acc_in: Acc, tx: u32, ty: u32) -> Acc {
-    var c = acc_in;
-    for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
-        let a0 = a_tile[kk * 16u + 2u * ty];
-        let a1 = a_tile[kk * 16u + 2u * ty + 1u];
-        let b0 = b_tile[kk * 16u + 2u * tx];
-        let b1 = b_tile[kk * 16u + 2u * tx + 1u];
-        c.c00 = fma(vec4<f32>(a0.x), b0, c.c00);
-        c.c01 = fma(vec4<f32>(a0.x), b1, c.c01);
-        c.c10 = fma(vec4<f32>(a0.y), b0, c.c10);
-        c.c11 = fma(vec4<f32>(a0.y), b1, c.c11);
-        c.c20 = fma(vec4<f32>(a0.z), b0, c.c20);
-        c.c21 = fma(vec4<f32>(a0.z), b1, c.c21);
-        c.c30 = fma(vec4<f32>(a0.w), b0, c.c30);
-        c.c31 = fma(vec4<f32>(a0.w), b1, c.c31);
-        c.c40 = fma(vec4<f32>(a1.x), b0, c.c40);
-        c.c41 = fma(vec4<f32>(a1.x), b1, c.c41);
-        c.c50 = fma(vec4<f32>(a1.y), b0, c.c50);
-        c.c51 = fma(vec4<f32>(a1.y), b1, c.c51);
-        c.c60 = fma(vec4<f32>(a1.z), b0, c.c60);
-        c.c61 = fma(vec4<f32>(a1.z), b1, c.c61);
-        c.c70 = fma(vec4<f32>(a1.w), b0, c.c70);
-        c.c71 = fma(vec4<f32>(a1.w), b1, c.c71);
-    }
-    return c;
-}
-
-fn zero() -> Acc {
-    let z = vec4<f32>(0.0);
-    return Acc(z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z);
 }
 
 // Row i of an invocation's 8 x 8 block (the store loop is not hot: it runs once per tile).

@@ -21,8 +21,9 @@
 // 48, so 77-token text computes 80 rows instead of 128 and 257-token vision 272 instead of 320
 // (measured on llvmpipe, see `Pass::linear`).
 //
-// The host puts two parts in front of this file (`module_source`): matmul_epilogue.wgsl (Params,
-// erf GELU, quick_gelu, bias, residual) and the f16 kernels' W-tile type `WTile16`:
+// The host puts three parts in front of this file (`module_source`): tile8x8.wgsl (the register
+// block, the f32 tiles and their product), matmul_epilogue.wgsl (Params, erf GELU, quick_gelu,
+// bias, residual) and the f16 kernels' W-tile type `WTile16`:
 // wtile_f16.wgsl on devices with `shader-f16` (the tile holds the f16 weights as f16: half the
 // workgroup memory and tile-load bytes, exactly the same products) and wtile_f32.wgsl otherwise.
 
@@ -33,12 +34,9 @@
 @group(0) @binding(4) var<storage, read> bias: array<f32>;     // (N,) f32 (unused unless has_bias)
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;  // (M, N) f32
 
-const TILE_K: u32 = 16u;
 
-// a_tile[kk * 16 + g]: rows 4g..4g+3 of the tile at k0 + kk; b_tile likewise for columns (f32
-// weights), b16_tile for f16 weights (WTile16: vec4<f16> or vec4<f32>, see above).
-var<workgroup> a_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 rows)
-var<workgroup> b_tile: array<vec4<f32>, 256>; // (16 k, 16 x 4 cols)
+// a_tile and b_tile (tile8x8.wgsl) hold x and, for f32 weights, W; f16 weights go through
+// b16_tile, laid out as b_tile (WTile16: vec4<f16> or vec4<f32>, see above).
 var<workgroup> b16_tile: array<WTile16, 256>; // (16 k, 16 x 4 cols)
 
 fn x_at(row: u32, col: u32) -> f32 {
@@ -105,51 +103,6 @@ fn load_b32(lid: u32, n0: u32, k0: u32) {
     }
 }
 
-// The 8 x 8 register block of one invocation: row i, columns 0..3 (`ci0`) and 4..7 (`ci1`).
-struct Acc {
-    c00: vec4<f32>, c01: vec4<f32>,
-    c10: vec4<f32>, c11: vec4<f32>,
-    c20: vec4<f32>, c21: vec4<f32>,
-    c30: vec4<f32>, c31: vec4<f32>,
-    c40: vec4<f32>, c41: vec4<f32>,
-    c50: vec4<f32>, c51: vec4<f32>,
-    c60: vec4<f32>, c61: vec4<f32>,
-    c70: vec4<f32>, c71: vec4<f32>,
-}
-
-// The rank-1 update of the 8 x 8 block by rows a0, a1 (x at one k) and columns b0, b1 (W).
-fn rank1(acc_in: Acc, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) -> Acc {
-    var c = acc_in;
-    c.c00 = fma(vec4<f32>(a0.x), b0, c.c00);
-    c.c01 = fma(vec4<f32>(a0.x), b1, c.c01);
-    c.c10 = fma(vec4<f32>(a0.y), b0, c.c10);
-    c.c11 = fma(vec4<f32>(a0.y), b1, c.c11);
-    c.c20 = fma(vec4<f32>(a0.z), b0, c.c20);
-    c.c21 = fma(vec4<f32>(a0.z), b1, c.c21);
-    c.c30 = fma(vec4<f32>(a0.w), b0, c.c30);
-    c.c31 = fma(vec4<f32>(a0.w), b1, c.c31);
-    c.c40 = fma(vec4<f32>(a1.x), b0, c.c40);
-    c.c41 = fma(vec4<f32>(a1.x), b1, c.c41);
-    c.c50 = fma(vec4<f32>(a1.y), b0, c.c50);
-    c.c51 = fma(vec4<f32>(a1.y), b1, c.c51);
-    c.c60 = fma(vec4<f32>(a1.z), b0, c.c60);
-    c.c61 = fma(vec4<f32>(a1.z), b1, c.c61);
-    c.c70 = fma(vec4<f32>(a1.w), b0, c.c70);
-    c.c71 = fma(vec4<f32>(a1.w), b1, c.c71);
-    return c;
-}
-
-// acc += a_tile^T b_tile over the 16 k of the tile: per k, 4 vec4 loads feed 64 FMAs.
-fn tile_product(acc_in: Acc, tx: u32, ty: u32) -> Acc {
-    var c = acc_in;
-    for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
-        let a0 = a_tile[kk * 16u + 2u * ty];
-        let a1 = a_tile[kk * 16u + 2u * ty + 1u];
-        c = rank1(c, a0, a1, b_tile[kk * 16u + 2u * tx], b_tile[kk * 16u + 2u * tx + 1u]);
-    }
-    return c;
-}
-
 // tile_product over b16_tile, each W vector widened to f32 as it is read (an identity without
 // shader-f16).
 fn tile_product16(acc_in: Acc, tx: u32, ty: u32) -> Acc {
@@ -159,7 +112,7 @@ fn tile_product16(acc_in: Acc, tx: u32, ty: u32) -> Acc {
         let a1 = a_tile[kk * 16u + 2u * ty + 1u];
         let b0 = vec4<f32>(b16_tile[kk * 16u + 2u * tx]);
         let b1 = vec4<f32>(b16_tile[kk * 16u + 2u * tx + 1u]);
-        c = rank1(c, a0, a1, b0, b1);
+        c = update8x8(c, a0, a1, b0, b1);
     }
     return c;
 }
@@ -185,10 +138,6 @@ fn finish(c: Acc, m0: u32, n0: u32, tx: u32, ty: u32) {
     store4(row + 7u, col + 4u, c.c71);
 }
 
-fn zero() -> Acc {
-    let z = vec4<f32>(0.0);
-    return Acc(z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z);
-}
 
 // Dispatch (ceil(N / 64), ceil((M - row0) / 64), 1).
 @compute @workgroup_size(64)

@@ -84,6 +84,7 @@ fn every_shader_parses_and_validates() {
             "matmul and matmul_direct"
         );
         assert_eq!(composed("wtile_f"), 1, "matmul.wgsl's f16 tiles");
+        assert_eq!(composed("tile8x8.wgsl"), 2, "matmul and attention");
     }
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().file_name().to_string_lossy().to_string();

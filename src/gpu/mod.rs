@@ -63,6 +63,7 @@ pub(crate) enum Kernel {
 }
 
 const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+const TILE8X8_WGSL: &str = include_str!("../../shaders/tile8x8.wgsl");
 const MATMUL_EPILOGUE_WGSL: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
 const WTILE_F16_WGSL: &str = include_str!("../../shaders/wtile_f16.wgsl");
 const WTILE_F32_WGSL: &str = include_str!("../../shaders/wtile_f32.wgsl");
@@ -490,8 +491,8 @@ impl ShaderFeatures {
 
 /// The WGSL of a kernel file as compiled: the parts it uses go in front of it. A file that names
 /// `WTile16` gets `shaders/wtile_f16.wgsl` on a device with `shader-f16` and `wtile_f32.wgsl`
-/// otherwise (first: it may start with `enable f16;`); one that calls `store4(` gets
-/// `matmul_epilogue.wgsl`; one that calls `reduce_sum` / `reduce_max` gets
+/// otherwise (first: it may start with `enable f16;`); one that calls `tile_product(` gets
+/// `tile8x8.wgsl`; one that calls `store4(` gets `matmul_epilogue.wgsl`; one that calls `reduce_sum` / `reduce_max` gets
 /// `reduce_subgroups.wgsl` on a device with subgroups and `reduce.wgsl` (workgroup memory
 /// only) otherwise. Returns (label naming the parts, source); line numbers in messages count
 /// from the first part.
@@ -503,6 +504,9 @@ fn module_source(file: &str, src: &str, f: ShaderFeatures) -> (String, String) {
         } else {
             ("wtile_f32.wgsl", WTILE_F32_WGSL)
         });
+    }
+    if src.contains("tile_product(") {
+        parts.push(("tile8x8.wgsl", TILE8X8_WGSL));
     }
     if src.contains("store4(") {
         parts.push(("matmul_epilogue.wgsl", MATMUL_EPILOGUE_WGSL));
