@@ -34,7 +34,6 @@
 @group(0) @binding(4) var<storage, read> bias: array<f32>;     // (N,) f32 (unused unless has_bias)
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;  // (M, N) f32
 
-
 // a_tile and b_tile (tile8x8.wgsl) hold x and, for f32 weights, W; f16 weights go through
 // b16_tile, laid out as b_tile (WTile16: vec4<f16> or vec4<f32>, see above).
 var<workgroup> b16_tile: array<WTile16, 256>; // (16 k, 16 x 4 cols)
