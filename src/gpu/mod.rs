@@ -492,10 +492,10 @@ impl ShaderFeatures {
 /// The WGSL of a kernel file as compiled: the parts it uses go in front of it. A file that names
 /// `WTile16` gets `shaders/wtile_f16.wgsl` on a device with `shader-f16` and `wtile_f32.wgsl`
 /// otherwise (first: it may start with `enable f16;`); one that calls `tile_product(` gets
-/// `tile8x8.wgsl`; one that calls `store4(` gets `matmul_epilogue.wgsl`; one that calls `reduce_sum` / `reduce_max` gets
-/// `reduce_subgroups.wgsl` on a device with subgroups and `reduce.wgsl` (workgroup memory
-/// only) otherwise. Returns (label naming the parts, source); line numbers in messages count
-/// from the first part.
+/// `tile8x8.wgsl`; one that calls `store4(` gets `matmul_epilogue.wgsl`; one that calls
+/// `reduce_sum` / `reduce_max` gets `reduce_subgroups.wgsl` on a device with subgroups and
+/// `reduce.wgsl` (workgroup memory only) otherwise. Returns (label naming the parts, source);
+/// line numbers in messages count from the first part.
 fn module_source(file: &str, src: &str, f: ShaderFeatures) -> (String, String) {
     let mut parts: Vec<(&str, &str)> = Vec::new();
     if src.contains("WTile16") {

@@ -277,15 +277,6 @@ fn model_scores_on_gpu_match_goldens() {
     assert!(model.gpu_bytes() > 0);
 }
 
-/// Kernel tuning harness (not a check): times `shaders/matmul.wgsl` (or the file named by
-/// MATMUL_BASE) against the WGSL file named by MATMUL_VARIANT (same bindings; entry point
-/// MATMUL_ENTRY, default `matmul_f16` / `matmul_f32`), interleaved so that machine load hits
-/// both alike, and reports the largest output difference. MATMUL_SHAPE=m,k,n; the y tile each
-/// workgroup covers, cols,rows: MATMUL_BASE_TILE and MATMUL_VARIANT_TILE (default 64,64). Both
-/// files get their parts as the engine composes them (`module_source`) for the device's
-/// features, the baseline for core WebGPU instead with MATMUL_BASE_FEATURES=core (so the two
-/// W-tile types of matmul.wgsl run side by side with MATMUL_VARIANT=shaders/matmul.wgsl).
-/// `MATMUL_VARIANT=/tmp/v.wgsl cargo test --lib matmul_variant -- --ignored --nocapture`
 /// A comma-separated list of numbers from the environment, or `default`.
 fn env_list(var: &str, default: &str) -> Vec<usize> {
     std::env::var(var)
@@ -295,6 +286,15 @@ fn env_list(var: &str, default: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Kernel tuning harness (not a check): times `shaders/matmul.wgsl` (or the file named by
+/// MATMUL_BASE) against the WGSL file named by MATMUL_VARIANT (same bindings; entry point
+/// MATMUL_ENTRY, default `matmul_f16` / `matmul_f32`), interleaved so that machine load hits
+/// both alike, and reports the largest output difference. MATMUL_SHAPE=m,k,n; the y tile each
+/// workgroup covers, cols,rows: MATMUL_BASE_TILE and MATMUL_VARIANT_TILE (default 64,64). Both
+/// files get their parts as the engine composes them (`module_source`) for the device's
+/// features, the baseline for core WebGPU instead with MATMUL_BASE_FEATURES=core (so the two
+/// W-tile types of matmul.wgsl run side by side with MATMUL_VARIANT=shaders/matmul.wgsl).
+/// `MATMUL_VARIANT=/tmp/v.wgsl cargo test --lib matmul_variant -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn matmul_variant_timing() {
