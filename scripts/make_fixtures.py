@@ -348,6 +348,10 @@ def img_noise(rng):
     return Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), "RGB")
 
 
+def _noise(w, h):
+    return lambda rng: Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+
+
 # (file name, draw function, save kwargs, why). Order here is the order everywhere.
 IMAGES = [
     ("rgb_gradient.png", img_rgb_gradient, dict(format="PNG"),
@@ -378,6 +382,16 @@ IMAGES = [
      "JPEG RGB baseline q90, default 4:2:0 chroma subsampling, 1600x1200 (large downscale)"),
     ("noise.png", img_noise, dict(format="PNG"),
      "PNG RGB 96x64 uniform noise: high-frequency content stresses the resampling filter"),
+    # Tall noise: Pillow 13 resizes vertically first when the height shrinks by more than twice
+    # the pixels the width does (earlier Pillows always horizontally first); noise shows any
+    # difference in the intermediate 8-bit image.
+    ("noise_tall.png", _noise(300, 1000), dict(format="PNG"),
+     "PNG RGB 300x1000 noise (portrait): vertical pass first at 224 px and at 36 px"),
+    ("noise_tall_thin.png", _noise(130, 457), dict(format="PNG"),
+     "PNG RGB 130x457 noise (portrait): width upscaled at 224 px (horizontal first), vertical "
+     "pass first at 36 px"),
+    ("noise_portrait.png", _noise(333, 500), dict(format="PNG"),
+     "PNG RGB 333x500 noise (portrait, both sides shrink): horizontal pass first at 224 and 36 px"),
 ]
 
 

@@ -1,14 +1,17 @@
 //! Image decoding and `CLIPImageProcessor`-equal preprocessing.
 //!
 //! The reference is the slow (PIL-based) `CLIPImageProcessor` of transformers 4.50.3 on an image
-//! opened with Pillow 11.1.0:
+//! opened with Pillow 13.0.0:
 //! - <https://github.com/huggingface/transformers/blob/v4.50.3/src/transformers/models/clip/image_processing_clip.py>
 //!   (`preprocess`: convert RGB, resize, center crop, rescale, normalize),
 //! - <https://github.com/huggingface/transformers/blob/v4.50.3/src/transformers/image_transforms.py>
 //!   (`get_resize_output_image_size`, `resize`, `center_crop`, `rescale`, `normalize`),
-//! - <https://github.com/python-pillow/Pillow/blob/11.1.0/src/libImaging/Resample.c>
+//! - <https://github.com/python-pillow/Pillow/blob/13.0.0/src/libImaging/Resample.c>
 //!   (`ImagingResample`, ported below bit for bit) and `Geometry.c` (`ImagingScaleAffine`, the
-//!   nearest-neighbour resize).
+//!   nearest-neighbour resize). Pillow before 13 always ran the horizontal pass first; 13 runs the
+//!   vertical one first for images whose height shrinks more than twice as much as their width
+//!   (python-pillow/Pillow#9549), so tall images differ by a level here and there between the
+//!   two. We follow 13, what a new install of transformers gets.
 //!
 //! Shapes: (H, W) decoded image, (h, w) resized, (ch, cw) cropped.
 //! ```text
@@ -290,7 +293,7 @@ fn rgb_like_pil(name: &str, img: DynamicImage, gray16_clips: bool) -> Result<Rgb
 }
 
 // ---------------------------------------------------------------------------------------------
-// Resampling: a port of Pillow 11.1.0 `libImaging/Resample.c` for 8-bit images
+// Resampling: a port of Pillow 13.0.0 `libImaging/Resample.c` for 8-bit images
 // ---------------------------------------------------------------------------------------------
 
 /// A separable filter kernel and its support (half-width in input pixels at scale 1).
@@ -530,15 +533,24 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Resample) -> Resu
         return raw_to_image(width, height, resize_nearest(img, width, height));
     };
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    let (out_w, out_h) = (width as usize, height as usize);
     let horiz = precompute_taps(img.width(), width, f);
     let vert = precompute_taps(img.height(), height, f);
-    // Rows of the input the vertical pass reads (Pillow's ybox_first / ybox_last).
-    let y0 = vert.bounds[0].0;
-    let y1 = vert.bounds.last().map_or(in_h, |&(ymin, n)| ymin + n);
-    let out = match (width as usize != in_w, height as usize != in_h) {
+    // Pillow 13's pass order: vertical first where the height shrinks by more than twice the
+    // pixels the width does (the sizes are below 2^31, so i64 holds every difference).
+    let shrink_h = in_h as i64 - out_h as i64;
+    let vertical_first = shrink_h > 0 && shrink_h > (in_w as i64 - out_w as i64) * 2;
+    let out = match (out_w != in_w, out_h != in_h) {
+        (true, true) if vertical_first => {
+            let tmp = resample_vertical(img.as_raw(), in_w, 0, &vert);
+            resample_horizontal(&tmp, in_w, 0, out_h, &horiz)
+        }
         (true, true) => {
+            // Only the input rows the vertical pass reads (Pillow's ybox_first / ybox_last).
+            let y0 = vert.bounds[0].0;
+            let y1 = vert.bounds.last().map_or(in_h, |&(ymin, n)| ymin + n);
             let tmp = resample_horizontal(img.as_raw(), in_w, y0, y1 - y0, &horiz);
-            resample_vertical(&tmp, width as usize, y0, &vert)
+            resample_vertical(&tmp, out_w, y0, &vert)
         }
         (true, false) => resample_horizontal(img.as_raw(), in_w, 0, in_h, &horiz),
         (false, _) => resample_vertical(img.as_raw(), in_w, 0, &vert),
@@ -666,7 +678,7 @@ pub fn image_to_pixels(name: &str, bytes: &[u8], cfg: &PreprocessorConfig) -> Re
 mod tests {
     use super::*;
 
-    // Expected values below were produced with Pillow 11.1.0 / transformers 4.50.3 (the fixture
+    // Expected values below were produced with Pillow 13.0.0 / transformers 4.50.3 (the fixture
     // venv) by a Python one-off, e.g. for a row:
     //   a = np.array(row, np.uint8)[None, :, None].repeat(3, 2)
     //   np.asarray(Image.fromarray(a).resize((w, 1), filter))[0, :, 0]
@@ -716,16 +728,22 @@ mod tests {
     }
 
     #[test]
-    fn two_pass_resize_matches_pillow() {
-        // (3, 5) ramp `arange(15) * 17` -> (2, 7), bicubic: both passes, 8-bit intermediate.
+    fn two_pass_resize_matches_pillow_in_both_pass_orders() {
+        // (3, 5) ramp `arange(15) * 17`, bicubic: both passes, 8-bit intermediate.
         let raw = (0..15u8).flat_map(|v| [v * 17; 3]).collect();
         let img = RgbImage::from_raw(5, 3, raw).unwrap();
-        let out = resize(&img, 7, 2, Resample::Bicubic).unwrap();
-        let got: Vec<u8> = out.pixels().map(|p| p[0]).collect();
+        let first_channel = |w, h| -> Vec<u8> {
+            let out = resize(&img, w, h, Resample::Bicubic).unwrap();
+            out.pixels().map(|p| p[0]).collect()
+        };
+        // -> (2, 7): the height shrinks, the width grows, so Pillow 13 runs the vertical pass
+        // first (Pillow 11 gave 26 for the first pixel: horizontal first).
         let want = [
-            26, 34, 48, 60, 72, 86, 95, 143, 152, 166, 178, 190, 204, 213,
+            25, 34, 48, 60, 72, 86, 95, 143, 152, 166, 178, 190, 204, 213,
         ];
-        assert_eq!(got, want);
+        assert_eq!(first_channel(7, 2), want);
+        // -> (2, 3): the width shrinks by 2, the height by 1: horizontal first.
+        assert_eq!(first_channel(3, 2), [32, 60, 88, 150, 178, 206]);
     }
 
     #[test]

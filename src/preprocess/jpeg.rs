@@ -1,6 +1,6 @@
 //! Baseline and progressive JPEG decoding that produces the pixels of libjpeg-turbo 3.x as
-//! Pillow 11.1.0 drives it (`JpegDecode.c`: default `JDCT_ISLOW`, `do_fancy_upsampling`, rawmode
-//! `L`, `RGB` or `CMYK;I`), followed by Pillow's `convert("RGB")`.
+//! Pillow 11.1.0 and 13.0.0 drive it (`JpegDecode.c`: default `JDCT_ISLOW`,
+//! `do_fancy_upsampling`, rawmode `L`, `RGB` or `CMYK;I`), followed by Pillow's `convert("RGB")`.
 //!
 //! Entropy decoding only has to be correct (any correct decoder yields the same coefficients);
 //! the three places where decoders legitimately differ are ported from libjpeg-turbo:
