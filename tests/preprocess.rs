@@ -1,4 +1,4 @@
-//! Preprocessing parity with transformers 4.50.3's slow `CLIPImageProcessor` (Pillow 11.1.0).
+//! Preprocessing parity with transformers 4.50.3's slow `CLIPImageProcessor` (Pillow 13.0.0).
 //!
 //! Goldens: `tests/fixtures/goldens/<model>.safetensors`, F32 `pixel_values.<image>` of shape
 //! (3, H, W), written by `scripts/make_fixtures.py` from `Image.open(path)` and the model's
