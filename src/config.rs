@@ -116,6 +116,9 @@ pub struct PreprocessorConfig {
 const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
+/// Most patches a side of the vision grid that a config may ask for.
+const MAX_GRID: usize = 1024;
+
 struct Fields<'a> {
     file: &'a str,
     section: &'a str,
@@ -300,6 +303,18 @@ impl ClipConfig {
             return Err(Error::config(
                 FILE,
                 "vision_config.patch_size is larger than image_size",
+            ));
+        }
+        // The token count (grid^2 + 1) must not overflow a 32-bit usize (wasm32); real CLIPs have
+        // 7 to 37 patches a side.
+        if vision.image_size / vision.patch_size > MAX_GRID {
+            return Err(Error::config(
+                FILE,
+                format!(
+                    "vision_config: image_size {} / patch_size {} gives more than {MAX_GRID} \
+                     patches a side",
+                    vision.image_size, vision.patch_size
+                ),
             ));
         }
         Ok(ClipConfig {

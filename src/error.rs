@@ -44,6 +44,12 @@ pub enum Error {
         needed: u64,
         available: u64,
     },
+    /// A weight holds NaN or an infinity, so every score would be NaN.
+    #[error("weight `{0}` holds NaN or an infinite value: the checkpoint is corrupt (download or convert it again)")]
+    NonFinite(String),
+    /// Memory for something whose size a file chose could not be had.
+    #[error("cannot allocate {bytes} bytes for {what}: not enough memory")]
+    OutOfMemory { what: String, bytes: u64 },
     /// Bad arguments to an API call.
     #[error("{0}")]
     Invalid(String),
@@ -69,6 +75,18 @@ impl fmt::Display for Hint {
             None => Ok(()),
         }
     }
+}
+
+/// A zeroed buffer of `n` elements whose size a file or a user chose: `Error::OutOfMemory` instead
+/// of aborting the process when the memory cannot be had.
+pub(crate) fn try_zeroed<T: Clone + Default>(what: &str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what: what.to_string(),
+        bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
 }
 
 /// The library's result type.

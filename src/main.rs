@@ -191,22 +191,19 @@ mod cli {
             .with_context(|| format!("loading {}", dir.display()))
     }
 
-    fn read_images(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
-        paths
-            .iter()
-            .map(|p| {
-                let bytes =
-                    std::fs::read(p).with_context(|| format!("reading image {}", p.display()))?;
-                Ok((p.display().to_string(), bytes))
-            })
-            .collect()
-    }
-
-    fn inputs(images: &[(String, Vec<u8>)]) -> Vec<ImageInput<'_>> {
-        images
-            .iter()
-            .map(|(n, b)| ImageInput { name: n, bytes: b })
-            .collect()
+    /// Preprocessed pixels of each image file, (n, 3, S, S): read, decoded and preprocessed one
+    /// at a time, so only one file's bytes are in memory at once.
+    fn image_pixels(m: &Model, paths: &[PathBuf]) -> Result<Vec<f32>> {
+        let mut pixels = Vec::new();
+        for p in paths {
+            let name = p.display().to_string();
+            let bytes = sciscore::preprocess::read_image_file(p)?;
+            pixels.extend(m.pixels(ImageInput {
+                name: &name,
+                bytes: &bytes,
+            })?);
+        }
+        Ok(pixels)
     }
 
     /// A progress bar on stderr with rate and ETA (hidden when stderr is not a terminal).
@@ -238,13 +235,14 @@ mod cli {
                 json,
             } => {
                 let m = load(&model, backend)?;
-                let imgs = read_images(&images)?;
-                let scores = pollster::block_on(m.score(&prompt, &inputs(&imgs)))?;
+                let pixels = image_pixels(&m, &images)?;
+                let scores = pollster::block_on(m.score_pixels(&prompt, &pixels, images.len()))?;
+                let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
                 if json {
-                    let results: Vec<_> = imgs
+                    let results: Vec<_> = names
                         .iter()
                         .zip(&scores)
-                        .map(|((name, _), s)| json!({"image": name, "score": s.score, "prob": s.prob}))
+                        .map(|(name, s)| json!({"image": name, "score": s.score, "prob": s.prob}))
                         .collect();
                     println!("{}", json!({"prompt": prompt, "results": results}));
                 } else {
@@ -256,7 +254,7 @@ mod cli {
                             "{:>7.2}%  score {:>8.4}  {}",
                             scores[i].prob * 100.0,
                             scores[i].score,
-                            imgs[i].0
+                            names[i]
                         );
                     }
                 }
@@ -271,11 +269,11 @@ mod cli {
                 let m = load(&model, backend)?;
                 let prompts: Vec<&str> = text.iter().map(String::as_str).collect();
                 let t = pollster::block_on(m.text_embeds(&prompts))?;
-                let imgs = read_images(&image)?;
-                let v = if imgs.is_empty() {
+                let v = if image.is_empty() {
                     Vec::new()
                 } else {
-                    pollster::block_on(m.image_embeds(&inputs(&imgs)))?
+                    let pixels = image_pixels(&m, &image)?;
+                    pollster::block_on(m.embed_pixels(&pixels, image.len()))?
                 };
                 let out =
                     json!({"text_embeds": t, "image_embeds": v, "logit_scale": m.logit_scale()});

@@ -252,7 +252,38 @@ impl Model {
         }
         let text = self.text_embeds(&[prompt]).await?.remove(0);
         let imgs = self.image_embeds(images).await?;
-        let s = score::scores(&text, &imgs, self.logit_scale());
+        self.rank(&text, &imgs)
+    }
+
+    /// [`Model::score`] for `n` images already preprocessed ([`Model::pixels`], (n, 3, S, S)),
+    /// without the image cache: a caller that decodes its files one at a time holds one file's
+    /// bytes at once.
+    pub async fn score_pixels(
+        &self,
+        prompt: &str,
+        pixels: &[f32],
+        n: usize,
+    ) -> Result<Vec<ImageScore>> {
+        if n == 0 {
+            return Err(Error::Invalid("no images to score".into()));
+        }
+        let text = self.text_embeds(&[prompt]).await?.remove(0);
+        let imgs = self.embed_pixels(pixels, n).await?;
+        self.rank(&text, &imgs)
+    }
+
+    /// Scores and the softmax over the images; a non-finite score is an error, not a NaN in
+    /// the output.
+    fn rank(&self, text: &[f32], imgs: &[Vec<f32>]) -> Result<Vec<ImageScore>> {
+        let s = score::scores(text, imgs, self.logit_scale());
+        if let Some(i) = s.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the score of image {} is {}: the model computed a non-finite embedding \
+                 (weights beyond the f16 range on the GPU? try `--backend cpu`)",
+                i + 1,
+                s[i]
+            )));
+        }
         let p = score::softmax(&s);
         Ok(s.into_iter()
             .zip(p)

@@ -24,7 +24,8 @@
 //!
 //! Known differences (all outside the usual inputs):
 //! - Refused where Pillow decodes: arithmetic-coded, lossless and 12-bit JPEGs, JPEGs without
-//!   Huffman tables (Motion JPEG), images over [`MAX_PIXELS`] (Pillow only warns up to twice it).
+//!   Huffman tables (Motion JPEG), JPEGs of over 1000 scans, images over [`MAX_PIXELS`] (Pillow
+//!   only warns up to twice it).
 //! - Not reproduced: libjpeg's block smoothing of progressive JPEGs whose scans stop before the
 //!   last bit of every coefficient (complete files are exact); Pillow enlarging a GIF whose first
 //!   frame extends past the logical screen; how Pillow decodes corrupt data.
@@ -667,6 +668,49 @@ pub fn preprocess(img: &RgbImage, cfg: &PreprocessorConfig) -> Result<Vec<f32>> 
         }
     }
     Ok(out)
+}
+
+/// Largest image file [`read_image_file`] reads: an image of [`MAX_PIXELS`] in the least compact
+/// format we decode (32-bit BMP) takes 358 MB.
+#[cfg(not(target_arch = "wasm32"))]
+pub const MAX_IMAGE_FILE_BYTES: u64 = 512 << 20;
+
+/// Reads an image file: a regular file (not a device, pipe or folder) of at most
+/// [`MAX_IMAGE_FILE_BYTES`], so `/dev/zero` or a FIFO given as an image is an error, not a hang.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_image_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let io = |e: std::io::Error| Error::Io {
+        name: name.clone(),
+        message: e.to_string(),
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(Error::image(&name, "not a regular file"));
+    }
+    if meta.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(Error::Limits {
+            what: format!("image `{name}`"),
+            needed: meta.len(),
+            available: MAX_IMAGE_FILE_BYTES,
+        });
+    }
+    let mut bytes = Vec::new();
+    // `take`: the file may grow between the size check and the read.
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_IMAGE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_IMAGE_FILE_BYTES {
+        return Err(Error::Limits {
+            what: format!("image `{name}`"),
+            needed: bytes.len() as u64,
+            available: MAX_IMAGE_FILE_BYTES,
+        });
+    }
+    Ok(bytes)
 }
 
 /// [`decode_rgb`] then [`preprocess`]: file bytes -> `pixel_values` (3, ch, cw) f32.

@@ -247,6 +247,31 @@ impl Checkpoint {
             .sum()
     }
 
+    /// Checks, before anything is allocated per layer, that the checkpoint holds the `n` encoder
+    /// layers `config.json` asks of tower `prefix` (`{prefix}.encoder.layers.{i}.*`).
+    pub(crate) fn check_layers(&self, prefix: &str, n: usize) -> Result<()> {
+        let held = self
+            .tensors
+            .keys()
+            .filter_map(|k| {
+                let rest = k.strip_prefix(prefix)?.strip_prefix(".encoder.layers.")?;
+                rest.split('.').next()?.parse::<usize>().ok()
+            })
+            .max()
+            .map_or(0, |i| i + 1);
+        if n > held {
+            let section = prefix.replace("_model", "_config");
+            return Err(Error::config(
+                "config.json",
+                format!(
+                    "`{section}.num_hidden_layers` is {n}, but the checkpoint holds {held} \
+                     `{prefix}` encoder layers (config and weights are from different models?)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Metadata of `name`, checked against the shape the config implies.
     pub(crate) fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
         let t = self
@@ -270,34 +295,68 @@ impl Checkpoint {
         name: &str,
         expected: &[usize],
     ) -> Result<Vec<f32>> {
-        let t = self.info(name, expected)?;
-        let bytes = src.read(&t.file, t.offset, t.len).await?;
+        let (t, bytes) = self.read_raw(src, name, expected).await?;
         to_f32(name, t.dtype, &bytes)
+    }
+
+    /// The stored bytes of `name`, checked against the shape the config implies.
+    pub(crate) async fn read_raw(
+        &self,
+        src: &dyn ModelSource,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(&TensorInfo, Vec<u8>)> {
+        let t = self.info(name, expected)?;
+        let bytes = src
+            .read(&t.file, t.offset, t.len)
+            .await
+            .map_err(|e| match e {
+                Error::OutOfMemory { bytes, .. } => Error::OutOfMemory {
+                    what: format!("weight `{name}` ({:?} x {:?})", t.dtype, t.shape),
+                    bytes,
+                },
+                e => e,
+            })?;
+        Ok((t, bytes))
     }
 }
 
-/// Converts little-endian F32/F16/BF16 bytes to f32.
+/// Converts little-endian F32/F16/BF16 bytes to f32; a NaN or an infinity is an error naming
+/// the weight (it would turn every score into NaN).
 pub(crate) fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
-            .collect(),
+    let n = bytes.len() / dtype.size().max(1) as usize;
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what: format!("weight `{name}` in f32"),
+        bytes: n as u64 * 4,
+    })?;
+    match dtype {
+        DType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        DType::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
+        DType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        ),
         other => {
             return Err(Error::WeightDtype {
                 name: name.to_string(),
                 dtype: format!("{other:?}"),
             })
         }
-    })
+    }
+    if !out.iter().all(|v| v.is_finite()) {
+        return Err(Error::NonFinite(name.to_string()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

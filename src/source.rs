@@ -91,7 +91,11 @@ impl DirSource {
             });
         }
         f.seek(SeekFrom::Start(offset)).map_err(io)?;
-        let mut buf = vec![0u8; len as usize];
+        let len = usize::try_from(len).map_err(|_| Error::OutOfMemory {
+            what: format!("`{name}`"),
+            bytes: len,
+        })?;
+        let mut buf = crate::error::try_zeroed(&format!("`{name}`"), len)?;
         f.read_exact(&mut buf).map_err(io)?;
         Ok(buf)
     }

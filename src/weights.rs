@@ -156,22 +156,27 @@ impl Loader<'_> {
 
     /// A matrix in its stored precision (or f32 as f16 when `f32_as_f16`; see [`Matrix`]).
     pub async fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
-        let t = self.ckpt.info(name, shape)?;
-        let bytes = self.src.read(&t.file, t.offset, t.len).await?;
-        let halves = |b: &[u8]| -> Vec<u16> {
-            b.chunks_exact(2)
+        let (t, bytes) = self.ckpt.read_raw(self.src, name, shape).await?;
+        // All-ones exponent bits: NaN or an infinity (checked as `to_f32` does for f32 data).
+        let halves = |b: &[u8], exponent: u16| -> Result<Vec<u16>> {
+            let h: Vec<u16> = b
+                .chunks_exact(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect()
+                .collect();
+            if h.iter().any(|&x| x & exponent == exponent) {
+                return Err(crate::Error::NonFinite(name.to_string()));
+            }
+            Ok(h)
         };
         Ok(match t.dtype {
             DType::F16 => Matrix::F16(
-                halves(&bytes)
+                halves(&bytes, 0x7c00)?
                     .into_iter()
                     .map(half::f16::from_bits)
                     .collect(),
             ),
             DType::BF16 => Matrix::BF16(
-                halves(&bytes)
+                halves(&bytes, 0x7f80)?
                     .into_iter()
                     .map(half::bf16::from_bits)
                     .collect(),
@@ -217,6 +222,7 @@ impl Loader<'_> {
     }
 
     async fn layers(&self, prefix: &str, t: &TowerConfig) -> Result<Vec<EncoderLayer>> {
+        self.ckpt.check_layers(prefix, t.num_layers)?;
         let (d, f) = (t.hidden_size, t.intermediate_size);
         let mut out = Vec::with_capacity(t.num_layers);
         for i in 0..t.num_layers {

@@ -3,45 +3,8 @@
 
 mod common;
 use common::*;
-use sciscore::{Backend, DirSource, ImageInput, Model};
+use sciscore::{DirSource, ImageInput, Model};
 use serde_json::Value;
-use std::path::Path;
-
-/// A private copy of a fixture model folder.
-fn copy_model(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(model_dir(name)).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-    }
-    dir
-}
-
-fn load_err(dir: &Path) -> String {
-    let src = DirSource::new(dir).unwrap();
-    match pollster::block_on(Model::load(&src, Backend::Cpu)) {
-        Ok(_) => panic!("loading {} should fail", dir.display()),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// Splits a safetensors file into (header JSON, data section).
-fn split(path: &Path) -> (serde_json::Map<String, Value>, Vec<u8>) {
-    let b = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    (
-        serde_json::from_slice(&b[8..8 + n]).unwrap(),
-        b[8 + n..].to_vec(),
-    )
-}
-
-fn join(path: &Path, header: &serde_json::Map<String, Value>, data: &[u8]) {
-    let h = Value::Object(header.clone()).to_string().into_bytes();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend(h);
-    out.extend(data);
-    std::fs::write(path, out).unwrap();
-}
 
 const FC1: &str = "vision_model.encoder.layers.0.mlp.fc1.weight";
 

@@ -281,6 +281,7 @@ impl Uploader<'_> {
     }
 
     async fn layers(&mut self, prefix: &str, t: &TowerConfig) -> Result<Vec<GpuEncoderLayer>> {
+        self.ckpt.check_layers(prefix, t.num_layers)?;
         let (d, f) = (t.hidden_size, t.intermediate_size);
         let mut out = Vec::with_capacity(t.num_layers);
         for i in 0..t.num_layers {

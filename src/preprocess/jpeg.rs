@@ -20,6 +20,12 @@
 /// An error message; the caller adds the file name.
 pub(crate) type JpegResult<T> = Result<T, String>;
 
+/// Most scans a JPEG may have. Each scan walks every block of its components, so a file of many
+/// tiny empty scans costs time out of all proportion to its size (libjpeg-turbo's `-maxscans`
+/// guards against the same); real progressive files have about 10, jpegtran's most thorough
+/// scripts a few hundred. Pillow has no limit: such files are refused here only.
+const MAX_SCANS: usize = 1000;
+
 /// `jpeg_natural_order`: zigzag position -> row-major index.
 const NATURAL: [usize; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
@@ -538,6 +544,11 @@ impl<'a> Jpeg<'a> {
             c.dc_pred = 0;
         }
         self.scans += 1;
+        if self.scans > MAX_SCANS {
+            return Err(format!(
+                "more than {MAX_SCANS} scans (a decompression bomb, or a broken encoder)"
+            ));
+        }
         self.eobrun = 0;
         let kind = match (self.progressive, ss == 0, ah == 0) {
             (false, _, _) => ScanKind::Sequential,
@@ -1045,4 +1056,38 @@ fn pil_cmyk_inverted_to_rgb(stored_cmy: [u8; 3], stored_k: u8) -> [u8; 3] {
         ((t >> 8) + t) >> 8
     };
     stored_cmy.map(|s| (nk - muldiv255(255 - i32::from(s), nk)).clamp(0, 255) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An 8x8 progressive grayscale JPEG: one DC scan, then `refines` DC refinement scans.
+    fn progressive_gray(refines: usize) -> Vec<u8> {
+        let mut j = vec![0xFF, 0xD8];
+        j.extend([0xFF, 0xDB, 0x00, 0x43, 0x00]); // DQT 0: all ones
+        j.extend([1u8; 64]);
+        j.extend([0xFF, 0xC2, 0x00, 0x0B, 8, 0, 8, 0, 8, 1, 1, 0x11, 0]); // SOF2 8x8, 1 comp
+        j.extend([0xFF, 0xC4, 0x00, 0x14, 0x00, 1]); // DHT DC 0: one 1-bit code,
+        j.extend([0u8; 15]); // ... no longer ones,
+        j.push(0); // ... for category 0
+        let sos = |ah_al: u8| [0xFF, 0xDA, 0x00, 0x08, 1, 1, 0x00, 0, 0, ah_al];
+        j.extend(sos(0x00));
+        j.push(0x00); // code 0: DC difference 0
+        for _ in 0..refines {
+            j.extend(sos(0x10));
+            j.push(0x00); // one correction bit, 0
+        }
+        j.extend([0xFF, 0xD9]);
+        j
+    }
+
+    #[test]
+    fn scans_are_capped() {
+        let (ok, bomb) = (progressive_gray(10), progressive_gray(MAX_SCANS));
+        let rgb = Jpeg::read_header(&ok).unwrap().decode_rgb().unwrap();
+        assert_eq!(rgb.len(), 8 * 8 * 3);
+        let e = Jpeg::read_header(&bomb).unwrap().decode_rgb().unwrap_err();
+        assert!(e.contains("more than 1000 scans"), "{e}");
+    }
 }

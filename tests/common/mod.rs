@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// f32 CPU path vs transformers f32: embeddings must agree to cosine >= this.
 pub const EMBED_COS_F32: f64 = 0.99999;
@@ -129,4 +129,40 @@ pub fn gpu_available() -> bool {
             false
         }
     }
+}
+
+/// A private copy of a fixture model folder.
+pub fn copy_model(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(model_dir(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+pub fn load_err(dir: &Path) -> String {
+    let src = sciscore::DirSource::new(dir).unwrap();
+    match pollster::block_on(sciscore::Model::load(&src, sciscore::Backend::Cpu)) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Splits a safetensors file into (header JSON, data section).
+pub fn split(path: &Path) -> (serde_json::Map<String, Value>, Vec<u8>) {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    (
+        serde_json::from_slice(&b[8..8 + n]).unwrap(),
+        b[8 + n..].to_vec(),
+    )
+}
+
+pub fn join(path: &Path, header: &serde_json::Map<String, Value>, data: &[u8]) {
+    let h = Value::Object(header.clone()).to_string().into_bytes();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    std::fs::write(path, out).unwrap();
 }
