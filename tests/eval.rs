@@ -348,9 +348,8 @@ fn batch_refuses_its_manifest_as_out() {
     let prompts = strings(&golden_json("tiny224")["prompts"]);
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("m.jsonl");
-    let text = manifest_line(&prompts[0], 0, None) + "\n" + &manifest_line(&prompts[1], 1, None);
-    std::fs::write(&manifest, &text).unwrap();
-    // Every output line is a valid manifest line: scoring into the manifest never ends.
+    let lines = manifest_line(&prompts[0], 0, None) + "\n" + &manifest_line(&prompts[1], 1, None);
+    std::fs::write(&manifest, "").unwrap();
     let mut same = vec![manifest.clone(), dir.path().join(".").join("m.jsonl")];
     std::fs::hard_link(&manifest, dir.path().join("hard.jsonl")).unwrap();
     same.push(dir.path().join("hard.jsonl"));
@@ -359,12 +358,17 @@ fn batch_refuses_its_manifest_as_out() {
         std::os::unix::fs::symlink(&manifest, dir.path().join("link.jsonl")).unwrap();
         same.push(dir.path().join("link.jsonl"));
     }
-    for out in &same {
-        let o = batch(&manifest, &["--out", out.to_str().unwrap()]);
-        let err = stderr_of(&o);
-        assert!(!o.status.success(), "{}: {err}", out.display());
-        assert!(err.contains("is the manifest"), "{}: {err}", out.display());
-        assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
+    // With a final newline every output line is a new manifest line and the run never ends;
+    // without one, resuming cut the manifest's last line.
+    for text in [lines.clone() + "\n", lines] {
+        std::fs::write(&manifest, &text).unwrap();
+        for out in &same {
+            let o = batch(&manifest, &["--out", out.to_str().unwrap()]);
+            let err = stderr_of(&o);
+            assert!(!o.status.success(), "{}: {err}", out.display());
+            assert!(err.contains("is the manifest"), "{}: {err}", out.display());
+            assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
+        }
     }
 }
 
