@@ -85,6 +85,42 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+/// Refuses output files (`(flag, path)`) that are one of the dataset's `files` or one another,
+/// before anything is written: writing one would destroy the other.
+pub fn check_outputs(files: &[PathBuf], outputs: &[(&str, &Path)]) -> Result<()> {
+    use crate::batch::same_regular_file;
+    for (i, &(flag, p)) in outputs.iter().enumerate() {
+        if let Some(f) = files.iter().find(|f| same_regular_file(f, p)) {
+            return Err(Error::Invalid(format!(
+                "{flag} {} is the dataset file {}; write it elsewhere",
+                p.display(),
+                f.display()
+            )));
+        }
+        if let Some(&(other, _)) = outputs[..i].iter().find(|o| same_output(o.1, p)) {
+            return Err(Error::Invalid(format!(
+                "{flag} {} is the same file as {other}; give each output its own file",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Whether two output paths name one file, existing or to be created (then: the same folder
+/// and name).
+fn same_output(a: &Path, b: &Path) -> bool {
+    let place = |p: &Path| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new(".")).canonicalize().ok()?;
+        Some((dir, p.file_name()?.to_owned()))
+    };
+    crate::batch::same_regular_file(a, b)
+        || (!a.exists() && !b.exists() && place(a).is_some() && place(a) == place(b))
+}
+
 /// A decoded row, ready for the model.
 struct Prepared {
     row: usize,
@@ -320,6 +356,9 @@ pub fn evaluate(
     limit: Option<usize>,
     mut on_row: impl FnMut(std::result::Result<&EvalRow, &RowError>),
 ) -> Result<EvalReport> {
+    if limit == Some(0) {
+        return Err(Error::Invalid("the row limit must be at least 1".into()));
+    }
     let pre = Arc::new(model.preprocessor().clone());
     let (tx, rx) = mpsc::sync_channel(4);
     let reader = {

@@ -87,7 +87,7 @@ mod cli {
             #[arg(long)]
             dataset: PathBuf,
             /// Evaluate only the first N rows.
-            #[arg(long)]
+            #[arg(long, value_parser = whole(1, usize::MAX))]
             limit: Option<usize>,
             /// Write the JSON summary here too.
             #[arg(long)]
@@ -110,7 +110,7 @@ mod cli {
             #[arg(long)]
             out: Option<PathBuf>,
             /// Images per forward pass.
-            #[arg(long, default_value_t = 8)]
+            #[arg(long, default_value_t = 8, value_parser = whole(1, sciscore::batch::MAX_BATCH))]
             batch: usize,
             #[arg(long, value_enum, default_value = "gpu")]
             backend: BackendArg,
@@ -135,12 +135,12 @@ mod cli {
             /// Geometry: clip-h (ViT-H/14, SciScore's), clip-b or tiny.
             #[arg(long, default_value = "clip-h")]
             random: String,
-            /// Use only this many layers per tower (quick runs).
-            #[arg(long)]
+            /// Use only this many layers per tower (quick runs); at most the geometry's own.
+            #[arg(long, value_parser = whole(1, 1024))]
             layers: Option<usize>,
-            #[arg(long, default_value_t = 1)]
+            #[arg(long, default_value_t = 1, value_parser = whole(1, sciscore::batch::MAX_BATCH))]
             batch: usize,
-            #[arg(long, default_value_t = 3)]
+            #[arg(long, default_value_t = 3, value_parser = whole(1, 1000))]
             iters: usize,
             #[arg(long, value_enum, default_value = "gpu")]
             backend: BackendArg,
@@ -225,6 +225,73 @@ mod cli {
         }
     }
 
+    /// A value parser for a whole number in `lo..=hi` whose error states the bound.
+    fn whole(
+        lo: usize,
+        hi: usize,
+    ) -> impl Fn(&str) -> std::result::Result<usize, String> + Clone + Send + Sync + 'static {
+        move |s| match s.parse::<usize>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ if hi == usize::MAX => Err(format!("expected a whole number >= {lo}")),
+            _ => Err(format!("expected a whole number in {lo}..={hi}")),
+        }
+    }
+
+    /// Text read from a file (manifest strings, parquet cells) made safe for a terminal: control
+    /// characters, escape sequences among them, are shown escaped (`\u{1b}`).
+    fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+        if !s.chars().any(char::is_control) {
+            return s.into();
+        }
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    }
+
+    /// One line of JSON, with DEL and the C1 controls escaped too (serde_json escapes only
+    /// U+0000..U+001F), so file contents printed to a terminal cannot drive it.
+    fn json_line(v: &impl serde::Serialize) -> Result<String> {
+        struct Escaping;
+        impl serde_json::ser::Formatter for Escaping {
+            fn write_string_fragment<W: ?Sized + std::io::Write>(
+                &mut self,
+                w: &mut W,
+                fragment: &str,
+            ) -> std::io::Result<()> {
+                for (i, c) in fragment.char_indices() {
+                    if c.is_control() {
+                        write!(w, "\\u{:04x}", c as u32)?;
+                    } else {
+                        w.write_all(&fragment.as_bytes()[i..i + c.len_utf8()])?;
+                    }
+                }
+                Ok(())
+            }
+        }
+        let mut out = Vec::new();
+        v.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, Escaping,
+        ))?;
+        Ok(String::from_utf8(out)?)
+    }
+
+    /// A per-item message on stderr, above the progress bar on a terminal (where a hidden bar
+    /// would drop it otherwise).
+    fn note(bar: &indicatif::ProgressBar, msg: &str) {
+        if bar.is_hidden() {
+            eprintln!("{}", shown(msg));
+        } else {
+            bar.println(shown(msg));
+        }
+    }
+
     pub fn run() -> Result<()> {
         match Cli::parse().cmd {
             Cmd::Score {
@@ -295,17 +362,36 @@ mod cli {
                 let files = sciscore::eval::parquet_files(&dataset)?;
                 let total = sciscore::eval::count_rows(&files)?;
                 let total = limit.map_or(total, |l| l.min(total));
-                let m = load(&model, backend)?;
-                let bar = progress(total as u64, "rows");
+                let outputs: Vec<(&str, &Path)> = [("--out", &out), ("--csv", &csv)]
+                    .into_iter()
+                    .filter_map(|(flag, p)| Some((flag, p.as_deref()?)))
+                    .collect();
+                sciscore::eval::check_outputs(&files, &outputs)?;
+                // Outputs are opened before the work, so a bad path fails now and not after the
+                // run; --out keeps its old contents until there is a new summary.
+                let mut out_file = match &out {
+                    Some(p) => Some(
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(p)
+                            .with_context(|| format!("opening --out {}", p.display()))?,
+                    ),
+                    None => None,
+                };
                 let mut csv_out = match &csv {
                     Some(p) => {
                         let mut f = std::fs::File::create(p)
-                            .with_context(|| format!("creating {}", p.display()))?;
-                        writeln!(f, "row,category,law,prob_explicit,prob_superficial,correct")?;
+                            .with_context(|| format!("creating --csv {}", p.display()))?;
+                        writeln!(f, "row,category,law,prob_explicit,prob_superficial,correct")
+                            .with_context(|| format!("writing --csv {}", p.display()))?;
                         Some(f)
                     }
                     None => None,
                 };
+                let m = load(&model, backend)?;
+                let bar = progress(total as u64, "rows");
                 let mut csv_err = None;
                 let report = sciscore::eval::evaluate(&m, &files, limit, |r| {
                     bar.inc(1);
@@ -326,13 +412,10 @@ mod cli {
                                 }
                             }
                         }
-                        Err(e) => bar.println(format!("row {}: {}", e.row, e.message)),
+                        Err(e) => note(&bar, &format!("row {}: {}", e.row, e.message)),
                     }
                 })?;
                 bar.finish_and_clear();
-                if let Some(e) = csv_err {
-                    bail!("writing the CSV: {e}");
-                }
                 let summary = json!({
                     "rows": report.rows,
                     "overall_accuracy": report.overall_accuracy,
@@ -340,12 +423,9 @@ mod cli {
                     "law_accuracy": report.law_accuracy,
                     "errors": report.errors,
                 });
-                if let Some(p) = &out {
-                    std::fs::write(p, serde_json::to_string_pretty(&summary)? + "\n")
-                        .with_context(|| format!("writing {}", p.display()))?;
-                }
+                // The summary goes to stdout first: a failing output file must not lose it.
                 if json {
-                    println!("{summary}");
+                    println!("{}", json_line(&summary)?);
                 } else {
                     println!(
                         "rows {}  overall accuracy {:.2}%",
@@ -353,10 +433,10 @@ mod cli {
                         report.overall_accuracy * 100.0
                     );
                     for (k, v) in &report.category_accuracy {
-                        println!("  category {k:<24} {:.2}%", v * 100.0);
+                        println!("  category {:<24} {:.2}%", shown(k), v * 100.0);
                     }
                     for (k, v) in &report.law_accuracy {
-                        println!("  law      {k:<24} {:.2}%", v * 100.0);
+                        println!("  law      {:<24} {:.2}%", shown(k), v * 100.0);
                     }
                     if !report.errors.is_empty() {
                         println!(
@@ -371,6 +451,19 @@ mod cli {
                     report.model_seconds,
                     report.rows as f64 / report.model_seconds.max(1e-9)
                 );
+                if let (Some(e), Some(p)) = (csv_err, &csv) {
+                    bail!("writing --csv {}: {e}", p.display());
+                }
+                if let (Some(f), Some(p)) = (out_file.as_mut(), &out) {
+                    let text = serde_json::to_string_pretty(&summary)? + "\n";
+                    let write = |f: &mut std::fs::File| -> std::io::Result<()> {
+                        if f.metadata()?.is_file() {
+                            f.set_len(0)?;
+                        }
+                        f.write_all(text.as_bytes())
+                    };
+                    write(f).with_context(|| format!("writing --out {}", p.display()))?;
+                }
             }
             Cmd::Batch {
                 model,
@@ -380,29 +473,33 @@ mod cli {
                 backend,
                 json,
             } => {
-                if batch == 0 {
-                    bail!("--batch must be at least 1");
-                }
-                let total = sciscore::batch::count_lines(&manifest)?;
+                let total = sciscore::batch::check(&manifest, out.as_deref())?;
                 let m = load(&model, backend)?;
                 let bar = progress(total as u64, "images");
                 let to_stdout = out.is_none();
+                let mut print_err = None;
                 let summary = sciscore::batch::run(&m, &manifest, out.as_deref(), batch, |r| {
                     bar.inc(1);
                     if let Some(e) = &r.error {
-                        bar.println(format!("line {}: {e}", r.line + 1));
+                        note(&bar, &format!("line {}: {e}", r.line + 1));
                     }
                     if to_stdout {
-                        bar.suspend(|| {
-                            println!("{}", serde_json::to_string(r).unwrap_or_default())
-                        });
+                        match json_line(r) {
+                            Ok(line) => bar.suspend(|| println!("{line}")),
+                            Err(e) => {
+                                print_err.get_or_insert(e);
+                            }
+                        }
                     }
                 })?;
                 bar.finish_and_clear();
+                if let Some(e) = print_err {
+                    return Err(e);
+                }
                 if to_stdout {
-                    eprintln!("{}", serde_json::to_string(&summary)?);
+                    eprintln!("{}", json_line(&summary)?);
                 } else if json {
-                    println!("{}", serde_json::to_string(&summary)?);
+                    println!("{}", json_line(&summary)?);
                 } else {
                     println!(
                         "{} lines: {} scored, {} errors, {} already done",
@@ -410,8 +507,10 @@ mod cli {
                     );
                     for (g, m) in &summary.groups {
                         println!(
-                            "  group {g:<24} mean score {:.4} over {}",
-                            m.mean_score, m.n
+                            "  group {:<24} mean score {:.4} over {}",
+                            shown(g),
+                            m.mean_score,
+                            m.n
                         );
                     }
                 }
@@ -457,9 +556,6 @@ mod cli {
                 backend,
                 json,
             } => {
-                if batch == 0 {
-                    bail!("--batch must be at least 1");
-                }
                 let (cfg, rows, gpu) = match backend {
                     BackendArg::Cpu => {
                         let (cfg, rows) = pollster::block_on(sciscore::bench::bench_cpu(
@@ -474,6 +570,13 @@ mod cli {
                         (b.cfg.clone(), b.rows.clone(), Some(b))
                     }
                 };
+                let used = (cfg.text.tower.num_layers, cfg.vision.tower.num_layers);
+                if let Some(l) = layers.filter(|&l| l > used.0 || l > used.1) {
+                    eprintln!(
+                        "note: --layers {l} is more than {random} has; used {} text and {} vision layers",
+                        used.0, used.1
+                    );
+                }
                 if json {
                     let mut out = json!({"model": random, "layers": [cfg.text.tower.num_layers, cfg.vision.tower.num_layers], "rows": rows});
                     if let Some(g) = &gpu {

@@ -41,14 +41,15 @@ fn preset(name: &str, layers: Option<usize>) -> Result<serde_json::Value> {
             )))
         }
     };
+    // `layers` only removes layers: more than the geometry's own would not be that geometry.
     Ok(json!({
         "model_type": "clip",
         "projection_dim": proj,
         "text_config": {"hidden_size": td, "intermediate_size": tf, "num_attention_heads": th,
-                        "num_hidden_layers": layers.unwrap_or(tl), "hidden_act": "gelu",
+                        "num_hidden_layers": layers.map_or(tl, |l| l.min(tl)), "hidden_act": "gelu",
                         "vocab_size": 49408, "max_position_embeddings": 77, "eos_token_id": 2},
         "vision_config": {"hidden_size": vd, "intermediate_size": vf, "num_attention_heads": vh,
-                          "num_hidden_layers": layers.unwrap_or(vl), "hidden_act": "gelu",
+                          "num_hidden_layers": layers.map_or(vl, |l| l.min(vl)), "hidden_act": "gelu",
                           "image_size": img, "patch_size": patch}
     }))
 }

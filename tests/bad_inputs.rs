@@ -210,3 +210,121 @@ fn over_long_prompts_are_truncated_not_rejected() {
     .unwrap();
     assert!(s[0].score.is_finite());
 }
+
+fn sciscore(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sciscore"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A one-line manifest next to nothing else: the flag checks come before any line is read.
+fn one_line_manifest() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.jsonl");
+    let img = fixtures().join("images/rgb_gradient.png");
+    let line = serde_json::json!({"prompt": "a cat", "image": img.to_str().unwrap()});
+    std::fs::write(&m, line.to_string() + "\n").unwrap();
+    (dir, m)
+}
+
+#[test]
+fn numeric_flags_are_bounded_and_the_error_says_the_bound() {
+    let model = model_dir("tiny224");
+    let model = model.to_str().unwrap();
+    let (_dir, manifest) = one_line_manifest();
+    let manifest = manifest.to_str().unwrap();
+    let data = fixtures().join("science_t2i");
+    let data = data.to_str().unwrap();
+    let batch = [
+        "batch",
+        "--backend",
+        "cpu",
+        "--model",
+        model,
+        "--manifest",
+        manifest,
+    ];
+    let bench = ["bench", "--backend", "cpu", "--random", "tiny"];
+    let eval = [
+        "eval",
+        "--backend",
+        "cpu",
+        "--model",
+        model,
+        "--dataset",
+        data,
+    ];
+    // (command, flag, value, the bound the error must state)
+    let cases: [(&[&str], &str, &str, &str); 10] = [
+        (&batch, "--batch", "18446744073709551615", "1..=1024"),
+        (&batch, "--batch", "1000000000", "1..=1024"),
+        (&batch, "--batch", "1e9", "1..=1024"),
+        (&batch, "--batch", "0", "1..=1024"),
+        (&bench, "--batch", "18446744073709551615", "1..=1024"),
+        (&bench, "--layers", "0", "1..=1024"),
+        (&bench, "--layers", "1025", "1..=1024"),
+        (&bench, "--iters", "0", "1..=1000"),
+        (&eval, "--limit", "0", ">= 1"),
+        (&eval, "--limit", "99999999999999999999999", ">= 1"),
+    ];
+    for (cmd, flag, value, bound) in cases {
+        let mut args = cmd.to_vec();
+        args.extend([flag, value]);
+        let o = sciscore(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(bound) && !err.contains("panicked"),
+            "{} {flag} {value}: {err}",
+            cmd[0]
+        );
+    }
+}
+
+#[test]
+fn bench_layers_past_the_geometry_use_its_own() {
+    let o = sciscore(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--random",
+        "tiny",
+        "--iters",
+        "1",
+        "--layers",
+        "5",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["layers"], serde_json::json!([2, 2]), "{v}");
+    assert!(err.contains("--layers 5 is more than tiny has"), "{err}");
+}
+
+#[test]
+fn a_manifest_must_be_a_regular_file() {
+    let model = model_dir("tiny224");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = vec![(dir.path().to_str().unwrap(), "is a directory")];
+    // /dev/zero is the case that aborted (one endless line); /dev/null is the same kind of
+    // file and cannot exhaust memory if this check ever regresses.
+    if cfg!(unix) {
+        cases.push(("/dev/null", "not a regular file"));
+    }
+    for (manifest, want) in cases {
+        let o = sciscore(&[
+            "batch",
+            "--backend",
+            "cpu",
+            "--model",
+            model.to_str().unwrap(),
+            "--manifest",
+            manifest,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains(manifest) && err.contains(want), "{err}");
+    }
+}

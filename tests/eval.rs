@@ -290,3 +290,437 @@ fn batch_streams_scores_groups_and_resumes() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("empty"));
 }
+
+/// Runs the CLI, killing it after `secs` (a bound far above the expected time, so that a
+/// regression to an endless loop fails the test instead of hanging it).
+fn sciscore_bounded(args: &[&str], secs: u64) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sciscore"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("sciscore {args:?} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A manifest line scoring fixture image `i` of the tiny224 goldens against `prompt`.
+fn manifest_line(prompt: &str, i: usize, group: Option<&str>) -> String {
+    let names = strings(&golden_json("tiny224")["images"]);
+    let image = fixtures().join("images").join(&names[i]);
+    let mut v = serde_json::json!({"prompt": prompt, "image": image.to_str().unwrap()});
+    if let Some(g) = group {
+        v["group"] = g.into();
+    }
+    v.to_string()
+}
+
+/// `sciscore batch` on the tiny224 model with `--backend cpu` and `extra` flags.
+fn batch(manifest: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let model = model_dir("tiny224");
+    let mut args = vec![
+        "batch",
+        "--backend",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    sciscore_bounded(&args, 120)
+}
+
+#[test]
+fn batch_refuses_its_manifest_as_out() {
+    let prompts = strings(&golden_json("tiny224")["prompts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.jsonl");
+    let lines = manifest_line(&prompts[0], 0, None) + "\n" + &manifest_line(&prompts[1], 1, None);
+    std::fs::write(&manifest, "").unwrap();
+    let mut same = vec![manifest.clone(), dir.path().join(".").join("m.jsonl")];
+    std::fs::hard_link(&manifest, dir.path().join("hard.jsonl")).unwrap();
+    same.push(dir.path().join("hard.jsonl"));
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&manifest, dir.path().join("link.jsonl")).unwrap();
+        same.push(dir.path().join("link.jsonl"));
+    }
+    // With a final newline every output line is a new manifest line and the run never ends;
+    // without one, resuming cut the manifest's last line.
+    for text in [lines.clone() + "\n", lines] {
+        std::fs::write(&manifest, &text).unwrap();
+        for out in &same {
+            let o = batch(&manifest, &["--out", out.to_str().unwrap()]);
+            let err = stderr_of(&o);
+            assert!(!o.status.success(), "{}: {err}", out.display());
+            assert!(err.contains("is the manifest"), "{}: {err}", out.display());
+            assert_eq!(std::fs::read_to_string(&manifest).unwrap(), text);
+        }
+    }
+}
+
+#[test]
+fn batch_refuses_an_out_that_is_not_its_output() {
+    let prompts = strings(&golden_json("tiny224")["prompts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.jsonl");
+    std::fs::write(&manifest, manifest_line(&prompts[0], 0, None) + "\n").unwrap();
+    let png = std::fs::read(fixtures().join("images/rgb_gradient.png")).unwrap();
+    let cases: [(&str, &[u8]); 4] = [
+        ("picture.png", &png),
+        ("notes.txt", b"keep these notes\n"),
+        // No newline: not to be taken for a torn record and cut.
+        ("note.txt", b"keep me"),
+        (
+            "other.jsonl",
+            b"{\"line\": 0, \"prompt\": \"a\", \"image\": \"b\"}\n{\"id\": 7}\n",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let out = dir.path().join(name);
+        std::fs::write(&out, bytes).unwrap();
+        let o = batch(&manifest, &["--out", out.to_str().unwrap()]);
+        let err = stderr_of(&o);
+        assert!(!o.status.success(), "{name}: {err}");
+        assert!(err.contains("not sciscore batch output"), "{name}: {err}");
+        assert_eq!(std::fs::read(&out).unwrap(), bytes, "{name} was changed");
+    }
+    let o = batch(&manifest, &["--out", dir.path().to_str().unwrap()]);
+    assert!(
+        stderr_of(&o).contains("is a directory"),
+        "{}",
+        stderr_of(&o)
+    );
+    #[cfg(unix)]
+    {
+        let o = batch(&manifest, &["--out", "/dev/null"]);
+        assert!(
+            stderr_of(&o).contains("not a regular file"),
+            "{}",
+            stderr_of(&o)
+        );
+    }
+    // An existing empty file is an output with no records yet.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, b"").unwrap();
+    let o = batch(&manifest, &["--json", "--out", empty.to_str().unwrap()]);
+    assert_eq!(ok_json(&o)["scored"], 1);
+}
+
+#[test]
+fn batch_numbers_physical_lines_and_goes_on_past_bad_lines() {
+    let g = golden_json("tiny224");
+    let prompts = strings(&g["prompts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.jsonl");
+    let mut bytes = b"\n".to_vec(); // 0: blank
+    bytes.extend(manifest_line(&prompts[0], 0, None).bytes()); // 1
+    bytes.extend(b"\n   \n"); // 2: blank
+    bytes.extend(b"{\"prompt\": \"caf\xe9\", \"image\": \"x.png\"}\n"); // 3: Latin-1, not UTF-8
+    let long = manifest_line(&"a very long prompt ".repeat(60_000), 0, None);
+    bytes.extend(long.bytes()); // 4: over 1 MiB
+    bytes.push(b'\n');
+    bytes.extend(manifest_line(&prompts[1], 2, None).bytes()); // 5, no final newline
+    std::fs::write(&manifest, &bytes).unwrap();
+    let out = dir.path().join("scores.jsonl");
+    let o = batch(&manifest, &["--json", "--out", out.to_str().unwrap()]);
+    let s = ok_json(&o);
+    assert_eq!(
+        (
+            s["lines"].as_u64(),
+            s["scored"].as_u64(),
+            s["errors"].as_u64()
+        ),
+        (Some(4), Some(2), Some(2)),
+        "{s}"
+    );
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<u64> = recs.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [1, 3, 4, 5]);
+    for (r, (p, i)) in [(&recs[0], (0, 0)), (&recs[3], (1, 2))] {
+        let want = g["scores"][p][i].as_f64().unwrap();
+        assert!(
+            (r["score"].as_f64().unwrap() - want).abs() <= SCORE_ABS_F32,
+            "{r} vs {want}"
+        );
+    }
+    assert!(
+        recs[1]["error"].as_str().unwrap().contains("UTF-8"),
+        "{}",
+        recs[1]
+    );
+    assert!(
+        recs[2]["error"].as_str().unwrap().contains("longer than"),
+        "{}",
+        recs[2]
+    );
+    // Messages on stderr count lines from 1, as editors do.
+    let err = stderr_of(&o);
+    assert!(err.contains("line 4: the line is not valid UTF-8"), "{err}");
+    // The rerun finds every line done.
+    let s = ok_json(&batch(
+        &manifest,
+        &["--json", "--out", out.to_str().unwrap()],
+    ));
+    assert_eq!(s["resumed"], 4);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
+}
+
+#[test]
+fn batch_errors_reach_stderr_without_a_terminal_and_controls_are_escaped() {
+    let prompts = strings(&golden_json("tiny224")["prompts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.jsonl");
+    let text = manifest_line(&prompts[0], 0, Some("g\u{1b}]0;title\u{7}\u{9b}2J"))
+        + "\n"
+        + &serde_json::json!({"prompt": "x", "image": "no\u{1b}[31mpe.png"}).to_string()
+        + "\n";
+    std::fs::write(&manifest, text).unwrap();
+    for o in [
+        batch(&manifest, &[]),
+        batch(
+            &manifest,
+            &["--out", dir.path().join("s.jsonl").to_str().unwrap()],
+        ),
+    ] {
+        let err = stderr_of(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("line 2: cannot read image") && err.contains("no\\u{1b}[31mpe.png"),
+            "{err}"
+        );
+        for (what, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "raw control characters on {what}: {text:?}"
+            );
+        }
+    }
+    // Without --out the records are JSON on stdout, the C1 CSI escaped like the others.
+    let o = batch(&manifest, &[]);
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["group"], "g\u{1b}]0;title\u{7}\u{9b}2J");
+}
+
+/// `sciscore eval` on the tiny224 model with `--backend cpu` and `args`.
+fn eval(args: &[&str]) -> std::process::Output {
+    let model = model_dir("tiny224");
+    let mut all = vec![
+        "eval",
+        "--backend",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    all.extend(args);
+    sciscore_bounded(&all, 300)
+}
+
+#[test]
+fn eval_checks_its_outputs_before_the_work() {
+    let shard = fixtures().join("science_t2i/test-00000-of-00002.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    // An unwritable --out is found before the model is even loaded.
+    let bad = dir.path().join("no/such/folder/summary.json");
+    let o = sciscore_bounded(
+        &[
+            "eval",
+            "--backend",
+            "cpu",
+            "--model",
+            "/nonexistent/model",
+            "--dataset",
+            shard.to_str().unwrap(),
+            "--out",
+            bad.to_str().unwrap(),
+        ],
+        120,
+    );
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("summary.json"), "{}", stderr_of(&o));
+
+    // An output that is the dataset, or the other output, is refused and nothing is written.
+    let copy = dir.path().join("test-00000-of-00001.parquet");
+    std::fs::copy(&shard, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let csv = dir.path().join("rows.csv");
+    for args in [
+        vec!["--out", copy.to_str().unwrap()],
+        vec!["--csv", copy.to_str().unwrap()],
+        vec![
+            "--out",
+            csv.to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    ] {
+        let mut all = vec!["--dataset", copy.to_str().unwrap()];
+        all.extend(&args);
+        let o = eval(&all);
+        let err = stderr_of(&o);
+        assert!(!o.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("is the dataset file") || err.contains("is the same file as --out"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), before, "{args:?}");
+    }
+    assert!(!csv.exists());
+
+    // A write that fails at the end (a full disk) does not lose the summary on stdout.
+    if std::path::Path::new("/dev/full").exists() {
+        let o = eval(&[
+            "--json",
+            "--limit",
+            "2",
+            "--dataset",
+            shard.to_str().unwrap(),
+            "--out",
+            "/dev/full",
+        ]);
+        assert!(!o.status.success());
+        assert!(stderr_of(&o).contains("/dev/full"), "{}", stderr_of(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["rows"], 2);
+    }
+}
+
+/// One Science-T2I row: prompt, (path, bytes) of the explicit and superficial images,
+/// category, law.
+type PqRow<'a> = (
+    &'a str,
+    (&'a str, &'a [u8]),
+    (&'a str, &'a [u8]),
+    &'a str,
+    &'a str,
+);
+
+/// Writes `rows` as a parquet file with the Science-T2I columns, as pyarrow lays them out.
+fn write_science_t2i(path: &std::path::Path, rows: &[PqRow]) {
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::{properties::WriterProperties, writer::SerializedFileWriter};
+    use std::sync::Arc;
+    let image = |name: &str| {
+        format!(
+            "optional group {name} (LIST) {{ repeated group list {{ optional group element {{ \
+             optional binary bytes; optional binary path (UTF8); }} }} }}"
+        )
+    };
+    let schema = format!(
+        "message schema {{ optional binary implicit_prompt (UTF8); {} {} \
+         optional binary category (UTF8); optional binary law (UTF8); }}",
+        image("explicit_image"),
+        image("superficial_image")
+    );
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(&schema).unwrap());
+    let props = Arc::new(WriterProperties::builder().build());
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, props).unwrap();
+    let b = |s: &[u8]| ByteArray::from(s.to_vec());
+    // Leaf columns in schema order; the image leaves sit 4 optional/repeated levels deep.
+    let columns: Vec<(Vec<ByteArray>, bool)> = vec![
+        (rows.iter().map(|r| b(r.0.as_bytes())).collect(), false),
+        (rows.iter().map(|r| b(r.1 .1)).collect(), true),
+        (rows.iter().map(|r| b(r.1 .0.as_bytes())).collect(), true),
+        (rows.iter().map(|r| b(r.2 .1)).collect(), true),
+        (rows.iter().map(|r| b(r.2 .0.as_bytes())).collect(), true),
+        (rows.iter().map(|r| b(r.3.as_bytes())).collect(), false),
+        (rows.iter().map(|r| b(r.4.as_bytes())).collect(), false),
+    ];
+    let mut rg = w.next_row_group().unwrap();
+    let mut columns = columns.into_iter();
+    while let Some(mut col) = rg.next_column().unwrap() {
+        let (values, nested) = columns.next().unwrap();
+        let n = values.len();
+        let (def, rep) = if nested {
+            (vec![4i16; n], Some(vec![0i16; n]))
+        } else {
+            (vec![1i16; n], None)
+        };
+        col.typed::<ByteArrayType>()
+            .write_batch(&values, Some(&def), rep.as_deref())
+            .unwrap();
+        col.close().unwrap();
+    }
+    rg.close().unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn eval_row_errors_reach_stderr_without_a_terminal_and_controls_are_escaped() {
+    let bad = fixtures().join("science_t2i_bad/bad_image.parquet");
+    let o = eval(&["--dataset", bad.to_str().unwrap()]);
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("row 1: explicit_image"), "{err}");
+
+    let png = std::fs::read(fixtures().join("images/rgb_gradient.png")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("controls.parquet");
+    let category = "optics\u{1b}[2J\u{9b}1m";
+    write_science_t2i(
+        &data,
+        &[
+            (
+                "a prism",
+                ("e.png", &png),
+                ("s.png", &png),
+                category,
+                "refraction",
+            ),
+            (
+                "a lens",
+                ("bad\u{1b}]0;title\u{7}.png", b"not an image"),
+                ("s.png", &png),
+                category,
+                "refraction",
+            ),
+        ],
+    );
+    for json in [false, true] {
+        let mut args = vec!["--dataset", data.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let o = eval(&args);
+        let err = stderr_of(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("row 1: explicit_image: image `bad\\u{1b}]0;title\\u{7}.png`"),
+            "{err}"
+        );
+        let out = String::from_utf8(o.stdout.clone()).unwrap();
+        for (what, text) in [("stdout", &out), ("stderr", &err)] {
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "raw control characters on {what}: {text:?}"
+            );
+        }
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["category_accuracy"].as_object().unwrap().len(), 1);
+            assert!(v["category_accuracy"][category].is_number(), "{v}");
+        } else {
+            assert!(out.contains("optics\\u{1b}[2J\\u{9b}1m"), "{out}");
+        }
+    }
+}
