@@ -538,6 +538,7 @@ mod cli {
                     let d = PathBuf::from("tests/fixtures/models/tiny224");
                     d.join("config.json").is_file().then_some(d)
                 });
+                let site = crate::serve::Site::new(&root, demo.as_deref())?;
                 let (listener, addr) = crate::serve::bind(port).with_context(|| {
                     format!("cannot listen on 127.0.0.1:{port} (in use? pass another --port, or 0)")
                 })?;
@@ -546,7 +547,7 @@ mod cli {
                     println!("with the demo model: http://{addr}/?model=models/demo/");
                 }
                 std::io::Write::flush(&mut std::io::stdout())?;
-                crate::serve::run(listener, crate::serve::Site { root, demo })?;
+                crate::serve::run(listener, site)?;
             }
             Cmd::Bench {
                 random,

@@ -1,23 +1,44 @@
 //! `sciscore serve`: a small static file server for the page in `www/`, on 127.0.0.1 only.
 //! Part of the `sciscore` binary (not the library).
 //!
-//! GET and HEAD, single-range `Range` requests (the page reads model weights tensor by tensor
-//! with them), correct MIME types (`application/wasm` for streaming compilation), no path
-//! traversal, a fixed pool of threads, timeouts on every socket, and `/models/demo/` mapped to
-//! the bundled demo model so the page works offline.
+//! HTTP/1.1 by [hyper](https://docs.rs/hyper/1) on a tokio runtime, files (byte ranges,
+//! conditional requests, HEAD) by tower-http's
+//! [`ServeFile`](https://docs.rs/tower-http/0.6/tower_http/services/struct.ServeFile.html).
+//! This module decides what may be served: only the names `127.0.0.1` and `localhost` as the
+//! host (DNS rebinding), GET and HEAD, plain paths under the site (no `..`, no hidden files, no
+//! symbolic link leading out), `/models/demo/` mapped to the demo model so the page works
+//! offline, and our MIME types and security headers on every answer.
 
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use percent_encoding::percent_decode_str;
+use socket2::{Domain, Socket, Type};
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tower_http::services::fs::ServeFileSystemResponseBody;
+use tower_http::services::ServeFile;
+use tower_service::Service;
 
-/// Threads answering requests; a browser opens at most 6 connections per host.
-const THREADS: usize = 8;
-/// Request line plus headers; anything longer is not a browser talking to us.
+/// A client has this long to send a request's head (idle keep-alive included), so slow or
+/// silent sockets are closed instead of held.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request line plus headers (hyper's read buffer); anything longer is not a browser talking to us.
 const MAX_HEAD_BYTES: usize = 16 << 10;
-/// An idle or slow client is dropped after this long.
-const READ_TIMEOUT: Duration = Duration::from_secs(15);
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections the kernel queues before we accept them; std's 128 drops part of a burst of
+/// a few hundred, whose clients then retry a second later.
+const BACKLOG: i32 = 1024;
 /// Where the demo model is served from (the page's demo preset loads `models/demo/`).
 pub const DEMO_PREFIX: &str = "/models/demo/";
 
@@ -28,149 +49,182 @@ const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
     img-src 'self' blob: data:; style-src 'self'; worker-src 'self'; object-src 'none'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// What to serve.
+/// What to serve: canonical folders, checked before anything is announced.
 pub struct Site {
     /// The page (`www/`).
-    pub root: PathBuf,
+    root: PathBuf,
     /// The demo model folder, served under `/models/demo/`.
-    pub demo: Option<PathBuf>,
+    demo: Option<PathBuf>,
+}
+
+impl Site {
+    /// Checks that both folders exist; an error names the path and the option it came from.
+    pub fn new(root: &Path, demo: Option<&Path>) -> anyhow::Result<Site> {
+        fn folder(option: &str, p: &Path) -> anyhow::Result<PathBuf> {
+            let real = p
+                .canonicalize()
+                .with_context(|| format!("{option} {}: cannot open", p.display()))?;
+            anyhow::ensure!(real.is_dir(), "{option} {}: not a folder", p.display());
+            Ok(real)
+        }
+        Ok(Site {
+            root: folder("--root", root)?,
+            demo: demo.map(|d| folder("--demo", d)).transpose()?,
+        })
+    }
 }
 
 /// Binds 127.0.0.1:`port` (0 picks a free port) and returns the listener and its address.
 pub fn bind(port: u16) -> io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    // As std does: a restarted server may bind while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    let listener = TcpListener::from(socket);
     let addr = listener.local_addr()?;
     Ok((listener, addr))
 }
 
-/// Serves forever with `THREADS` threads accepting on the one listener.
+/// Serves forever: one tokio task per connection, so a slow, idle or failing client holds
+/// nothing but its own socket.
 pub fn run(listener: TcpListener, site: Site) -> io::Result<()> {
-    let site = std::sync::Arc::new(Site {
-        root: site.root.canonicalize()?,
-        demo: site.demo.map(|d| d.canonicalize()).transpose()?,
-    });
-    let mut workers = Vec::new();
-    for _ in 0..THREADS {
-        let listener = listener.try_clone()?;
-        let site = site.clone();
-        workers.push(std::thread::spawn(move || loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    // One bad client never takes the thread down.
-                    let _ = handle(stream, &site);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }));
-    }
-    for w in workers {
-        let _ = w.join();
-    }
-    Ok(())
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(accept_loop(listener, Arc::new(site)))
 }
 
-struct Request {
-    method: String,
-    path: String,
-    range: Option<String>,
-}
-
-fn read_request(stream: &TcpStream) -> io::Result<Option<Request>> {
-    let mut reader = BufReader::new(stream.take(MAX_HEAD_BYTES as u64));
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return Ok(None);
-    };
-    let mut range = None;
+async fn accept_loop(listener: TcpListener, site: Arc<Site>) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
     loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
-            return Ok(None); // headers cut off or too long
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors and the like: wait for connections to close, do not spin.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let site = site.clone();
+        let service = service_fn(move |req| respond(site.clone(), req));
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        // A connection that fails, times out or panics ends its own task only.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
     }
-    Ok(Some(Request {
-        method: method.to_string(),
-        path: target.to_string(),
-        range,
-    }))
 }
 
-fn handle(stream: TcpStream, site: &Site) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let Some(req) = read_request(&stream)? else {
-        return send_error(&stream, 400, "Bad Request");
-    };
-    if req.method != "GET" && req.method != "HEAD" {
-        return send_error(&stream, 405, "Method Not Allowed");
-    }
-    let Some(path) = resolve(site, &req.path) else {
-        return send_error(&stream, 404, "Not Found");
-    };
-    let Ok(mut file) = std::fs::File::open(&path) else {
-        return send_error(&stream, 404, "Not Found");
-    };
-    let size = file.metadata()?.len();
-    let (status, start, len) = match req.range.as_deref().map(|r| parse_range(r, size)) {
-        None | Some(Range::Ignore) => (200, 0, size),
-        Some(Range::Bytes(a, b)) => (206, a, b - a),
-        Some(Range::Unsatisfiable) => {
-            let head = format!(
-                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            return (&stream).write_all(head.as_bytes());
-        }
-    };
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {}\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\n\
-         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
-         Cross-Origin-Resource-Policy: same-origin\r\nContent-Security-Policy: {CSP}\r\nConnection: close\r\n",
-        if status == 206 { "Partial Content" } else { "OK" },
-        mime(&path),
-    );
-    if status == 206 {
-        head.push_str(&format!(
-            "Content-Range: bytes {start}-{}/{size}\r\n",
-            start + len - 1
+type Body = Either<ServeFileSystemResponseBody, Full<Bytes>>;
+
+async fn respond(
+    site: Arc<Site>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if !host_allowed(&req) {
+        return Ok(plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers only to 127.0.0.1 and localhost",
         ));
     }
-    head.push_str("\r\n");
-    let mut out = io::BufWriter::new(&stream);
-    out.write_all(head.as_bytes())?;
-    if req.method == "GET" {
-        file.seek(SeekFrom::Start(start))?;
-        io::copy(&mut (&mut file).take(len), &mut out)?;
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "GET and HEAD only");
+        let allow = HeaderValue::from_static("GET, HEAD");
+        resp.headers_mut().insert(header::ALLOW, allow);
+        return Ok(resp);
     }
-    out.flush()
+    let target = req.uri().path().to_owned();
+    // Path checks touch the file system; keep them off the threads that drive connections.
+    let file = tokio::task::spawn_blocking(move || resolve(&site, &target))
+        .await
+        .ok()
+        .flatten();
+    let Some(file) = file else {
+        return Ok(plain(StatusCode::NOT_FOUND, "not found"));
+    };
+    ignore_ranges_we_do_not_serve(req.headers_mut());
+    let mut serve = ServeFile::new(&file);
+    // ServeFile is always ready and never fails (its errors are responses); asking keeps to
+    // the Service contract.
+    let Ok(()) = poll_fn(|cx| Service::<Request<Incoming>>::poll_ready(&mut serve, cx)).await;
+    let Ok(resp) = serve.call(req).await;
+    let mut resp = resp.map(Either::Left);
+    let mime = HeaderValue::from_static(mime(&file));
+    resp.headers_mut().insert(header::CONTENT_TYPE, mime);
+    add_security_headers(resp.headers_mut());
+    Ok(resp)
 }
 
-fn send_error(mut stream: &TcpStream, status: u16, reason: &str) -> io::Result<()> {
-    let body = format!("{status} {reason}\n");
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+/// Only names that mean this machine: a page whose own name resolves to 127.0.0.1 (DNS
+/// rebinding) must not read what is served here. Any port, for SSH tunnels.
+fn host_allowed<B>(req: &Request<B>) -> bool {
+    // An absolute-form target's authority overrides Host (RFC 9112 §3.2.2).
+    let host = match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    };
+    let Some(host) = host else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost")
 }
 
-/// A file under the site for a request target, or `None` (404) for anything outside it.
+/// tower-http answers 416 to several ranges or to another unit, where RFC 9110 §14.2 lets a
+/// server ignore the header and send the whole file, which is what clients expect.
+fn ignore_ranges_we_do_not_serve(headers: &mut HeaderMap) {
+    let single = headers
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .is_some_and(|r| r.starts_with("bytes=") && !r.contains(','));
+    if !single {
+        headers.remove(header::RANGE);
+    }
+}
+
+fn plain(status: StatusCode, why: &str) -> Response<Body> {
+    let body = format!("{status}: {why}\n");
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    let text = HeaderValue::from_static("text/plain; charset=utf-8");
+    resp.headers_mut().insert(header::CONTENT_TYPE, text);
+    add_security_headers(resp.headers_mut());
+    resp
+}
+
+fn add_security_headers(h: &mut HeaderMap) {
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+}
+
+/// A file under the site for a request path, or `None` (404) for anything outside it.
 fn resolve(site: &Site, target: &str) -> Option<PathBuf> {
-    let path = target.split(['?', '#']).next()?;
-    let path = percent_decode(path)?;
+    let path = percent_decode_str(target).decode_utf8().ok()?;
     if !path.starts_with('/') {
         return None;
     }
@@ -196,63 +250,6 @@ fn resolve(site: &Site, target: &str) -> Option<PathBuf> {
     // Symbolic links must not lead out of the site either.
     let real = full.canonicalize().ok()?;
     (real.starts_with(base) && real.is_file()).then_some(real)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[derive(Debug, PartialEq)]
-enum Range {
-    /// Serve the whole file (no range we handle: several ranges, another unit).
-    Ignore,
-    /// Bytes `a..b` (end exclusive), within the file.
-    Bytes(u64, u64),
-    Unsatisfiable,
-}
-
-/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range (RFC 9110 §14.1.2).
-fn parse_range(h: &str, size: u64) -> Range {
-    let Some(spec) = h.trim().strip_prefix("bytes=") else {
-        return Range::Ignore;
-    };
-    if spec.contains(',') {
-        return Range::Ignore;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return Range::Ignore;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parsed = match (a.is_empty(), b.is_empty()) {
-        (true, false) => b
-            .parse::<u64>()
-            .ok()
-            .map(|n| (size.saturating_sub(n), size, n > 0)),
-        (false, true) => a.parse::<u64>().ok().map(|a| (a, size, a < size)),
-        (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(a), Ok(b)) if a <= b => Some((a, (b + 1).min(size), a < size)),
-            _ => None,
-        },
-        (true, true) => None,
-    };
-    match parsed {
-        None => Range::Ignore,
-        Some((a, b, true)) if a < b => Range::Bytes(a, b),
-        Some(_) => Range::Unsatisfiable,
-    }
 }
 
 fn mime(path: &Path) -> &'static str {
@@ -283,101 +280,46 @@ fn mime(path: &Path) -> &'static str {
 mod tests {
     use super::*;
 
-    fn fetch(addr: SocketAddr, req: &str) -> (String, Vec<u8>) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(req.as_bytes()).unwrap();
-        let mut all = Vec::new();
-        s.read_to_end(&mut all).unwrap();
-        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        (
-            String::from_utf8_lossy(&all[..split]).into_owned(),
-            all[split + 4..].to_vec(),
-        )
-    }
-
-    #[test]
-    fn ranges_parse_like_rfc_9110() {
-        assert_eq!(parse_range("bytes=0-0", 10), Range::Bytes(0, 1));
-        assert_eq!(parse_range("bytes=2-", 10), Range::Bytes(2, 10));
-        assert_eq!(parse_range("bytes=-3", 10), Range::Bytes(7, 10));
-        assert_eq!(parse_range("bytes=5-100", 10), Range::Bytes(5, 10));
-        assert_eq!(parse_range("bytes=10-", 10), Range::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,4-5", 10), Range::Ignore);
-        assert_eq!(parse_range("items=0-1", 10), Range::Ignore);
-        assert_eq!(parse_range("bytes=5-2", 10), Range::Ignore);
-    }
-
-    #[test]
-    fn serves_files_ranges_and_mime_types_and_nothing_outside() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("www");
-        let demo = dir.path().join("demo");
-        std::fs::create_dir_all(root.join("pkg")).unwrap();
-        std::fs::create_dir_all(&demo).unwrap();
-        std::fs::write(root.join("index.html"), "<!doctype html>").unwrap();
-        std::fs::write(root.join("pkg/a.wasm"), b"\0asm0123456789").unwrap();
-        std::fs::write(root.join(".secret"), "no").unwrap();
-        std::fs::write(dir.path().join("outside.txt"), "no").unwrap();
-        std::fs::write(demo.join("config.json"), "{}").unwrap();
-        let (listener, addr) = bind(0).unwrap();
-        std::thread::spawn(move || {
-            run(
-                listener,
-                Site {
-                    root,
-                    demo: Some(demo),
-                },
-            )
-        });
-
-        let (h, body) = fetch(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(
-            h.starts_with("HTTP/1.1 200")
-                && h.contains("text/html")
-                && h.contains("Content-Security-Policy"),
-            "{h}"
-        );
-        assert_eq!(body, b"<!doctype html>");
-
-        let (h, body) = fetch(addr, "GET /pkg/a.wasm HTTP/1.1\r\nRange: bytes=4-7\r\n\r\n");
-        assert!(
-            h.starts_with("HTTP/1.1 206")
-                && h.contains("application/wasm")
-                && h.contains("Content-Range: bytes 4-7/14"),
-            "{h}"
-        );
-        assert_eq!(body, b"0123");
-
-        let (h, body) = fetch(addr, "HEAD /models/demo/config.json HTTP/1.1\r\n\r\n");
-        assert!(
-            h.starts_with("HTTP/1.1 200")
-                && h.contains("Content-Length: 2")
-                && h.contains("application/json"),
-            "{h}"
-        );
-        assert!(body.is_empty());
-
-        let (h, _) = fetch(addr, "GET /pkg/a.wasm HTTP/1.1\r\nRange: bytes=99-\r\n\r\n");
-        assert!(
-            h.starts_with("HTTP/1.1 416") && h.contains("bytes */14"),
-            "{h}"
-        );
-
-        for bad in [
-            "/../outside.txt",
-            "/%2e%2e/outside.txt",
-            "/pkg/..%2F..%2Foutside.txt",
-            "/.secret",
-            "/models/demo/../../outside.txt",
-            "/nope.js",
-            "/%zz",
-        ] {
-            let (h, _) = fetch(addr, &format!("GET {bad} HTTP/1.1\r\n\r\n"));
-            assert!(h.starts_with("HTTP/1.1 404"), "{bad}: {h}");
+    fn request(target: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(target);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
         }
-        let (h, _) = fetch(addr, "POST / HTTP/1.1\r\n\r\n");
-        assert!(h.starts_with("HTTP/1.1 405"), "{h}");
-        let (h, _) = fetch(addr, "garbage\r\n\r\n");
-        assert!(h.starts_with("HTTP/1.1 400"), "{h}");
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_local_host_names_are_served() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "localhost",
+            "LocalHost:1",
+            "localhost:",
+        ] {
+            assert!(host_allowed(&request("/", Some(ok))), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "127.0.0.2",
+            "[::1]:8080",
+            "localhost:80x",
+            "",
+        ] {
+            assert!(!host_allowed(&request("/", Some(bad))), "{bad}");
+        }
+        assert!(!host_allowed(&request("/", None)));
+        // The absolute form's authority is the host, whatever the Host header says.
+        assert!(!host_allowed(&request(
+            "http://evil.example/",
+            Some("127.0.0.1")
+        )));
+        assert!(host_allowed(&request(
+            "http://localhost:9/x",
+            Some("evil.example")
+        )));
     }
 }
