@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::preprocess::image_to_pixels;
+use crate::preprocess::{image_to_pixels, read_image_file};
 use crate::score;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -59,9 +59,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// The longest `--out` line accepted as a record: a record repeats its manifest line's strings
 /// (the image path twice, in `image` and in `error`).
 const MAX_RECORD_BYTES: usize = 4 * MAX_LINE_BYTES;
-
-/// The largest image file read: an uncompressed 16-bit RGBA PNG at `MAX_PIXELS` is 716 MB.
-const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
 /// Checks the manifest and `out` before any work and returns the manifest's non-blank lines.
 ///
@@ -258,22 +255,6 @@ struct Item {
     pixels: std::result::Result<Vec<f32>, String>,
 }
 
-/// The bytes of an image named by the manifest, if it is a regular file of a sane size.
-fn read_image(path: &Path) -> std::result::Result<Vec<u8>, String> {
-    let cannot = |e: &dyn std::fmt::Display| format!("cannot read image {}: {e}", path.display());
-    let m = std::fs::metadata(path).map_err(|e| cannot(&e))?;
-    if !m.is_file() {
-        return Err(cannot(&"not a regular file"));
-    }
-    if m.len() > MAX_IMAGE_BYTES {
-        return Err(cannot(&format!(
-            "{} bytes, more than the {MAX_IMAGE_BYTES} an image can need",
-            m.len()
-        )));
-    }
-    std::fs::read(path).map_err(|e| cannot(&e))
-}
-
 /// Parses and decodes manifest lines on a reader thread, skipping blank and `done` lines.
 /// `line` counts physical lines, blank ones included.
 fn read_manifest(
@@ -321,8 +302,9 @@ fn read_manifest(
         };
         let pixels = match (v, field("prompt"), field("image")) {
             (Err(e), _, _) => Err(e.clone()),
-            (Ok(_), Some(_), Some(img)) => read_image(&base.join(&img))
-                .and_then(|b| image_to_pixels(&img, &b, &pre).map_err(|e| e.to_string())),
+            (Ok(_), Some(_), Some(img)) => read_image_file(&base.join(&img))
+                .and_then(|b| image_to_pixels(&img, &b, &pre))
+                .map_err(|e| e.to_string()),
             _ => Err("expected {\"prompt\": string, \"image\": path} on this line".to_string()),
         };
         if let Err(e) = &pixels {

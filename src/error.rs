@@ -79,6 +79,7 @@ impl fmt::Display for Hint {
 
 /// A zeroed buffer of `n` elements whose size a file or a user chose: `Error::OutOfMemory` instead
 /// of aborting the process when the memory cannot be had.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn try_zeroed<T: Clone + Default>(what: &str, n: usize) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {

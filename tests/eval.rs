@@ -503,7 +503,9 @@ fn batch_errors_reach_stderr_without_a_terminal_and_controls_are_escaped() {
         let err = stderr_of(&o);
         assert!(o.status.success(), "{err}");
         assert!(
-            err.contains("line 2: cannot read image") && err.contains("no\\u{1b}[31mpe.png"),
+            err.contains("line 2: image `")
+                && err.contains("cannot read it")
+                && err.contains("no\\u{1b}[31mpe.png"),
             "{err}"
         );
         for (what, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
