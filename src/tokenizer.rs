@@ -2,11 +2,13 @@
 //! transformers 4.50.3) for a model folder's `tokenizer.json` (or `vocab.json` + `merges.txt`).
 //!
 //! The pipeline CLIP's `tokenizer.json` declares, and the only one accepted here:
-//! added special tokens split out of the raw text -> normalizer `NFC`, `Replace(\s+ -> " ")`,
-//! `Lowercase` -> pre-tokenizer `Split(pattern, Removed, invert)` (keeps the pattern's matches) ->
-//! `ByteLevel` (bytes to printable unicode, no prefix space) -> BPE with
+//! added tokens with `normalized: false` split out of the raw text -> normalizer `NFC`,
+//! `Replace(\s+ -> " ")`, `Lowercase` -> added tokens with `normalized: true` (CLIP's two) split
+//! out of the normalized text -> pre-tokenizer `Split(pattern, Removed, invert)` (keeps the
+//! pattern's matches) -> `ByteLevel` (bytes to printable unicode, no prefix space) -> BPE with
 //! `end_of_word_suffix = "</w>"` -> `<|startoftext|> ... <|endoftext|>`, truncated so the whole is
-//! at most `max_len` ids and still ends with the end token.
+//! at most `max_len` ids and still ends with the end token. Text is processed left to right and
+//! left as soon as `max_len` ids are known.
 //!
 //! Hand-written rather than the `tokenizers` crate: the crate pulls rayon, onig/fancy-regex and
 //! much more into the wasm binary for this one fixed pipeline. Parity with `CLIPTokenizerFast` is
@@ -16,29 +18,56 @@ use crate::error::{Error, Result};
 use regex::Regex;
 use serde_json::Value;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use unicode_normalization::UnicodeNormalization;
 
 /// CLIP's pre-tokenization pattern (OpenAI `simple_tokenizer.py`, lowercased), used for the
 /// `vocab.json` + `merges.txt` form, where no pattern is stored.
 const CLIP_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+/// The same with the special tokens in front, as some converters write it.
+const CLIP_PATTERN_WITH_SPECIALS: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 const BOS: &str = "<|startoftext|>";
 const EOS: &str = "<|endoftext|>";
 const SUFFIX: &str = "</w>";
+/// Smallest piece of text normalized at a time: 75 CLIP tokens rarely span more, and the
+/// per-piece overhead is negligible at this size.
+const WINDOW: usize = 1024;
+/// Words cached (as `tokenizers` does): at most this many, each at most this many bytes, so hostile
+/// prompts cannot grow the cache without bound.
+const CACHE_ENTRIES: usize = 10_000;
+const CACHE_WORD_BYTES: usize = 256;
 
 /// A CLIP tokenizer.
 pub struct Tokenizer {
-    vocab: HashMap<String, u32>,
-    /// Rank of each merge `(left, right)`; lower merges first.
-    merges: HashMap<(String, String), u32>,
+    /// `(left id, right id) -> (rank, merged id)`; lower ranks merge first.
+    merges: HashMap<(u32, u32), (u32, u32)>,
+    /// The id of each byte's character, inside a word and as its last character (with `</w>`).
+    byte_ids: [u32; 256],
+    end_ids: [u32; 256],
+    /// Bit `b` of `joined[a]`: some merged token holds byte `a`'s character right before byte
+    /// `b`'s, so a word cannot be split between them without possibly changing its merges.
+    joined: Box<[[u64; 4]; 256]>,
     split: Regex,
     whitespace: Regex,
-    /// Special tokens matched verbatim in the raw text, longest first.
+    /// Added tokens matched in the raw text (`normalized: false`), longest first.
+    raw_specials: Vec<(String, u32)>,
+    /// Added tokens matched in the normalized text (`normalized: true`), longest first.
     specials: Vec<(String, u32)>,
+    /// Whether text may be normalized piece by piece, cut before whitespace: true for CLIP's
+    /// pattern, whose pieces never hold whitespace.
+    windows: bool,
     bos: u32,
     eos: u32,
-    byte_chars: [char; 256],
     cache: RefCell<HashMap<String, Vec<u32>>>,
+}
+
+/// An added token as `tokenizer.json` declares it.
+struct Special {
+    content: String,
+    id: u32,
+    normalized: bool,
 }
 
 fn tok_err(m: impl Into<String>) -> Error {
@@ -111,7 +140,19 @@ impl Tokenizer {
                 t.get("content").and_then(Value::as_str),
                 t.get("id").and_then(Value::as_u64),
             ) {
-                specials.push((c.to_string(), id as u32));
+                let id = u32::try_from(id)
+                    .map_err(|_| tok_err(format!("added token {c:?} has a bad id {id}")))?;
+                // `tokenizers`' default for a missing flag.
+                let special = t.get("special").and_then(Value::as_bool) == Some(true);
+                let normalized = t
+                    .get("normalized")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(!special);
+                specials.push(Special {
+                    content: c.to_string(),
+                    id,
+                    normalized,
+                });
             }
         }
         Self::build(vocab, merges, &pattern, specials)
@@ -129,18 +170,25 @@ impl Tokenizer {
             .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
             .map(split_merge)
             .collect::<Result<Vec<_>>>()?;
+        // CLIPTokenizerFast converts these files with both special tokens `normalized: true`.
         let specials = [BOS, EOS]
             .iter()
-            .filter_map(|s| vocab.get(*s).map(|&id| (s.to_string(), id)))
+            .filter_map(|s| {
+                vocab.get(*s).map(|&id| Special {
+                    content: s.to_string(),
+                    id,
+                    normalized: true,
+                })
+            })
             .collect();
         Self::build(vocab, merges, CLIP_PATTERN, specials)
     }
 
     fn build(
         vocab: HashMap<String, u32>,
-        merges: Vec<(String, String)>,
+        merge_list: Vec<(String, String)>,
         pattern: &str,
-        mut specials: Vec<(String, u32)>,
+        specials: Vec<Special>,
     ) -> Result<Self> {
         let bos = *vocab
             .get(BOS)
@@ -151,21 +199,77 @@ impl Tokenizer {
         let split =
             Regex::new(pattern).map_err(|e| tok_err(format!("pre-tokenizer pattern: {e}")))?;
         let whitespace = Regex::new(r"\s+").expect("valid regex");
-        specials.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
-        let merges = merges
+
+        // Merges by id, as `tokenizers` keeps them; like it, refuse a merge outside the vocabulary.
+        let id_of = |s: &str| {
+            vocab.get(s).copied().ok_or_else(|| {
+                tok_err(format!(
+                    "the merge result or part {s:?} is not in the vocabulary"
+                ))
+            })
+        };
+        let mut merges = HashMap::with_capacity(merge_list.len());
+        for (rank, (l, r)) in merge_list.iter().enumerate() {
+            let rank = u32::try_from(rank).map_err(|_| tok_err("too many merges"))?;
+            merges.insert((id_of(l)?, id_of(r)?), (rank, id_of(&format!("{l}{r}"))?));
+        }
+
+        // Unknown characters become the unknown token, CLIP's <|endoftext|>.
+        let byte_chars = bytes_to_unicode();
+        let byte_ids = byte_chars.map(|c| vocab.get(c.encode_utf8(&mut [0; 4]) as &str).copied());
+        let end_ids = byte_chars.map(|c| vocab.get(&format!("{c}{SUFFIX}")).copied());
+        let known = byte_ids.iter().chain(&end_ids).all(Option::is_some);
+        let injective = vocab.values().collect::<HashSet<_>>().len() == vocab.len();
+        let joined = Box::new(if known && injective {
+            let mut byte_of = HashMap::new();
+            for (b, &c) in byte_chars.iter().enumerate() {
+                byte_of.insert(c, b);
+            }
+            let mut joined = [[0u64; 4]; 256];
+            for (l, r) in &merge_list {
+                let chars: Vec<char> = l.chars().chain(r.chars()).collect();
+                for w in chars.windows(2) {
+                    if let (Some(&a), Some(&b)) = (byte_of.get(&w[0]), byte_of.get(&w[1])) {
+                        joined[a][b / 64] |= 1 << (b % 64);
+                    }
+                }
+            }
+            joined
+        } else {
+            // A word is only cut where each id stands for its own characters.
+            [[u64::MAX; 4]; 256]
+        });
+
+        let (raw, normalized): (Vec<_>, Vec<_>) = specials
             .into_iter()
-            .enumerate()
-            .map(|(i, m)| (m, i as u32))
+            .filter(|s| !s.content.is_empty())
+            .partition(|s| !s.normalized);
+        let mut raw_specials: Vec<(String, u32)> =
+            raw.into_iter().map(|s| (s.content, s.id)).collect();
+        // `tokenizers` matches normalized added tokens by their normalized content.
+        let mut specials: Vec<(String, u32)> = normalized
+            .into_iter()
+            .map(|s| (normalize(&whitespace, &s.content), s.id))
+            .filter(|(s, _)| !s.is_empty())
             .collect();
+        raw_specials.sort_by_key(|(s, _)| Reverse(s.len()));
+        specials.sort_by_key(|(s, _)| Reverse(s.len()));
+        let windows = (pattern == CLIP_PATTERN || pattern == CLIP_PATTERN_WITH_SPECIALS)
+            && specials
+                .iter()
+                .all(|(s, _)| !s.contains(char::is_whitespace));
         Ok(Tokenizer {
-            vocab,
             merges,
+            byte_ids: byte_ids.map(|id| id.unwrap_or(eos)),
+            end_ids: end_ids.map(|id| id.unwrap_or(eos)),
+            joined,
             split,
             whitespace,
+            raw_specials,
             specials,
+            windows,
             bos,
             eos,
-            byte_chars: bytes_to_unicode(),
             cache: RefCell::new(HashMap::new()),
         })
     }
@@ -177,107 +281,200 @@ impl Tokenizer {
 
     /// Token ids of `text`: `[BOS] tokens [EOS]`, with the tokens truncated so that the whole is at
     /// most `max_len` long (CLIP: 77), as `tokenizer(text, truncation=True, max_length=77)`.
+    ///
+    /// Text after the last kept token is not processed, so the cost follows the kept tokens (and at
+    /// worst the one word they end in, O(n log n) in its length), not the length of `text`.
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<u32>> {
         if max_len < 2 {
             return Err(Error::Invalid(format!(
                 "max_len {max_len} leaves no room for the start and end tokens"
             )));
         }
-        let mut ids = vec![self.bos];
-        let body = max_len - 2;
+        // Room for the start token and the body; the end token is pushed last.
+        let limit = max_len - 1;
+        let mut ids = Vec::with_capacity(max_len.min(128));
+        ids.push(self.bos);
         let mut rest = text;
-        'outer: while !rest.is_empty() {
-            // The first special token in the remaining text, if any.
-            let hit = self
-                .specials
-                .iter()
-                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
-                .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
-            let (plain, special) = match hit {
-                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
-                None => (rest, None),
-            };
-            for id in self.encode_plain(plain) {
-                if ids.len() - 1 == body {
-                    break 'outer;
-                }
+        while ids.len() < limit && !rest.is_empty() {
+            let (plain, special) = next_special(rest, &self.raw_specials);
+            self.encode_raw(plain, &mut ids, limit);
+            let Some((id, end)) = special else { break };
+            if ids.len() < limit {
                 ids.push(id);
             }
-            match special {
-                Some((id, end)) => {
-                    if ids.len() - 1 == body {
-                        break;
-                    }
-                    ids.push(id);
-                    rest = &rest[end..];
-                }
-                None => break,
-            }
+            rest = &rest[end..];
         }
         ids.push(self.eos);
         Ok(ids)
     }
 
-    fn encode_plain(&self, text: &str) -> Vec<u32> {
-        let nfc: String = text.nfc().collect();
-        let spaced = self.whitespace.replace_all(&nfc, " ");
-        let lower: String = spaced.chars().flat_map(char::to_lowercase).collect();
-        let mut out = Vec::new();
-        for word in self.split.find_iter(&lower) {
-            let mapped: String = word
-                .as_str()
-                .bytes()
-                .map(|b| self.byte_chars[b as usize])
-                .collect();
-            if let Some(ids) = self.cache.borrow().get(&mapped) {
-                out.extend_from_slice(ids);
-                continue;
+    /// Raw text without raw-matched added tokens, one window at a time, until `ids` is `limit` long.
+    fn encode_raw(&self, text: &str, ids: &mut Vec<u32>, limit: usize) {
+        let mut rest = text;
+        while ids.len() < limit && !rest.is_empty() {
+            let (window, tail) = rest.split_at(self.window_end(rest));
+            rest = tail;
+            let norm = normalize(&self.whitespace, window);
+            let mut left = norm.as_str();
+            while ids.len() < limit && !left.is_empty() {
+                let (plain, special) = next_special(left, &self.specials);
+                for word in self.split.find_iter(plain) {
+                    if ids.len() >= limit {
+                        return;
+                    }
+                    self.encode_word(word.as_str(), ids, limit);
+                }
+                let Some((id, end)) = special else { break };
+                if ids.len() < limit {
+                    ids.push(id);
+                }
+                left = &left[end..];
             }
-            let ids = self.bpe(&mapped);
-            out.extend_from_slice(&ids);
-            self.cache.borrow_mut().insert(mapped, ids);
         }
-        out
     }
 
-    /// Byte-pair merges of one pre-tokenized word, lowest rank first.
-    fn bpe(&self, word: &str) -> Vec<u32> {
-        let mut parts: Vec<String> = word.chars().map(String::from).collect();
-        if let Some(last) = parts.last_mut() {
-            last.push_str(SUFFIX);
+    /// Where the first window of `text` ends: at the first ASCII whitespace after a non-space
+    /// character from `WINDOW` bytes on. There normalizing the two sides apart changes nothing: an
+    /// ASCII character neither composes nor reorders under NFC, the whitespace run it starts is
+    /// whole on the right, no canonical decomposition or lowercase mapping yields whitespace, and
+    /// neither CLIP's pattern nor a special token matches across whitespace.
+    fn window_end(&self, text: &str) -> usize {
+        let b = text.as_bytes();
+        if !self.windows || b.len() <= WINDOW {
+            return b.len();
         }
-        loop {
-            let best = parts
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, w)| {
-                    self.merges
-                        .get(&(w[0].clone(), w[1].clone()))
-                        .map(|&r| (r, i))
-                })
-                .min();
-            let Some((rank, _)) = best else { break };
-            let mut merged = Vec::with_capacity(parts.len());
-            let mut i = 0;
-            while i < parts.len() {
-                if i + 1 < parts.len()
-                    && self.merges.get(&(parts[i].clone(), parts[i + 1].clone())) == Some(&rank)
-                {
-                    merged.push(format!("{}{}", parts[i], parts[i + 1]));
-                    i += 2;
-                } else {
-                    merged.push(std::mem::take(&mut parts[i]));
-                    i += 1;
+        (WINDOW..b.len())
+            .find(|&at| {
+                b[at].is_ascii_whitespace()
+                    && text[..at]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| !c.is_whitespace())
+            })
+            .unwrap_or(b.len())
+    }
+
+    /// Token ids of one pre-tokenized (normalized) word, until `ids` is `limit` long.
+    ///
+    /// No merge can join two bytes that no merged token holds side by side, so the word is merged
+    /// piece by piece between such bytes (the result is the same as merging it whole) and left
+    /// once `limit` is reached; a word without such a cut is merged whole, in O(n log n). Words are
+    /// not capped at a length: how far right a byte can still change a word's first tokens is not
+    /// bounded by anything we can check in the merge list, so a cap could not be shown exact.
+    fn encode_word(&self, word: &str, ids: &mut Vec<u32>, limit: usize) {
+        if let Some(hit) = self.cache.borrow().get(word) {
+            ids.extend_from_slice(&hit[..hit.len().min(limit - ids.len())]);
+            return;
+        }
+        let start = ids.len();
+        let bytes = word.as_bytes();
+        let mut from = 0;
+        for at in 1..bytes.len() {
+            let (a, b) = (bytes[at - 1] as usize, bytes[at] as usize);
+            if self.joined[a][b / 64] & (1 << (b % 64)) == 0 {
+                self.merge(&bytes[from..at], false, ids);
+                from = at;
+                if ids.len() >= limit {
+                    ids.truncate(limit);
+                    return;
                 }
             }
-            parts = merged;
         }
-        // Every byte character is in CLIP's vocabulary; anything else maps to the unknown token,
-        // which CLIP's tokenizer.json sets to <|endoftext|>.
-        parts
+        self.merge(&bytes[from..], true, ids);
+        let mut cache = self.cache.borrow_mut();
+        if bytes.len() <= CACHE_WORD_BYTES && cache.len() < CACHE_ENTRIES {
+            cache.insert(word.to_string(), ids[start..].to_vec());
+        }
+        ids.truncate(limit);
+    }
+
+    /// Byte-pair merges of a word's bytes (`ends_word`: its last byte ends the word and takes
+    /// `</w>`), appended to `out`. `tokenizers`' `Word::merge_all`: a heap of candidate pairs by
+    /// (rank, position) over a linked list of symbols, stale entries skipped when popped.
+    fn merge(&self, bytes: &[u8], ends_word: bool, out: &mut Vec<u32>) {
+        const NONE: usize = usize::MAX;
+        struct Symbol {
+            id: u32,
+            alive: bool,
+            prev: usize,
+            next: usize,
+        }
+        let n = bytes.len();
+        let mut syms: Vec<Symbol> = bytes
             .iter()
-            .map(|p| self.vocab.get(p).copied().unwrap_or(self.eos))
-            .collect()
+            .enumerate()
+            .map(|(i, &b)| Symbol {
+                id: if ends_word && i + 1 == n {
+                    self.end_ids[b as usize]
+                } else {
+                    self.byte_ids[b as usize]
+                },
+                alive: true,
+                prev: if i == 0 { NONE } else { i - 1 },
+                next: if i + 1 == n { NONE } else { i + 1 },
+            })
+            .collect();
+        // Min-heap of (rank, left position, merged id).
+        let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = syms
+            .windows(2)
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let &(rank, id) = self.merges.get(&(w[0].id, w[1].id))?;
+                Some(Reverse((rank, i, id)))
+            })
+            .collect();
+        while let Some(Reverse((_, pos, new_id))) = heap.pop() {
+            let (left, right) = (&syms[pos], syms[pos].next);
+            if !left.alive || right == NONE {
+                continue;
+            }
+            // Skip an entry whose pair changed since it was pushed.
+            if self.merges.get(&(left.id, syms[right].id)).map(|m| m.1) != Some(new_id) {
+                continue;
+            }
+            let after = syms[right].next;
+            syms[right].alive = false;
+            syms[pos].id = new_id;
+            syms[pos].next = after;
+            if after != NONE {
+                syms[after].prev = pos;
+            }
+            let before = syms[pos].prev;
+            if before != NONE {
+                if let Some(&(rank, id)) = self.merges.get(&(syms[before].id, new_id)) {
+                    heap.push(Reverse((rank, before, id)));
+                }
+            }
+            if after != NONE {
+                if let Some(&(rank, id)) = self.merges.get(&(new_id, syms[after].id)) {
+                    heap.push(Reverse((rank, pos, id)));
+                }
+            }
+        }
+        let mut at = if n == 0 { NONE } else { 0 };
+        while at != NONE {
+            out.push(syms[at].id);
+            at = syms[at].next;
+        }
+    }
+}
+
+/// CLIP's normalizer: NFC, whitespace runs to one space, lowercase.
+fn normalize(whitespace: &Regex, text: &str) -> String {
+    let nfc: String = text.nfc().collect();
+    let spaced = whitespace.replace_all(&nfc, " ");
+    spaced.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// `text` up to the first added token (leftmost, then longest), and that token's id and end.
+fn next_special<'t>(text: &'t str, specials: &[(String, u32)]) -> (&'t str, Option<(u32, usize)>) {
+    let hit = specials
+        .iter()
+        .filter_map(|(s, id)| text.find(s.as_str()).map(|at| (at, s.len(), *id)))
+        .min_by_key(|&(at, len, _)| (at, Reverse(len)));
+    match hit {
+        Some((at, len, id)) => (&text[..at], Some((id, at + len))),
+        None => (text, None),
     }
 }
 
@@ -358,7 +555,8 @@ fn split_pattern(p: Option<&Value>) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn toy() -> Tokenizer {
+    /// A tokenizer over the byte characters and three merges, with its vocabulary.
+    fn toy() -> (Tokenizer, HashMap<String, u32>) {
         let bytes = bytes_to_unicode();
         let mut vocab: HashMap<String, u32> = HashMap::new();
         for c in bytes.iter() {
@@ -378,14 +576,21 @@ mod tests {
             ("a".into(), "a".into()),
             ("aa".into(), "a</w>".into()),
         ];
-        let specials = vec![(BOS.to_string(), vocab[BOS]), (EOS.to_string(), vocab[EOS])];
-        Tokenizer::build(vocab, merges, CLIP_PATTERN, specials).unwrap()
+        let specials = [BOS, EOS]
+            .map(|s| Special {
+                content: s.to_string(),
+                id: vocab[s],
+                normalized: true,
+            })
+            .into();
+        let t = Tokenizer::build(vocab.clone(), merges, CLIP_PATTERN, specials).unwrap();
+        (t, vocab)
     }
 
     #[test]
     fn merges_in_rank_order_and_truncates_keeping_eos() {
-        let t = toy();
-        let id = |s: &str| t.vocab[s];
+        let (t, vocab) = toy();
+        let id = |s: &str| vocab[s];
         assert_eq!(
             t.encode("AB", 77).unwrap(),
             vec![t.bos, id("ab</w>"), t.eos]
@@ -404,11 +609,11 @@ mod tests {
 
     #[test]
     fn special_tokens_in_text_are_kept_whole() {
-        let t = toy();
+        let (t, vocab) = toy();
         let ids = t.encode("ab<|endoftext|>ab", 77).unwrap();
         assert_eq!(
             ids,
-            vec![t.bos, t.vocab["ab</w>"], t.eos, t.vocab["ab</w>"], t.eos]
+            vec![t.bos, vocab["ab</w>"], t.eos, vocab["ab</w>"], t.eos]
         );
     }
 }
