@@ -901,14 +901,20 @@ async fn score_images(
         .map(|(n, b)| ImageInput { name: n, bytes: b })
         .collect();
     let text = model.text_embeds(&[prompt]).await?.remove(0);
-    // All images in one pass; if one cannot be read, embed them one by one to find which.
+    // All images in one pass; if one cannot be read, embed them one by one to find which. Only
+    // an image's own fault is its result: anything else (a lost GPU) fails the whole call.
     let embeds: Vec<Result<Vec<f32>>> = match model.image_embeds(&inputs).await {
         Ok(v) => v.into_iter().map(Ok).collect(),
+        Err(e) if !image_fault(&e) => return Err(e),
         Err(e) if inputs.len() == 1 => vec![Err(e)],
         Err(_) => {
             let mut out = Vec::with_capacity(inputs.len());
             for im in &inputs {
-                out.push(model.image_embeds(&[*im]).await.map(|mut v| v.remove(0)));
+                match model.image_embeds(&[*im]).await {
+                    Ok(mut v) => out.push(Ok(v.remove(0))),
+                    Err(e) if image_fault(&e) => out.push(Err(e)),
+                    Err(e) => return Err(e),
+                }
             }
             out
         }
@@ -941,4 +947,9 @@ async fn score_images(
             },
         })
         .collect())
+}
+
+/// Whether `e` is about one image (undecodable, too many pixels) rather than the engine.
+fn image_fault(e: &Error) -> bool {
+    matches!(e, Error::Image { .. } | Error::Limits { .. })
 }
