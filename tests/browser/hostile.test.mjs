@@ -1,9 +1,9 @@
 // The page under hostile input (issue 13, section 5), in Chromium: a 1 MB prompt, broken model
 // folders (a wrong-shaped, missing or truncated tensor file, a config.json with absurd sizes), an
 // image that decodes to 89 megapixels and a pixel bomb, the wasm instance running out of memory,
-// and the WebGPU device lost mid-scoring. Each must end in `error` plus a message in #status (or,
-// where the input is valid, in scores), never in a hang or a silent crash; the page must stay
-// usable afterwards: the next load or Score works.
+// and the WebGPU device lost mid-scoring and while idle. Each must end in `error` plus a message
+// in #status (or, where the input is valid, in scores), never in a hang or a silent crash; the
+// page must stay usable afterwards: the next load or Score works.
 // Run: SCISCORE_BIN=target/debug/sciscore node --test --test-concurrency=1 tests/browser/hostile.test.mjs
 
 import { after, before, test } from 'node:test';
@@ -212,7 +212,7 @@ function assertError(status, re) {
   assert.doesNotMatch(status, /crash|restarted|unreachable|RuntimeError/i, `no panic: ${status}`);
 }
 
-/** Replaces the images with `names`, sets `prompt` and scores; returns the final status. */
+/** Replaces the images with the files `paths`, sets `prompt` and scores; returns the final status. */
 async function scoreWith(page, prompt, paths, timeout = HOSTILE_TIMEOUT_MS) {
   await page.click('#clear-images');
   await page.fill('#prompt', prompt);
