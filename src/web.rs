@@ -6,9 +6,11 @@
 //! next visit). Either way the loader pulls one tensor at a time, so a 3.9 GB checkpoint never
 //! sits whole in wasm memory (wasm32 has 4 GiB).
 //!
-//! Every error reaches JavaScript as a `JsError` carrying the library's message. wasm32 panics
-//! abort (they cannot be caught); `console_error_panic_hook` logs them and the worker reports the
-//! resulting `RuntimeError` so the page can restart the engine.
+//! Every error reaches JavaScript as a `JsError` carrying the library's message (a GPU failure
+//! also carries `gpu: true`: the model's device is gone, the page loads the model again). wasm32
+//! panics and failed allocations abort the instance (they cannot be caught): the panic hook leaves
+//! the message in `globalThis.sciscorePanic` and the allocator notes a refused size
+//! ([`take_alloc_failure`]), so the worker can say what happened before the page restarts it.
 
 use crate::error::{Error, Hint, Result};
 use crate::model::{Backend, ImageInput, Model};
@@ -16,9 +18,11 @@ use crate::random::RandomSource;
 use crate::score;
 use crate::source::{LocalFuture, MemorySource, ModelSource};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -30,8 +34,75 @@ const PROGRESS_EVERY_MS: f64 = 100.0;
 
 #[wasm_bindgen(start)]
 fn start() {
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        // The trap that follows carries no message: leave it where the worker looks.
+        let p = info.payload();
+        let what = (p.downcast_ref::<&str>().copied())
+            .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("panic");
+        let at = info.location().map_or(String::new(), |l| {
+            format!(" (at {}:{})", l.file(), l.line())
+        });
+        let _ = Reflect::set(
+            &js_sys::global(),
+            &"sciscorePanic".into(),
+            &format!("{what}{at}").into(),
+        );
+    }));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Crashes
+
+/// The size of the last allocation the wasm heap refused (0: none since the last look). Rust
+/// aborts on a failed allocation with a bare `unreachable` trap; this tells the worker that the
+/// trap was the instance running out of memory, and how much it asked for.
+static FAILED_ALLOC: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, noting the allocations it cannot serve in [`FAILED_ALLOC`].
+struct NoteFailures;
+
+// SAFETY: every call is forwarded unchanged to `System`; only a null result is noted.
+// Not inlined: LLVM would otherwise copy dlmalloc into every allocation site (7% more wasm).
+unsafe impl GlobalAlloc for NoteFailures {
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_failure(System.alloc(layout), layout.size())
+    }
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_failure(System.alloc_zeroed(layout), layout.size())
+    }
+    #[inline(never)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_failure(System.realloc(ptr, layout, new_size), new_size)
+    }
+    #[inline(never)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+fn note_failure(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        FAILED_ALLOC.store(size, Ordering::Relaxed);
+    }
+    p
+}
+
+#[global_allocator]
+static ALLOCATOR: NoteFailures = NoteFailures;
+
+/// Bytes of the last allocation the wasm heap refused since the previous call (0: none), for the
+/// worker's message after a trap; reading it touches no allocator, so it works on a dead instance.
+#[wasm_bindgen(js_name = takeAllocFailure)]
+pub fn take_alloc_failure() -> f64 {
+    FAILED_ALLOC.swap(0, Ordering::Relaxed) as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
 
 /// The readable message of a thrown JavaScript value.
 fn js_message(e: &JsValue) -> String {
@@ -48,8 +119,14 @@ fn io(name: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// A JavaScript `Error` with the library's message; `gpu: true` where the GPU failed under the
+/// model (a lost device), which then needs loading again.
 fn to_js(e: Error) -> JsValue {
-    JsError::new(&e.to_string()).into()
+    let err = js_sys::Error::new(&e.to_string());
+    if matches!(e, Error::Gpu(_)) {
+        let _ = Reflect::set(&err, &"gpu".into(), &JsValue::TRUE);
+    }
+    err.into()
 }
 
 fn parse_backend(name: &str) -> Result<Backend> {
@@ -901,14 +978,20 @@ async fn score_images(
         .map(|(n, b)| ImageInput { name: n, bytes: b })
         .collect();
     let text = model.text_embeds(&[prompt]).await?.remove(0);
-    // All images in one pass; if one cannot be read, embed them one by one to find which.
+    // All images in one pass; if one cannot be read, embed them one by one to find which. Only
+    // an image's own fault is its result: anything else (a lost GPU) fails the whole call.
     let embeds: Vec<Result<Vec<f32>>> = match model.image_embeds(&inputs).await {
         Ok(v) => v.into_iter().map(Ok).collect(),
+        Err(e) if !image_fault(&e) => return Err(e),
         Err(e) if inputs.len() == 1 => vec![Err(e)],
         Err(_) => {
             let mut out = Vec::with_capacity(inputs.len());
             for im in &inputs {
-                out.push(model.image_embeds(&[*im]).await.map(|mut v| v.remove(0)));
+                match model.image_embeds(&[*im]).await {
+                    Ok(mut v) => out.push(Ok(v.remove(0))),
+                    Err(e) if image_fault(&e) => out.push(Err(e)),
+                    Err(e) => return Err(e),
+                }
             }
             out
         }
@@ -941,4 +1024,9 @@ async fn score_images(
             },
         })
         .collect())
+}
+
+/// Whether `e` is about one image (undecodable, too many pixels) rather than the engine.
+fn image_fault(e: &Error) -> bool {
+    matches!(e, Error::Image { .. } | Error::Limits { .. })
 }

@@ -29,6 +29,8 @@ class Engine {
     this.nextId = 1;
     this.pending = new Map();
     this.worker = null;
+    /** Called when a crashed worker was replaced: whatever it held is gone. */
+    this.onRestart = null;
   }
 
   ensure() {
@@ -55,6 +57,8 @@ class Engine {
 
   onMessage(m) {
     const p = this.pending.get(m.id);
+    // A crash after its request was answered still ends the worker.
+    if (!p && m.type === 'fatal') this.fail(m.message, null, true);
     if (!p) return;
     if (m.type === 'progress') {
       p.onProgress?.(m.progress);
@@ -62,18 +66,25 @@ class Engine {
     }
     this.pending.delete(m.id);
     if (m.type === 'done') p.resolve(m.value);
-    else if (m.type === 'fatal') this.fail(m.message, p);
-    else p.reject(new Error(m.message));
+    else if (m.type === 'fatal') this.fail(m.message, p, true);
+    else p.reject(Object.assign(new Error(m.message), { gpu: !!m.gpu }));
   }
 
-  /** The worker is gone (crash or failed start): reject everything; the next call starts anew. */
-  fail(message, first = null) {
+  /**
+   * The worker is gone (its wasm instance trapped, or it did not start): reject everything.
+   * After a crash a fresh worker starts at once; after a failed start, at the next call.
+   */
+  fail(message, first = null, restart = false) {
     const all = first ? [first, ...this.pending.values()] : [...this.pending.values()];
     this.pending.clear();
     this.worker?.terminate();
     this.worker = null;
+    if (restart) {
+      this.ensure();
+      this.onRestart?.();
+    }
     for (const p of all) {
-      const e = new Error(message);
+      const e = new Error(restart ? `${message}; the engine was restarted` : message);
       e.fatal = true;
       p.reject(e);
     }
@@ -81,6 +92,9 @@ class Engine {
 }
 
 const engine = new Engine();
+engine.onRestart = () => {
+  if (state.model) markStale(state.model, 'an engine crash');
+};
 
 // ------------------------------------------------------------------------------------------------
 // State and small helpers
@@ -91,7 +105,13 @@ const state = {
   /** Results of the last scoring, aligned with `scored` (a snapshot of images and prompt). */
   results: null,
   scored: null,
+  /**
+   * The loaded model: {label, info, source, stale}. `stale` says why the engine no longer holds
+   * it (its worker crashed, or its GPU device was lost): the next Score loads it again.
+   */
   model: null,
+  /** GPU devices lost under a model this session: after two, reloads go to the CPU. */
+  gpuLosses: 0,
   loadSeq: 0,
   scoreSeq: 0,
 };
@@ -142,7 +162,11 @@ function onProgress(p) {
 // ------------------------------------------------------------------------------------------------
 // Loading a model
 
-async function load(source, label) {
+/**
+ * Loads a model into the engine; resolves to whether it did. `reload` (a reason) loads the model
+ * that was loaded before again, without scoring afterwards: score() does that.
+ */
+async function load(source, label, { reload = null } = {}) {
   const seq = ++state.loadSeq;
   setStatus(`loading ${label}…`, 'busy');
   $('#progress').value = 0;
@@ -150,9 +174,14 @@ async function load(source, label) {
   lastProgress = null;
   $('#model-note').hidden = true;
   try {
-    const r = await engine.call('load', { source, backend: BACKEND_PREF }, onProgress);
-    if (seq !== state.loadSeq) return; // a newer load replaced this one
-    state.model = { label, info: r.info };
+    // A second GPU failure in one session: the device is not to be trusted, use the CPU.
+    const toCpu = reload && state.gpuLosses >= 2 && BACKEND_PREF !== 'cpu';
+    const backend = toCpu ? 'cpu' : BACKEND_PREF;
+    const why = toCpu ? `the GPU failed ${state.gpuLosses} times; using the CPU` : undefined;
+    const r = await engine.call('load', { source, backend, why }, onProgress);
+    if (seq !== state.loadSeq) return false; // a newer load replaced this one
+    if (reload) r.notes.push(`loaded again after: ${reload}`);
+    state.model = { label, info: r.info, source, stale: null };
     state.results = null;
     state.scored = null;
     renderResults();
@@ -174,13 +203,38 @@ async function load(source, label) {
     st.dataset.loadMs = String(Math.round(r.ms));
     setStatus(`ready — ${label} on ${r.info.backend} (loaded in ${fmtMs(r.ms)})`, 'ready');
     updateCacheUsage();
-    if (state.images.length && $('#prompt').value.trim()) score();
+    if (!reload && state.images.length && $('#prompt').value.trim()) score();
+    return true;
   } catch (e) {
-    if (seq !== state.loadSeq) return;
-    state.model = null;
-    $('#backend').textContent = '—';
-    showError(e);
+    if (seq !== state.loadSeq) return false;
+    // A failed load leaves the engine's model in place, unless the engine crashed (onRestart).
+    const prev = state.model;
+    if (!prev) {
+      $('#backend').textContent = '—';
+      showError(e);
+    } else if (prev.stale) {
+      showError(new Error(`${e.message}; press Score to load ${prev.label} again`));
+    } else {
+      showError(new Error(`${e.message} (the previous model, ${prev.label}, is still loaded)`));
+    }
+    return false;
   }
+}
+
+/** The engine lost `m` (crash, lost GPU device): the next Score loads it again. */
+function markStale(m, why) {
+  m.stale = why;
+  $('#backend').textContent = '—';
+}
+
+/** After a failed scoring or benchmark: a crash or a lost GPU device cost the engine its model. */
+function afterEngineFailure(e) {
+  const m = state.model;
+  if (m && e.gpu) {
+    state.gpuLosses += 1;
+    markStale(m, 'a GPU failure');
+  }
+  showError(m?.stale ? new Error(`${e.message}; press Score to load ${m.label} again`) : e);
 }
 
 /** Loads the model files among `files` (a folder's worth, maybe with extra files). */
@@ -353,6 +407,7 @@ async function score() {
     setStatus('ready — add images to score (file picker, drag and drop, or paste)', 'ready');
     return;
   }
+  if (state.model.stale && !(await load(state.model.source, state.model.label, { reload: state.model.stale }))) return;
   const seq = ++state.scoreSeq;
   const prompt = $('#prompt').value;
   const pairwise = $('#pairwise').checked;
@@ -379,11 +434,7 @@ async function score() {
     );
   } catch (e) {
     if (seq !== state.scoreSeq) return;
-    showError(e);
-    if (e.fatal) {
-      state.model = null;
-      $('#backend').textContent = '—';
-    }
+    afterEngineFailure(e);
   } finally {
     if (seq === state.scoreSeq) $('#score').disabled = false;
   }
@@ -509,6 +560,7 @@ async function runBench() {
     showError(new Error('no model loaded: load a model first'));
     return;
   }
+  if (state.model.stale && !(await load(state.model.source, state.model.label, { reload: state.model.stale }))) return;
   const files = bench.files.slice().sort((a, b) => a.name.localeCompare(b.name));
   if (!files.length) return;
   bench.running = true;
@@ -538,11 +590,7 @@ async function runBench() {
     setStatus(`ready — benchmark: accuracy ${(r.report.overall_accuracy * 100).toFixed(1)}% over ${r.report.rows} rows`, 'ready');
   } catch (e) {
     text.textContent = '';
-    showError(e);
-    if (e.fatal) {
-      state.model = null;
-      $('#backend').textContent = '—';
-    }
+    afterEngineFailure(e);
   } finally {
     bench.running = false;
     benchButtons();

@@ -8,11 +8,15 @@
 //
 // Protocol: the page posts {id, type, ...}; the worker answers {id, type: 'progress', progress},
 // then {id, type: 'done', value} or {id, type: 'error' | 'fatal', message}. 'fatal' means the
-// wasm instance aborted (a Rust panic is a trap on wasm32): the page starts a fresh worker.
-// Requests run one at a time, in order.
+// wasm instance died (a Rust panic or a failed allocation is a trap on wasm32, and a trapped
+// instance is unusable): the worker closes and the page starts a fresh one. An 'error' with
+// `gpu: true` means the GPU failed under the model (device lost): the model is dropped, so the
+// page loads it again. Requests run one at a time, in order.
 
-/** The loaded build's class (set once the module has started). */
-let SciScore = null;
+/** The loaded build's module (its class SciScore and free functions), once started. */
+let wasm = null;
+/** The instance's linear memory (to report its size when it runs out). */
+let memory = null;
 
 /**
  * A module of one function that returns f32x4.relaxed_madd of three zero vectors: valid only
@@ -41,8 +45,8 @@ async function startWasm() {
   for (const dir of dirs) {
     try {
       const mod = await import(`${dir}sciscore.js`);
-      await mod.default();
-      SciScore = mod.SciScore;
+      memory = (await mod.default()).memory;
+      wasm = mod;
       return;
     } catch (e) {
       last = e;
@@ -57,16 +61,59 @@ const CACHE_NAME = 'sciscore-models-v1';
 let wasmReady = null;
 let model = null;
 let queue = Promise.resolve();
+/** The id of the request running now: the one a trap in the engine answers. */
+let current = null;
+let crashed = false;
 
 const message = (e) => (e && e.message) || String(e);
+const fmtBytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : `${(n / 1e6).toFixed(1)} MB`);
 
 self.onmessage = (ev) => {
   const msg = ev.data;
   queue = queue.then(() => handle(msg));
 };
 
+/**
+ * What killed the instance: the panic message the Rust hook left, or the allocation that failed
+ * (a trap with neither is reported as it came).
+ */
+function crashMessage(e) {
+  const panic = self.sciscorePanic;
+  const failed = wasm?.takeAllocFailure?.() ?? 0;
+  const used = memory ? memory.buffer.byteLength : 0;
+  if (panic) return `the engine crashed: ${panic}`;
+  if (failed > 0) {
+    return `the engine ran out of memory: allocating ${fmtBytes(failed)} failed with ${fmtBytes(used)} of wasm memory in use`;
+  }
+  return `the engine crashed (${message(e)}) with ${fmtBytes(used)} of wasm memory in use`;
+}
+
+/** The instance trapped: answer the request in flight as fatal and stop this worker. */
+function crash(e) {
+  if (crashed) return;
+  crashed = true;
+  self.postMessage({ id: current, type: 'fatal', message: crashMessage(e) });
+  self.close();
+}
+
+// A trap inside an async engine call happens in a promise job of wasm-bindgen-futures, not in
+// the awaited call: it surfaces here, and the call's promise never settles.
+self.addEventListener('unhandledrejection', (ev) => {
+  if (ev.reason instanceof WebAssembly.RuntimeError) {
+    ev.preventDefault();
+    crash(ev.reason);
+  }
+});
+self.addEventListener('error', (ev) => {
+  if (ev.error instanceof WebAssembly.RuntimeError) {
+    ev.preventDefault();
+    crash(ev.error);
+  }
+});
+
 async function handle(msg) {
   const { id } = msg;
+  current = id;
   const progress = (p) => self.postMessage({ id, type: 'progress', progress: p });
   try {
     const op = ops[msg.type];
@@ -77,13 +124,21 @@ async function handle(msg) {
         throw new Error(`could not start the wasm engine (${message(e)}); is www/pkg/ built? run scripts/serve`);
       });
       await wasmReady;
+      wasm.takeAllocFailure(); // an allocation refused and handled earlier is not this request's
     }
     const value = await op(msg, progress);
     self.postMessage({ id, type: 'done', value });
   } catch (e) {
-    const fatal = e instanceof WebAssembly.RuntimeError;
-    self.postMessage({ id, type: fatal ? 'fatal' : 'error', message: fatal ? `the engine crashed: ${message(e)}` : message(e) });
-    if (fatal) self.close();
+    if (e instanceof WebAssembly.RuntimeError) {
+      crash(e);
+      return;
+    }
+    // The GPU failed under the model (a lost device): its buffers are gone, the page reloads it.
+    if (e?.gpu && model && msg.type !== 'load') {
+      model.free();
+      model = null;
+    }
+    self.postMessage({ id, type: 'error', message: message(e), gpu: !!e?.gpu });
   }
 }
 
@@ -92,8 +147,8 @@ async function handle(msg) {
  * missing, when forced with ?backend=cpu, or when the only adapter is a software fallback
  * (SwiftShader: the wasm CPU path is far faster there) unless ?backend=webgpu forces it.
  */
-async function chooseBackend(pref) {
-  if (pref === 'cpu') return { backend: 'cpu', note: 'CPU forced with ?backend=cpu' };
+async function chooseBackend(pref, why) {
+  if (pref === 'cpu') return { backend: 'cpu', note: why || 'CPU forced with ?backend=cpu' };
   if (!self.navigator.gpu) return { backend: 'cpu', note: 'this browser has no WebGPU; using the CPU' };
   let adapter = null;
   try {
@@ -112,14 +167,14 @@ async function chooseBackend(pref) {
 }
 
 function loadWith(source, backend, progress) {
-  if (source.kind === 'files') return SciScore.loadFiles(source.files, backend, progress);
-  return SciScore.loadUrl(source.url, backend, source.cache, progress);
+  if (source.kind === 'files') return wasm.SciScore.loadFiles(source.files, backend, progress);
+  return wasm.SciScore.loadUrl(source.url, backend, source.cache, progress);
 }
 
 const ops = {
   async load(msg, progress) {
     const t0 = performance.now();
-    const choice = await chooseBackend(msg.backend);
+    const choice = await chooseBackend(msg.backend, msg.why);
     const notes = choice.note ? [choice.note] : [];
     let loaded = null;
     if (choice.backend === 'webgpu') {
@@ -137,7 +192,7 @@ const ops = {
   },
 
   probe(msg) {
-    return SciScore.probeUrl(msg.url, msg.cache);
+    return wasm.SciScore.probeUrl(msg.url, msg.cache);
   },
 
   async score(msg) {
@@ -163,7 +218,7 @@ const ops = {
     const out = [];
     for (const layers of msg.layers) {
       const t0 = performance.now();
-      const m = await SciScore.loadRandom(msg.geometry, layers, new Uint8Array(msg.tokenizer), msg.backend);
+      const m = await wasm.SciScore.loadRandom(msg.geometry, layers, new Uint8Array(msg.tokenizer), msg.backend);
       const loadMs = performance.now() - t0;
       try {
         await m.score('warm-up', [images[0]]); // text tower, first image, shader compilation
