@@ -100,26 +100,32 @@ pub(crate) fn parse_header(
         if name == "__metadata__" {
             continue;
         }
+        // Names and strings come from the file: escaped, so a message stays one line.
+        let shown = name.escape_debug();
         let field = |k: &str| {
             v.get(k)
-                .ok_or_else(|| bad(format!("tensor `{name}` has no `{k}`")))
+                .ok_or_else(|| bad(format!("tensor `{shown}` has no `{k}`")))
         };
         let dtype_s = field("dtype")?.as_str().unwrap_or("?");
-        let dtype = DType::parse(dtype_s)
-            .ok_or_else(|| bad(format!("tensor `{name}` has unknown dtype {dtype_s}")))?;
+        let dtype = DType::parse(dtype_s).ok_or_else(|| {
+            bad(format!(
+                "tensor `{shown}` has unknown dtype {}",
+                dtype_s.escape_debug()
+            ))
+        })?;
         let shape: Vec<usize> = field("shape")?
             .as_array()
             .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .ok_or_else(|| bad(format!("tensor `{name}` has a malformed shape")))?;
+            .ok_or_else(|| bad(format!("tensor `{shown}` has a malformed shape")))?;
         let offs: Vec<u64> = field("data_offsets")?
             .as_array()
             .and_then(|a| a.iter().map(Value::as_u64).collect())
             .filter(|o: &Vec<u64>| o.len() == 2)
-            .ok_or_else(|| bad(format!("tensor `{name}` has malformed data_offsets")))?;
+            .ok_or_else(|| bad(format!("tensor `{shown}` has malformed data_offsets")))?;
         let (begin, end) = (offs[0], offs[1]);
         if begin > end || end > data_len {
             return Err(bad(format!(
-                "tensor `{name}` spans bytes {begin}..{end} but the data section has {data_len} bytes (truncated file?)"
+                "tensor `{shown}` spans bytes {begin}..{end} but the data section has {data_len} bytes (truncated file?)"
             )));
         }
         let numel = shape
@@ -128,7 +134,7 @@ pub(crate) fn parse_header(
         let want = numel.and_then(|n| n.checked_mul(dtype.size()));
         if want != Some(end - begin) {
             return Err(bad(format!(
-                "tensor `{name}`: {dtype_s} x {shape:?} needs {} bytes, data_offsets give {}",
+                "tensor `{shown}`: {dtype_s} x {shape:?} needs {} bytes, data_offsets give {}",
                 want.map_or("too many".to_string(), |w| w.to_string()),
                 end - begin
             )));
@@ -154,7 +160,8 @@ pub(crate) fn parse_header(
         if w[1].0 < w[0].1 {
             return Err(bad(format!(
                 "tensors `{}` and `{}` overlap",
-                w[0].2, w[1].2
+                w[0].2.escape_debug(),
+                w[1].2.escape_debug()
             )));
         }
     }
@@ -184,6 +191,13 @@ impl Checkpoint {
                 let f = f.as_str().ok_or_else(|| {
                     Error::safetensors(INDEX, "a weight_map value is not a string")
                 })?;
+                // Every later message names the shard: one with a line break would split them.
+                if f.contains(char::is_control) {
+                    return Err(Error::safetensors(
+                        INDEX,
+                        format!("weight_map names a file with control characters: {f:?}"),
+                    ));
+                }
                 if !files.iter().any(|g| g == f) {
                     files.push(f.to_string());
                 }
@@ -208,7 +222,7 @@ impl Checkpoint {
                 if tensors.insert(name.clone(), info).is_some() {
                     return Err(Error::safetensors(
                         f,
-                        format!("tensor `{name}` appears in two shards"),
+                        format!("tensor `{}` appears in two shards", name.escape_debug()),
                     ));
                 }
             }
@@ -423,6 +437,28 @@ mod tests {
             64,
         );
         assert!(m.contains("too many"), "{m}");
+    }
+
+    #[test]
+    fn messages_stay_one_line_whatever_the_names() {
+        let m = header_err(
+            r#"{"a\nb":{"dtype":"F\r32","shape":[1],"data_offsets":[0,4]}}"#,
+            64,
+        );
+        assert!(m.contains(r"a\nb") && m.contains(r"F\r32"), "{m}");
+        let m = header_err(
+            r#"{"a\n":{"dtype":"F32","shape":[1],"data_offsets":[0,8]},"b\r":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            64,
+        );
+        assert!(!m.contains(['\n', '\r']), "{m}");
+        let mut src = crate::source::MemorySource::new();
+        let index = r#"{"weight_map":{"w":"model-1.safe\ntensors"}}"#;
+        src.insert("model.safetensors.index.json", index.as_bytes().to_vec());
+        let m = pollster::block_on(Checkpoint::open(&src))
+            .err()
+            .expect("a shard name with a line break is refused")
+            .to_string();
+        assert!(m.contains("control characters") && !m.contains('\n'), "{m}");
     }
 
     #[test]
