@@ -17,10 +17,11 @@
 use crate::error::{Error, Result};
 use regex::Regex;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 /// CLIP's pre-tokenization pattern (OpenAI `simple_tokenizer.py`, lowercased), used for the
 /// `vocab.json` + `merges.txt` form, where no pattern is stored.
@@ -43,6 +44,8 @@ const CACHE_WORD_BYTES: usize = 256;
 pub struct Tokenizer {
     /// `(left id, right id) -> (rank, merged id)`; lower ranks merge first.
     merges: HashMap<(u32, u32), (u32, u32)>,
+    /// The merged id of each rank (`merges`' values by rank).
+    merged: Vec<u32>,
     /// The id of each byte's character, inside a word and as its last character (with `</w>`).
     byte_ids: [u32; 256],
     end_ids: [u32; 256],
@@ -209,9 +212,11 @@ impl Tokenizer {
             })
         };
         let mut merges = HashMap::with_capacity(merge_list.len());
+        let mut merged = Vec::with_capacity(merge_list.len());
         for (rank, (l, r)) in merge_list.iter().enumerate() {
             let rank = u32::try_from(rank).map_err(|_| tok_err("too many merges"))?;
-            merges.insert((id_of(l)?, id_of(r)?), (rank, id_of(&format!("{l}{r}"))?));
+            merged.push(id_of(&format!("{l}{r}"))?);
+            merges.insert((id_of(l)?, id_of(r)?), (rank, merged[rank as usize]));
         }
 
         // Unknown characters become the unknown token, CLIP's <|endoftext|>.
@@ -260,6 +265,7 @@ impl Tokenizer {
                 .all(|(s, _)| !s.contains(char::is_whitespace));
         Ok(Tokenizer {
             merges,
+            merged,
             byte_ids: byte_ids.map(|id| id.unwrap_or(eos)),
             end_ids: end_ids.map(|id| id.unwrap_or(eos)),
             joined,
@@ -297,7 +303,7 @@ impl Tokenizer {
         let mut rest = text;
         while ids.len() < limit && !rest.is_empty() {
             let (plain, special) = next_special(rest, &self.raw_specials);
-            self.encode_raw(plain, &mut ids, limit);
+            self.encode_raw(plain, &mut ids, limit)?;
             let Some((id, end)) = special else { break };
             if ids.len() < limit {
                 ids.push(id);
@@ -309,7 +315,7 @@ impl Tokenizer {
     }
 
     /// Raw text without raw-matched added tokens, one window at a time, until `ids` is `limit` long.
-    fn encode_raw(&self, text: &str, ids: &mut Vec<u32>, limit: usize) {
+    fn encode_raw(&self, text: &str, ids: &mut Vec<u32>, limit: usize) -> Result<()> {
         let mut rest = text;
         while ids.len() < limit && !rest.is_empty() {
             let (window, tail) = rest.split_at(self.window_end(rest));
@@ -320,9 +326,9 @@ impl Tokenizer {
                 let (plain, special) = next_special(left, &self.specials);
                 for word in self.split.find_iter(plain) {
                     if ids.len() >= limit {
-                        return;
+                        return Ok(());
                     }
-                    self.encode_word(word.as_str(), ids, limit);
+                    self.encode_word(word.as_str(), ids, limit)?;
                 }
                 let Some((id, end)) = special else { break };
                 if ids.len() < limit {
@@ -331,6 +337,7 @@ impl Tokenizer {
                 left = &left[end..];
             }
         }
+        Ok(())
     }
 
     /// Where the first window of `text` ends: at the first ASCII whitespace after a non-space
@@ -361,10 +368,16 @@ impl Tokenizer {
     /// once `limit` is reached; a word without such a cut is merged whole, in O(n log n). Words are
     /// not capped at a length: how far right a byte can still change a word's first tokens is not
     /// bounded by anything we can check in the merge list, so a cap could not be shown exact.
-    fn encode_word(&self, word: &str, ids: &mut Vec<u32>, limit: usize) {
+    fn encode_word(&self, word: &str, ids: &mut Vec<u32>, limit: usize) -> Result<()> {
+        if word.len() >= u32::MAX as usize {
+            return Err(Error::Invalid(format!(
+                "the prompt holds a word of {} bytes; words must be shorter than 4 GiB",
+                word.len()
+            )));
+        }
         if let Some(hit) = self.cache.borrow().get(word) {
             ids.extend_from_slice(&hit[..hit.len().min(limit - ids.len())]);
-            return;
+            return Ok(());
         }
         let start = ids.len();
         let bytes = word.as_bytes();
@@ -376,7 +389,7 @@ impl Tokenizer {
                 from = at;
                 if ids.len() >= limit {
                     ids.truncate(limit);
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -386,23 +399,24 @@ impl Tokenizer {
             cache.insert(word.to_string(), ids[start..].to_vec());
         }
         ids.truncate(limit);
+        Ok(())
     }
 
     /// Byte-pair merges of a word's bytes (`ends_word`: its last byte ends the word and takes
     /// `</w>`), appended to `out`. `tokenizers`' `Word::merge_all`: a heap of candidate pairs by
     /// (rank, position) over a linked list of symbols, stale entries skipped when popped.
+    /// `bytes` is shorter than `u32::MAX` (checked by the caller).
     fn merge(&self, bytes: &[u8], ends_word: bool, out: &mut Vec<u32>) {
-        const NONE: usize = usize::MAX;
+        const NONE: u32 = u32::MAX;
         struct Symbol {
             id: u32,
             alive: bool,
-            prev: usize,
-            next: usize,
+            prev: u32,
+            next: u32,
         }
-        let n = bytes.len();
-        let mut syms: Vec<Symbol> = bytes
-            .iter()
-            .enumerate()
+        let n = bytes.len() as u32;
+        let mut syms: Vec<Symbol> = (0..n)
+            .zip(bytes)
             .map(|(i, &b)| Symbol {
                 id: if ends_word && i + 1 == n {
                     self.end_ids[b as usize]
@@ -414,56 +428,65 @@ impl Tokenizer {
                 next: if i + 1 == n { NONE } else { i + 1 },
             })
             .collect();
-        // Min-heap of (rank, left position, merged id).
-        let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = syms
-            .windows(2)
-            .enumerate()
+        // Min-heap of (rank, left position): 8-byte entries keep a long word's heap in cache.
+        let mut heap: BinaryHeap<Reverse<(u32, u32)>> = (0..n)
+            .zip(syms.windows(2))
             .filter_map(|(i, w)| {
-                let &(rank, id) = self.merges.get(&(w[0].id, w[1].id))?;
-                Some(Reverse((rank, i, id)))
+                let &(rank, _) = self.merges.get(&(w[0].id, w[1].id))?;
+                Some(Reverse((rank, i)))
             })
             .collect();
-        while let Some(Reverse((_, pos, new_id))) = heap.pop() {
-            let (left, right) = (&syms[pos], syms[pos].next);
+        while let Some(Reverse((rank, pos))) = heap.pop() {
+            let new_id = self.merged[rank as usize];
+            let (left, right) = (&syms[pos as usize], syms[pos as usize].next);
             if !left.alive || right == NONE {
                 continue;
             }
             // Skip an entry whose pair changed since it was pushed.
-            if self.merges.get(&(left.id, syms[right].id)).map(|m| m.1) != Some(new_id) {
+            let pair = (left.id, syms[right as usize].id);
+            if self.merges.get(&pair).map(|m| m.1) != Some(new_id) {
                 continue;
             }
-            let after = syms[right].next;
-            syms[right].alive = false;
-            syms[pos].id = new_id;
-            syms[pos].next = after;
+            let after = syms[right as usize].next;
+            syms[right as usize].alive = false;
+            syms[pos as usize].id = new_id;
+            syms[pos as usize].next = after;
             if after != NONE {
-                syms[after].prev = pos;
+                syms[after as usize].prev = pos;
             }
-            let before = syms[pos].prev;
+            let before = syms[pos as usize].prev;
             if before != NONE {
-                if let Some(&(rank, id)) = self.merges.get(&(syms[before].id, new_id)) {
-                    heap.push(Reverse((rank, before, id)));
+                if let Some(&(rank, _)) = self.merges.get(&(syms[before as usize].id, new_id)) {
+                    heap.push(Reverse((rank, before)));
                 }
             }
             if after != NONE {
-                if let Some(&(rank, id)) = self.merges.get(&(new_id, syms[after].id)) {
-                    heap.push(Reverse((rank, pos, id)));
+                if let Some(&(rank, _)) = self.merges.get(&(new_id, syms[after as usize].id)) {
+                    heap.push(Reverse((rank, pos)));
                 }
             }
         }
         let mut at = if n == 0 { NONE } else { 0 };
         while at != NONE {
-            out.push(syms[at].id);
-            at = syms[at].next;
+            out.push(syms[at as usize].id);
+            at = syms[at as usize].next;
         }
     }
 }
 
 /// CLIP's normalizer: NFC, whitespace runs to one space, lowercase.
 fn normalize(whitespace: &Regex, text: &str) -> String {
-    let nfc: String = text.nfc().collect();
+    // Most text is NFC already, and the quick check costs far less than composing.
+    let nfc: Cow<str> = match is_nfc_quick(text.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(text),
+        _ => Cow::Owned(text.nfc().collect()),
+    };
     let spaced = whitespace.replace_all(&nfc, " ");
-    spaced.chars().flat_map(char::to_lowercase).collect()
+    if spaced.is_ascii() {
+        spaced.to_ascii_lowercase()
+    } else {
+        spaced.chars().flat_map(char::to_lowercase).collect()
+    }
 }
 
 /// `text` up to the first added token (leftmost, then longest), and that token's id and end.
