@@ -12,6 +12,15 @@ fn sciscore(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The JSON records of a batch output file, one per line.
+fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn ok_json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -234,11 +243,7 @@ fn batch_streams_scores_groups_and_resumes() {
         (Some(7), Some(5), Some(2)),
         "{s}"
     );
-    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs: Vec<serde_json::Value> = records(&out);
     assert_eq!(recs.len(), 7);
     for (r, (p, i, _)) in recs.iter().zip(pairs) {
         let want = g["scores"][p][i].as_f64().unwrap();
@@ -267,11 +272,7 @@ fn batch_streams_scores_groups_and_resumes() {
     std::fs::write(&out, keep.join("\n") + "\n{\"line\": 4, \"pro").unwrap();
     let s = run();
     assert_eq!(s["resumed"], 4);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = records(&out);
     let mut seen: Vec<u64> = lines.iter().map(|r| r["line"].as_u64().unwrap()).collect();
     seen.sort();
     assert_eq!(seen, (0..7).collect::<Vec<_>>());
@@ -447,11 +448,7 @@ fn batch_numbers_physical_lines_and_goes_on_past_bad_lines() {
         (Some(4), Some(2), Some(2)),
         "{s}"
     );
-    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs: Vec<serde_json::Value> = records(&out);
     let lines: Vec<u64> = recs.iter().map(|r| r["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, [1, 3, 4, 5]);
     for (r, (p, i)) in [(&recs[0], (0, 0)), (&recs[3], (1, 2))] {
