@@ -133,7 +133,7 @@ impl Fields<'_> {
                 .as_u64()
                 .filter(|&n| n > 0 && n < (1 << 31))
                 .map(|n| n as usize)
-                .ok_or_else(|| self.bad(key, v, "a positive integer")),
+                .ok_or_else(|| self.bad(key, v, "a positive integer below 2^31")),
         }
     }
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {

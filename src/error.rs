@@ -7,61 +7,80 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file of the model folder could not be found.
-    #[error("missing file `{name}` in the model folder{hint}")]
+    #[error("missing file `{}` in the model folder{hint}", shown(.name))]
     MissingFile { name: String, hint: Hint },
     /// An I/O error while reading a file.
-    #[error("cannot read `{name}`: {message}")]
+    #[error("cannot read `{}`: {}", shown(.name), shown(.message))]
     Io { name: String, message: String },
     /// A configuration file is malformed or names something unsupported.
-    #[error("bad config `{file}`: {message}")]
+    #[error("bad config `{}`: {}", shown(.file), shown(.message))]
     Config { file: String, message: String },
     /// A safetensors file is corrupt or truncated.
-    #[error("bad safetensors file `{file}`: {message}")]
+    #[error("bad safetensors file `{}`: {}", shown(.file), shown(.message))]
     Safetensors { file: String, message: String },
     /// A weight the model needs is not in the checkpoint.
-    #[error("missing weight `{0}` in the checkpoint (is this a Hugging Face CLIPModel?)")]
+    #[error("missing weight `{}` in the checkpoint (is this a Hugging Face CLIPModel?)", shown(.0))]
     MissingWeight(String),
     /// A weight has a different shape than the config implies.
-    #[error("weight `{name}` has shape {got:?}, but config.json implies {expected:?}")]
+    #[error("weight `{}` has shape {got:?}, but config.json implies {expected:?}", shown(.name))]
     WeightShape {
         name: String,
         expected: Vec<usize>,
         got: Vec<usize>,
     },
     /// A weight is stored in a dtype we cannot convert.
-    #[error("weight `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported")]
+    #[error("weight `{}` has dtype {}; only F32, F16 and BF16 weights are supported", shown(.name), shown(.dtype))]
     WeightDtype { name: String, dtype: String },
     /// The tokenizer files are missing or malformed.
-    #[error("tokenizer: {0}")]
+    #[error("tokenizer: {}", shown(.0))]
     Tokenizer(String),
     /// An image could not be decoded or is unacceptable.
-    #[error("image `{name}`: {message}")]
+    #[error("image `{}`: {}", shown(.name), shown(.message))]
     Image { name: String, message: String },
     /// A request exceeds what the device or a documented limit allows.
-    #[error("{what} needs {needed}, but only {available} is available")]
+    #[error("{} needs {needed}, but only {available} is available", shown(.what))]
     Limits {
         what: String,
         needed: u64,
         available: u64,
     },
     /// A weight holds NaN or an infinity, so every score would be NaN.
-    #[error("weight `{0}` holds NaN or an infinite value: the checkpoint is corrupt (download or convert it again)")]
+    #[error("weight `{}` holds NaN or an infinite value: the checkpoint is corrupt (download or convert it again)", shown(.0))]
     NonFinite(String),
     /// Memory for something whose size a file chose could not be had.
-    #[error("cannot allocate {bytes} bytes for {what}: not enough memory")]
+    #[error("cannot allocate {bytes} bytes for {}: not enough memory", shown(.what))]
     OutOfMemory { what: String, bytes: u64 },
     /// Bad arguments to an API call.
-    #[error("{0}")]
+    #[error("{}", shown(.0))]
     Invalid(String),
     /// No GPU adapter (WebGPU / Vulkan / Metal / DX12) could be found.
-    #[error("no GPU adapter found ({0}); install a GPU driver (e.g. Mesa's lavapipe for Vulkan on the CPU) or use the CPU backend (`--backend cpu`)")]
+    #[error("no GPU adapter found ({}); install a GPU driver (e.g. Mesa's lavapipe for Vulkan on the CPU) or use the CPU backend (`--backend cpu`)", shown(.0))]
     NoAdapter(String),
     /// A WGSL shader or its pipeline failed to compile on this device.
-    #[error("shader `{label}` does not compile on this GPU: {message}")]
+    #[error("shader `{}` does not compile on this GPU: {}", shown(.label), shown(.message))]
     Shader { label: String, message: String },
     /// A GPU problem (validation, out of memory, lost device).
-    #[error("gpu: {0}")]
+    #[error("gpu: {}", shown(.0))]
     Gpu(String),
+}
+
+/// Text a file or a user chose (names, paths, strings from JSON), or a message that quotes it,
+/// made safe to print: control characters, line breaks and terminal escape sequences among them,
+/// are shown escaped (`\n`, `\u{1b}`), so every error message is one line and cannot drive a
+/// terminal. Every message of [`Error`] goes through it.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// An optional hint appended to an error message.
@@ -71,7 +90,7 @@ pub struct Hint(pub Option<String>);
 impl fmt::Display for Hint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Some(h) => write!(f, " ({h})"),
+            Some(h) => write!(f, " ({})", shown(h)),
             None => Ok(()),
         }
     }

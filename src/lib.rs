@@ -28,7 +28,7 @@ mod weights;
 
 pub use config::{ClipConfig, PreprocessorConfig};
 pub use cpu::Trace;
-pub use error::{Error, Result};
+pub use error::{shown, Error, Result};
 pub use model::{Backend, ImageInput, ImageScore, Model};
 #[cfg(not(target_arch = "wasm32"))]
 pub use source::DirSource;

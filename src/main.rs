@@ -7,7 +7,8 @@ fn main() {}
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
     if let Err(e) = cli::run() {
-        eprintln!("error: {e:#}");
+        // Context added here quotes paths and flags the user gave: escaped like the library's.
+        eprintln!("error: {}", sciscore::shown(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
@@ -19,7 +20,7 @@ mod serve;
 mod cli {
     use anyhow::{bail, Context, Result};
     use clap::{Parser, Subcommand, ValueEnum};
-    use sciscore::{Backend, DirSource, ImageInput, Model};
+    use sciscore::{shown, Backend, DirSource, ImageInput, Model};
     use serde_json::json;
     use std::io::Write;
     use std::path::{Path, PathBuf};
@@ -235,24 +236,6 @@ mod cli {
             _ if hi == usize::MAX => Err(format!("expected a whole number >= {lo}")),
             _ => Err(format!("expected a whole number in {lo}..={hi}")),
         }
-    }
-
-    /// Text read from a file (manifest strings, parquet cells) made safe for a terminal: control
-    /// characters, escape sequences among them, are shown escaped (`\u{1b}`).
-    fn shown(s: &str) -> std::borrow::Cow<'_, str> {
-        if !s.chars().any(char::is_control) {
-            return s.into();
-        }
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
     }
 
     /// One line of JSON, with DEL and the C1 controls escaped too (serde_json escapes only

@@ -199,8 +199,16 @@ impl Tokenizer {
         let eos = *vocab
             .get(EOS)
             .ok_or_else(|| tok_err(format!("the vocabulary has no {EOS}")))?;
-        let split =
-            Regex::new(pattern).map_err(|e| tok_err(format!("pre-tokenizer pattern: {e}")))?;
+        // The regex crate's parse error draws a caret under the pattern over several lines; its
+        // last line says what is wrong.
+        let split = Regex::new(pattern).map_err(|e| {
+            let shown = e.to_string();
+            let why = shown.lines().last().unwrap_or_default();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
+            tok_err(format!(
+                "bad pre-tokenizer pattern (`Regex` in tokenizer.json): {why}"
+            ))
+        })?;
         let whitespace = Regex::new(r"\s+").expect("valid regex");
 
         // Merges by id, as `tokenizers` keeps them; like it, refuse a merge outside the vocabulary.
