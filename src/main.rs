@@ -275,8 +275,32 @@ mod cli {
         }
     }
 
+    /// The command line, or exit: a usage error is one line on stderr (clap's own adds the usage
+    /// and a tip over several), naming the flag or value, with status 2 as clap uses.
+    fn parse_args() -> Cli {
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+            Err(e) => {
+                let text = e.render().to_string();
+                // The message runs to the first blank line (a list of missing arguments spans
+                // several); usage and tips follow it.
+                let message: Vec<&str> = text
+                    .lines()
+                    .map(str::trim)
+                    .skip_while(|l| l.is_empty())
+                    .take_while(|l| !l.is_empty())
+                    .collect();
+                let message = message.join(" ");
+                let message = message.strip_prefix("error: ").unwrap_or(&message);
+                eprintln!("error: {} (see `sciscore --help`)", shown(message));
+                std::process::exit(2);
+            }
+        }
+    }
+
     pub fn run() -> Result<()> {
-        match Cli::parse().cmd {
+        match parse_args().cmd {
             Cmd::Score {
                 model,
                 prompt,

@@ -279,7 +279,43 @@ fn numeric_flags_are_bounded_and_the_error_says_the_bound() {
             "{} {flag} {value}: {err}",
             cmd[0]
         );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     }
+}
+
+#[test]
+fn usage_errors_are_one_line_naming_the_argument() {
+    for (args, names) in [
+        (&["score", "--modle", "x", "a.png"][..], "--modle"),
+        (&["score", "--model", "x"][..], "<IMAGES>"),
+        (&["frobnicate"][..], "frobnicate"),
+        (
+            &[
+                "score",
+                "--backend",
+                "tpu",
+                "--model",
+                "x",
+                "--prompt",
+                "p",
+                "a.png",
+            ][..],
+            "tpu",
+        ),
+    ] {
+        let o = sciscore(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(names),
+            "{args:?}: {err}"
+        );
+    }
+    // Help still prints in full, to stdout, with success.
+    let o = sciscore(&["score", "--help"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).lines().count() > 5);
 }
 
 #[test]
