@@ -348,7 +348,7 @@ impl Gpu {
     pub fn check(&self) -> Result<()> {
         if let Some(m) = self.lost.lock().ok().and_then(|l| l.clone()) {
             return Err(Error::Gpu(format!(
-                "the GPU device was lost ({m}); load the model again (or use `--backend cpu`)"
+                "the GPU device was lost ({m}); the model must be loaded again, or scored on the CPU"
             )));
         }
         if let Some(m) = self.uncaptured.lock().ok().and_then(|mut u| u.take()) {
