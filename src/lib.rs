@@ -11,6 +11,8 @@
 //! ```
 
 pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
 mod cpu;
 mod error;
 mod gpu;

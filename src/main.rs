@@ -42,6 +42,12 @@ mod cli {
         Cpu,
     }
 
+    /// Weight types `convert` writes.
+    #[derive(Clone, Copy, ValueEnum)]
+    enum DTypeArg {
+        F16,
+    }
+
     impl From<BackendArg> for Backend {
         fn from(b: BackendArg) -> Self {
             match b {
@@ -115,6 +121,19 @@ mod cli {
             batch: usize,
             #[arg(long, value_enum, default_value = "gpu")]
             backend: BackendArg,
+            #[arg(long)]
+            json: bool,
+        },
+        /// Write a copy of a model folder with f16 weights (half the download; loads in
+        /// sciscore and in `transformers`).
+        Convert {
+            #[arg(long)]
+            model: String,
+            /// The new model folder (must not exist yet, or be empty).
+            #[arg(long)]
+            out: PathBuf,
+            #[arg(long, value_enum)]
+            dtype: DTypeArg,
             #[arg(long)]
             json: bool,
         },
@@ -527,6 +546,46 @@ mod cli {
                     summary.model_seconds,
                     (summary.scored - summary.resumed.min(summary.scored)) as f64 / summary.model_seconds.max(1e-9)
                 );
+            }
+            Cmd::Convert {
+                model,
+                out,
+                dtype: DTypeArg::F16,
+                json,
+            } => {
+                let dir = resolve_model(&model)?;
+                let bar = (!json).then(|| {
+                    let bar = indicatif::ProgressBar::new(0);
+                    let style = "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+                    if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
+                        bar.set_style(s);
+                    }
+                    bar
+                });
+                let done = sciscore::convert::to_f16(&dir, &out, |done, total| {
+                    if let Some(bar) = &bar {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    }
+                })?;
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                if json {
+                    println!("{}", json_line(&done)?);
+                } else {
+                    println!(
+                        "{}: {} tensors, {} now f16; {:.1} MB -> {:.1} MB",
+                        out.display(),
+                        done.tensors,
+                        done.to_f16,
+                        done.bytes_in as f64 / 1e6,
+                        done.bytes_out as f64 / 1e6
+                    );
+                    for name in &done.kept_f32 {
+                        println!("  kept in f32 (values beyond f16's range): {name}");
+                    }
+                }
             }
             Cmd::Serve { port, root, demo } => {
                 if !root.join("index.html").is_file() {

@@ -38,25 +38,47 @@ pub(crate) enum DType {
 }
 
 impl DType {
+    const ALL: [DType; 15] = [
+        DType::Bool,
+        DType::U8,
+        DType::I8,
+        DType::F8E5M2,
+        DType::F8E4M3,
+        DType::I16,
+        DType::U16,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::U32,
+        DType::F32,
+        DType::F64,
+        DType::I64,
+        DType::U64,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "BOOL" => DType::Bool,
-            "U8" => DType::U8,
-            "I8" => DType::I8,
-            "F8_E5M2" => DType::F8E5M2,
-            "F8_E4M3" => DType::F8E4M3,
-            "I16" => DType::I16,
-            "U16" => DType::U16,
-            "F16" => DType::F16,
-            "BF16" => DType::BF16,
-            "I32" => DType::I32,
-            "U32" => DType::U32,
-            "F32" => DType::F32,
-            "F64" => DType::F64,
-            "I64" => DType::I64,
-            "U64" => DType::U64,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    /// The name in a safetensors header.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DType::Bool => "BOOL",
+            DType::U8 => "U8",
+            DType::I8 => "I8",
+            DType::F8E5M2 => "F8_E5M2",
+            DType::F8E4M3 => "F8_E4M3",
+            DType::I16 => "I16",
+            DType::U16 => "U16",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I32 => "I32",
+            DType::U32 => "U32",
+            DType::F32 => "F32",
+            DType::F64 => "F64",
+            DType::I64 => "I64",
+            DType::U64 => "U64",
+        }
     }
 
     /// Bytes per element.
@@ -250,6 +272,11 @@ impl Checkpoint {
         }
         let header = src.read(file, 8, n).await?;
         parse_header(file, &header, 8 + n, size)
+    }
+
+    /// Every tensor, by name.
+    pub(crate) fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
+        self.tensors.iter().map(|(n, t)| (n.as_str(), t))
     }
 
     /// Bytes of the F32 tensors.
