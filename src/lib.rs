@@ -19,6 +19,7 @@ mod gpu;
 mod model;
 pub mod preprocess;
 mod safetensors;
+mod schema;
 pub mod score;
 #[cfg(any(test, feature = "selftest", target_arch = "wasm32"))]
 mod sgemm;

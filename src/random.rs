@@ -3,6 +3,7 @@
 //! full CLIP ViT-H/14 geometry without downloading 3.9 GB.
 
 use crate::error::{Error, Result};
+use crate::schema::Role;
 use crate::source::{LocalFuture, ModelSource};
 use serde_json::json;
 
@@ -26,6 +27,20 @@ enum Kind {
     /// 1 +- 0.1 (LayerNorm weights).
     NearOne,
     Const(f32),
+}
+
+impl Kind {
+    /// Values of the scale a trained CLIP has: weights uniform with the variance of PyTorch's
+    /// default init (1 / fan_in), LayerNorm scales near 1, CLIP's logit scale ln(100).
+    fn of(role: Role) -> Kind {
+        match role {
+            Role::Weight { fan_in } => Kind::Uniform((3.0 / fan_in as f32).sqrt()),
+            Role::Bias => Kind::Uniform(0.05),
+            Role::NormScale => Kind::NearOne,
+            Role::Embedding => Kind::Uniform(0.5),
+            Role::LogitScale => Kind::Const(100f32.ln()),
+        }
+    }
 }
 
 /// Named geometries.
@@ -78,100 +93,12 @@ impl RandomSource {
         let (dtype, elem) = if f16 { ("F16", 2u64) } else { ("F32", 4u64) };
         let config = preset(name, layers)?;
         let cfg = crate::config::ClipConfig::from_json(config.to_string().as_bytes())?;
-        let mut list: Vec<(String, Vec<usize>, Kind)> = Vec::new();
-        let mut tower = |prefix: &str, t: &crate::config::TowerConfig| {
-            let (d, f) = (t.hidden_size, t.intermediate_size);
-            let u = |fan_in: usize| Kind::Uniform((3.0 / fan_in as f32).sqrt());
-            for i in 0..t.num_layers {
-                let p = format!("{prefix}.encoder.layers.{i}");
-                for ln in ["layer_norm1", "layer_norm2"] {
-                    list.push((format!("{p}.{ln}.weight"), vec![d], Kind::NearOne));
-                    list.push((format!("{p}.{ln}.bias"), vec![d], Kind::Uniform(0.05)));
-                }
-                for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                    list.push((format!("{p}.self_attn.{proj}.weight"), vec![d, d], u(d)));
-                    list.push((
-                        format!("{p}.self_attn.{proj}.bias"),
-                        vec![d],
-                        Kind::Uniform(0.05),
-                    ));
-                }
-                list.push((format!("{p}.mlp.fc1.weight"), vec![f, d], u(d)));
-                list.push((format!("{p}.mlp.fc1.bias"), vec![f], Kind::Uniform(0.05)));
-                list.push((format!("{p}.mlp.fc2.weight"), vec![d, f], u(f)));
-                list.push((format!("{p}.mlp.fc2.bias"), vec![d], Kind::Uniform(0.05)));
-            }
-        };
-        tower("text_model", &cfg.text.tower);
-        tower("vision_model", &cfg.vision.tower);
-        let (tc, vc) = (&cfg.text, &cfg.vision);
-        let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
-        for (n, s, k) in [
-            (
-                "text_model.embeddings.token_embedding.weight",
-                vec![tc.vocab_size, dt],
-                Kind::Uniform(0.5),
-            ),
-            (
-                "text_model.embeddings.position_embedding.weight",
-                vec![tc.max_position_embeddings, dt],
-                Kind::Uniform(0.5),
-            ),
-            (
-                "text_model.final_layer_norm.weight",
-                vec![dt],
-                Kind::NearOne,
-            ),
-            (
-                "text_model.final_layer_norm.bias",
-                vec![dt],
-                Kind::Uniform(0.05),
-            ),
-            (
-                "vision_model.embeddings.class_embedding",
-                vec![dv],
-                Kind::Uniform(0.5),
-            ),
-            (
-                "vision_model.embeddings.patch_embedding.weight",
-                vec![dv, 3, p, p],
-                Kind::Uniform((3.0 / (3 * p * p) as f32).sqrt()),
-            ),
-            (
-                "vision_model.embeddings.position_embedding.weight",
-                vec![vc.num_positions(), dv],
-                Kind::Uniform(0.5),
-            ),
-            ("vision_model.pre_layrnorm.weight", vec![dv], Kind::NearOne),
-            (
-                "vision_model.pre_layrnorm.bias",
-                vec![dv],
-                Kind::Uniform(0.05),
-            ),
-            (
-                "vision_model.post_layernorm.weight",
-                vec![dv],
-                Kind::NearOne,
-            ),
-            (
-                "vision_model.post_layernorm.bias",
-                vec![dv],
-                Kind::Uniform(0.05),
-            ),
-            (
-                "text_projection.weight",
-                vec![cfg.projection_dim, dt],
-                Kind::Uniform((3.0 / dt as f32).sqrt()),
-            ),
-            (
-                "visual_projection.weight",
-                vec![cfg.projection_dim, dv],
-                Kind::Uniform((3.0 / dv as f32).sqrt()),
-            ),
-            ("logit_scale", vec![], Kind::Const(100f32.ln())),
-        ] {
-            list.push((n.to_string(), s, k));
-        }
+        let schema = crate::schema::ClipSchema::new(&cfg);
+        let list: Vec<(String, Vec<usize>, Kind)> = schema
+            .tensors()
+            .into_iter()
+            .map(|t| (t.name, t.shape, Kind::of(t.role)))
+            .collect();
         let mut header = serde_json::Map::new();
         let mut at = 0u64;
         let mut spans = Vec::new();

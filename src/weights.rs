@@ -2,9 +2,10 @@
 //! `modeling_clip.py` (transformers 4.50.3), so that each safetensors key lines up with one field.
 //! Every tensor is checked against the shape `config.json` implies when it is loaded.
 
-use crate::config::{ClipConfig, TowerConfig};
+use crate::config::ClipConfig;
 use crate::error::Result;
 use crate::safetensors::{to_f32, Checkpoint, DType};
+use crate::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor, TowerSpec};
 use crate::source::ModelSource;
 use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
@@ -194,59 +195,47 @@ impl Loader<'_> {
         })
     }
 
-    pub async fn linear(
-        &self,
-        name: &str,
-        out_f: usize,
-        in_f: usize,
-        bias: bool,
-    ) -> Result<Linear> {
+    pub async fn linear(&self, s: &LinearSpec) -> Result<Linear> {
         Ok(Linear {
-            weight: self
-                .matrix(&format!("{name}.weight"), &[out_f, in_f])
-                .await?,
-            bias: match bias {
-                true => Some(self.tensor(&format!("{name}.bias"), &[out_f]).await?),
-                false => None,
+            weight: self.matrix(&s.weight.name, &s.weight.shape).await?,
+            bias: match &s.bias {
+                Some(b) => Some(self.vector(b).await?),
+                None => None,
             },
-            out_features: out_f,
-            in_features: in_f,
+            out_features: s.out_features,
+            in_features: s.in_features,
         })
     }
 
-    pub async fn layer_norm(&self, name: &str, d: usize) -> Result<LayerNorm> {
+    /// A tensor in f32 (embeddings, norms, biases).
+    pub async fn vector(&self, t: &Tensor) -> Result<Vec<f32>> {
+        self.tensor(&t.name, &t.shape).await
+    }
+
+    pub async fn layer_norm(&self, s: &LayerNormSpec) -> Result<LayerNorm> {
         Ok(LayerNorm {
-            weight: self.tensor(&format!("{name}.weight"), &[d]).await?,
-            bias: self.tensor(&format!("{name}.bias"), &[d]).await?,
+            weight: self.vector(&s.weight).await?,
+            bias: self.vector(&s.bias).await?,
         })
     }
 
-    async fn layers(&self, prefix: &str, t: &TowerConfig) -> Result<Vec<EncoderLayer>> {
-        self.ckpt.check_layers(prefix, t.num_layers)?;
-        let (d, f) = (t.hidden_size, t.intermediate_size);
-        let mut out = Vec::with_capacity(t.num_layers);
-        for i in 0..t.num_layers {
-            let p = format!("{prefix}.encoder.layers.{i}");
+    async fn layers(&self, tower: &TowerSpec) -> Result<Vec<EncoderLayer>> {
+        self.ckpt.check_layers(tower.prefix, tower.num_layers)?;
+        let mut out = Vec::with_capacity(tower.num_layers);
+        for i in 0..tower.num_layers {
+            let l = tower.layer(i);
             out.push(EncoderLayer {
-                layer_norm1: self.layer_norm(&format!("{p}.layer_norm1"), d).await?,
+                layer_norm1: self.layer_norm(&l.layer_norm1).await?,
                 self_attn: Attention {
-                    q_proj: self
-                        .linear(&format!("{p}.self_attn.q_proj"), d, d, true)
-                        .await?,
-                    k_proj: self
-                        .linear(&format!("{p}.self_attn.k_proj"), d, d, true)
-                        .await?,
-                    v_proj: self
-                        .linear(&format!("{p}.self_attn.v_proj"), d, d, true)
-                        .await?,
-                    out_proj: self
-                        .linear(&format!("{p}.self_attn.out_proj"), d, d, true)
-                        .await?,
+                    q_proj: self.linear(&l.q_proj).await?,
+                    k_proj: self.linear(&l.k_proj).await?,
+                    v_proj: self.linear(&l.v_proj).await?,
+                    out_proj: self.linear(&l.out_proj).await?,
                 },
-                layer_norm2: self.layer_norm(&format!("{p}.layer_norm2"), d).await?,
+                layer_norm2: self.layer_norm(&l.layer_norm2).await?,
                 mlp: Mlp {
-                    fc1: self.linear(&format!("{p}.mlp.fc1"), f, d, true).await?,
-                    fc2: self.linear(&format!("{p}.mlp.fc2"), d, f, true).await?,
+                    fc1: self.linear(&l.fc1).await?,
+                    fc2: self.linear(&l.fc2).await?,
                 },
             });
         }
@@ -267,54 +256,29 @@ impl ClipWeights {
             src,
             f32_as_f16,
         };
-        let (tc, vc) = (&cfg.text, &cfg.vision);
-        let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
+        let s = ClipSchema::new(cfg);
         let text = TextWeights {
             token_embedding: l
-                .matrix(
-                    "text_model.embeddings.token_embedding.weight",
-                    &[tc.vocab_size, dt],
-                )
+                .matrix(&s.token_embedding.name, &s.token_embedding.shape)
                 .await?,
-            position_embedding: l
-                .tensor(
-                    "text_model.embeddings.position_embedding.weight",
-                    &[tc.max_position_embeddings, dt],
-                )
-                .await?,
-            layers: l.layers("text_model", &tc.tower).await?,
-            final_layer_norm: l.layer_norm("text_model.final_layer_norm", dt).await?,
+            position_embedding: l.vector(&s.text_position_embedding).await?,
+            layers: l.layers(&s.text).await?,
+            final_layer_norm: l.layer_norm(&s.final_layer_norm).await?,
         };
         let vision = VisionWeights {
-            class_embedding: l
-                .tensor("vision_model.embeddings.class_embedding", &[dv])
-                .await?,
-            patch_embedding: l
-                .tensor(
-                    "vision_model.embeddings.patch_embedding.weight",
-                    &[dv, vc.num_channels, p, p],
-                )
-                .await?,
-            position_embedding: l
-                .tensor(
-                    "vision_model.embeddings.position_embedding.weight",
-                    &[vc.num_positions(), dv],
-                )
-                .await?,
-            pre_layernorm: l.layer_norm("vision_model.pre_layrnorm", dv).await?,
-            layers: l.layers("vision_model", &vc.tower).await?,
-            post_layernorm: l.layer_norm("vision_model.post_layernorm", dv).await?,
+            class_embedding: l.vector(&s.class_embedding).await?,
+            patch_embedding: l.vector(&s.patch_embedding).await?,
+            position_embedding: l.vector(&s.vision_position_embedding).await?,
+            pre_layernorm: l.layer_norm(&s.pre_layernorm).await?,
+            layers: l.layers(&s.vision).await?,
+            post_layernorm: l.layer_norm(&s.post_layernorm).await?,
         };
         Ok(ClipWeights {
             text,
             vision,
-            text_projection: l
-                .linear("text_projection", cfg.projection_dim, dt, false)
-                .await?,
-            visual_projection: l
-                .linear("visual_projection", cfg.projection_dim, dv, false)
-                .await?,
-            logit_scale: l.tensor("logit_scale", &[]).await?[0],
+            text_projection: l.linear(&s.text_projection).await?,
+            visual_projection: l.linear(&s.visual_projection).await?,
+            logit_scale: l.vector(&s.logit_scale).await?[0],
         })
     }
 }

@@ -8,9 +8,10 @@
 //! Vectors (biases, LayerNorm, class and position embeddings) are always f32.
 
 use super::Gpu;
-use crate::config::{ClipConfig, TowerConfig};
+use crate::config::ClipConfig;
 use crate::error::Result;
 use crate::safetensors::{to_f32, Checkpoint};
+use crate::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor, TowerSpec};
 use crate::source::ModelSource;
 
 /// Source bytes read per chunk while streaming a matrix: bounds host memory (wasm32) at a few
@@ -170,9 +171,9 @@ impl Uploader<'_> {
     }
 
     /// A small f32 tensor.
-    async fn vector(&mut self, name: &str, shape: &[usize]) -> Result<wgpu::Buffer> {
-        let v = self.ckpt.read_f32(self.src, name, shape).await?;
-        let b = self.gpu.upload(name, bytemuck::cast_slice(&v))?;
+    async fn vector(&mut self, t: &Tensor) -> Result<wgpu::Buffer> {
+        let v = self.ckpt.read_f32(self.src, &t.name, &t.shape).await?;
+        let b = self.gpu.upload(&t.name, bytemuck::cast_slice(&v))?;
         self.count(&b);
         Ok(b)
     }
@@ -221,45 +222,39 @@ impl Uploader<'_> {
         Ok(())
     }
 
-    /// `names` stacked along the output dimension (one name: a plain Linear; three: fused QKV).
-    async fn linear(
-        &mut self,
-        names: &[String],
-        out_each: usize,
-        in_f: usize,
-        bias: bool,
-    ) -> Result<GpuLinear> {
+    /// `specs` stacked along the output dimension (one: a plain Linear; three: fused QKV).
+    async fn linear(&mut self, specs: &[&LinearSpec]) -> Result<GpuLinear> {
         let f16 = self.f16;
+        let (out_each, in_f) = (specs[0].out_features, specs[0].in_features);
         let ldw = row_words(in_f, f16);
-        let out_f = out_each * names.len();
-        let weight = self.gpu.storage(&names[0], (out_f * ldw * 4) as u64)?;
-        for (i, n) in names.iter().enumerate() {
+        let out_f = out_each * specs.len();
+        let weight = self
+            .gpu
+            .storage(&specs[0].weight.name, (out_f * ldw * 4) as u64)?;
+        for (i, s) in specs.iter().enumerate() {
+            let w = &s.weight;
             self.matrix_into(
                 &weight,
                 i * out_each,
-                &format!("{n}.weight"),
-                &[out_each, in_f],
+                &w.name,
+                &w.shape,
                 out_each,
                 in_f,
                 f16,
             )
             .await?;
         }
-        let bias = if bias {
-            let b = self
-                .gpu
-                .storage(&format!("{}.bias", names[0]), (out_f * 4) as u64)?;
-            for (i, n) in names.iter().enumerate() {
-                let v = self
-                    .ckpt
-                    .read_f32(self.src, &format!("{n}.bias"), &[out_each])
-                    .await?;
+        let biases: Vec<&Tensor> = specs.iter().filter_map(|s| s.bias.as_ref()).collect();
+        let bias = if biases.is_empty() {
+            None
+        } else {
+            let b = self.gpu.storage(&biases[0].name, (out_f * 4) as u64)?;
+            for (i, t) in biases.iter().enumerate() {
+                let v = self.ckpt.read_f32(self.src, &t.name, &t.shape).await?;
                 self.gpu
                     .write(&b, (i * out_each * 4) as u64, bytemuck::cast_slice(&v));
             }
             Some(b)
-        } else {
-            None
         };
         let l = GpuLinear {
             weight,
@@ -273,35 +268,28 @@ impl Uploader<'_> {
         Ok(l)
     }
 
-    async fn layer_norm(&mut self, name: &str, d: usize) -> Result<GpuLayerNorm> {
+    async fn layer_norm(&mut self, s: &LayerNormSpec) -> Result<GpuLayerNorm> {
         Ok(GpuLayerNorm {
-            weight: self.vector(&format!("{name}.weight"), &[d]).await?,
-            bias: self.vector(&format!("{name}.bias"), &[d]).await?,
+            weight: self.vector(&s.weight).await?,
+            bias: self.vector(&s.bias).await?,
         })
     }
 
-    async fn layers(&mut self, prefix: &str, t: &TowerConfig) -> Result<Vec<GpuEncoderLayer>> {
-        self.ckpt.check_layers(prefix, t.num_layers)?;
-        let (d, f) = (t.hidden_size, t.intermediate_size);
-        let mut out = Vec::with_capacity(t.num_layers);
-        for i in 0..t.num_layers {
-            let p = format!("{prefix}.encoder.layers.{i}");
-            let qkv: Vec<String> = ["q_proj", "k_proj", "v_proj"]
-                .iter()
-                .map(|n| format!("{p}.self_attn.{n}"))
-                .collect();
+    async fn layers(&mut self, tower: &TowerSpec) -> Result<Vec<GpuEncoderLayer>> {
+        self.ckpt.check_layers(tower.prefix, tower.num_layers)?;
+        let mut out = Vec::with_capacity(tower.num_layers);
+        for i in 0..tower.num_layers {
+            let l = tower.layer(i);
             out.push(GpuEncoderLayer {
-                layer_norm1: self.layer_norm(&format!("{p}.layer_norm1"), d).await?,
+                layer_norm1: self.layer_norm(&l.layer_norm1).await?,
                 self_attn: GpuAttention {
-                    qkv_proj: self.linear(&qkv, d, d, true).await?,
-                    out_proj: self
-                        .linear(&[format!("{p}.self_attn.out_proj")], d, d, true)
-                        .await?,
+                    qkv_proj: self.linear(&[&l.q_proj, &l.k_proj, &l.v_proj]).await?,
+                    out_proj: self.linear(&[&l.out_proj]).await?,
                 },
-                layer_norm2: self.layer_norm(&format!("{p}.layer_norm2"), d).await?,
+                layer_norm2: self.layer_norm(&l.layer_norm2).await?,
                 mlp: GpuMlp {
-                    fc1: self.linear(&[format!("{p}.mlp.fc1")], f, d, true).await?,
-                    fc2: self.linear(&[format!("{p}.mlp.fc2")], d, f, true).await?,
+                    fc1: self.linear(&[&l.fc1]).await?,
+                    fc2: self.linear(&[&l.fc2]).await?,
                 },
             });
             // Hand the queued writes to the GPU so their staging memory is freed as we go.
@@ -327,28 +315,27 @@ impl GpuWeights {
             f16,
             bytes: 0,
         };
-        let (tc, vc) = (&cfg.text, &cfg.vision);
-        let (dt, dv, p) = (tc.tower.hidden_size, vc.tower.hidden_size, vc.patch_size);
-        let token_ld = row_words(dt, f16);
+        let s = ClipSchema::new(cfg);
         let token_embedding = {
-            let name = "text_model.embeddings.token_embedding.weight";
-            let bytes = (tc.vocab_size * token_ld * 4) as u64;
+            let t = &s.token_embedding;
+            let (vocab, dt) = (t.shape[0], t.shape[1]);
+            let bytes = (vocab * row_words(dt, f16) * 4) as u64;
             let max = gpu.limits.max_buffer_size;
             if bytes > max {
                 return Err(crate::Error::Limits {
-                    what: format!("GPU buffer `{name}`"),
+                    what: format!("GPU buffer `{}`", t.name),
                     needed: bytes,
                     available: max,
                 });
             }
             // Copy source only: never bound, so only max_buffer_size applies.
             let b = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(name),
+                label: Some(&t.name),
                 size: bytes.div_ceil(16) * 16,
                 usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            u.matrix_into(&b, 0, name, &[tc.vocab_size, dt], tc.vocab_size, dt, f16)
+            u.matrix_into(&b, 0, &t.name, &t.shape, vocab, dt, f16)
                 .await?;
             u.count(&b);
             gpu.queue.submit([]);
@@ -357,22 +344,18 @@ impl GpuWeights {
         };
         let text = GpuTextWeights {
             token_embedding,
-            token_ld,
-            position_embedding: u
-                .vector(
-                    "text_model.embeddings.position_embedding.weight",
-                    &[tc.max_position_embeddings, dt],
-                )
-                .await?,
-            layers: u.layers("text_model", &tc.tower).await?,
-            final_layer_norm: u.layer_norm("text_model.final_layer_norm", dt).await?,
+            token_ld: row_words(cfg.text.tower.hidden_size, f16),
+            position_embedding: u.vector(&s.text_position_embedding).await?,
+            layers: u.layers(&s.text).await?,
+            final_layer_norm: u.layer_norm(&s.final_layer_norm).await?,
         };
-        let kk = vc.num_channels * p * p;
         let patch_embedding = {
-            let name = "vision_model.embeddings.patch_embedding.weight";
+            // (D, C, p, p) viewed as a (D, C*p*p) matrix without bias.
+            let t = &s.patch_embedding;
+            let (dv, kk) = (t.shape[0], t.shape[1..].iter().product::<usize>());
             let ldw = row_words(kk, f16);
-            let weight = gpu.storage(name, (dv * ldw * 4) as u64)?;
-            u.matrix_into(&weight, 0, name, &[dv, vc.num_channels, p, p], dv, kk, f16)
+            let weight = gpu.storage(&t.name, (dv * ldw * 4) as u64)?;
+            u.matrix_into(&weight, 0, &t.name, &t.shape, dv, kk, f16)
                 .await?;
             u.count(&weight);
             GpuLinear {
@@ -385,37 +368,18 @@ impl GpuWeights {
             }
         };
         let vision = GpuVisionWeights {
-            class_embedding: u
-                .vector("vision_model.embeddings.class_embedding", &[dv])
-                .await?,
+            class_embedding: u.vector(&s.class_embedding).await?,
             patch_embedding,
-            position_embedding: u
-                .vector(
-                    "vision_model.embeddings.position_embedding.weight",
-                    &[vc.num_positions(), dv],
-                )
-                .await?,
-            pre_layernorm: u.layer_norm("vision_model.pre_layrnorm", dv).await?,
-            layers: u.layers("vision_model", &vc.tower).await?,
-            post_layernorm: u.layer_norm("vision_model.post_layernorm", dv).await?,
+            position_embedding: u.vector(&s.vision_position_embedding).await?,
+            pre_layernorm: u.layer_norm(&s.pre_layernorm).await?,
+            layers: u.layers(&s.vision).await?,
+            post_layernorm: u.layer_norm(&s.post_layernorm).await?,
         };
-        let text_projection = u
-            .linear(
-                &["text_projection".to_string()],
-                cfg.projection_dim,
-                dt,
-                false,
-            )
-            .await?;
-        let visual_projection = u
-            .linear(
-                &["visual_projection".to_string()],
-                cfg.projection_dim,
-                dv,
-                false,
-            )
-            .await?;
-        let logit_scale = ckpt.read_f32(src, "logit_scale", &[]).await?[0];
+        let text_projection = u.linear(&[&s.text_projection]).await?;
+        let visual_projection = u.linear(&[&s.visual_projection]).await?;
+        let logit_scale = ckpt
+            .read_f32(src, &s.logit_scale.name, &s.logit_scale.shape)
+            .await?[0];
         gpu.queue.submit([]);
         gpu.wait_idle()?;
         Ok(GpuWeights {
