@@ -274,7 +274,8 @@ impl Checkpoint {
         parse_header(file, &header, 8 + n, size)
     }
 
-    /// Every tensor, by name.
+    /// Every tensor, by name (for `convert`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
         self.tensors.iter().map(|(n, t)| (n.as_str(), t))
     }
