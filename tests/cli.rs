@@ -143,13 +143,22 @@ fn errors_are_one_line_on_stderr_with_nonzero_exit() {
     assert!(err.contains("prompts.json"), "{err}");
 }
 
-/// `sciscore score --backend cpu --json` on the tiny224 model.
+/// `sciscore score --backend cpu [--json]` on the tiny224 model.
 fn score_cpu(prompts: &[&str], images: &[std::path::PathBuf], json: bool) -> std::process::Output {
+    score_on("cpu", prompts, images, json)
+}
+
+fn score_on(
+    backend: &str,
+    prompts: &[&str],
+    images: &[std::path::PathBuf],
+    json: bool,
+) -> std::process::Output {
     let model = model_dir("tiny224");
     let mut args = vec![
         "score",
         "--backend",
-        "cpu",
+        backend,
         "--model",
         model.to_str().unwrap(),
     ];
@@ -325,4 +334,46 @@ fn score_needs_a_prompt() {
     let out = score_cpu(&[], &[img], true);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--prompt"));
+}
+
+/// The GPU's f16 weights move tiny224's scores by up to this (src/gpu/selftest.rs SCORE_ABS_F16).
+const SCORE_ABS_F16: f64 = 0.1;
+/// Several prompts go through the GPU text tower in one batch: each row must be what the prompt
+/// gives alone, up to the summation order of another batch shape (lavapipe: bit for bit).
+const BATCH_ABS: f64 = 1e-3;
+
+#[test]
+fn score_several_prompts_on_the_gpu() {
+    if !gpu_available() {
+        return;
+    }
+    let g = golden_json("tiny224");
+    let all_names = strings(&g["images"]);
+    let all_prompts = strings(&g["prompts"]);
+    // Prompts of different token lengths in one text batch.
+    let (pi, ii) = ([0usize, 5, 11], [0usize, 6]);
+    let prompts: Vec<&str> = pi.iter().map(|&p| all_prompts[p].as_str()).collect();
+    let images: Vec<_> = ii
+        .iter()
+        .map(|&i| fixtures().join("images").join(&all_names[i]))
+        .collect();
+    let v = json_of(&score_on("gpu", &prompts, &images, true));
+    for (p, prompt) in prompts.iter().enumerate() {
+        let row = f64s(&v["matrix"]["scores"][p]);
+        let one = json_of(&score_on("gpu", &[prompt], &images, true));
+        for (i, res) in one["results"].as_array().unwrap().iter().enumerate() {
+            let alone = res["score"].as_f64().unwrap();
+            assert!(
+                (row[i] - alone).abs() <= BATCH_ABS,
+                "({p}, {i}): {} in the matrix, {alone} alone",
+                row[i]
+            );
+            let want = g["scores"][pi[p]][ii[i]].as_f64().unwrap();
+            assert!(
+                (row[i] - want).abs() <= SCORE_ABS_F16,
+                "({p}, {i}): {} vs transformers {want}",
+                row[i]
+            );
+        }
+    }
 }
