@@ -155,6 +155,23 @@ test('cpu: several prompts give the matrix of transformers and of the CLI; a new
       }
     }
 
+    // Pairwise: probabilities over the images within each pair (1, 2), (3); over the prompts
+    // as before. Nothing is encoded again.
+    await page.check('#pairwise');
+    await page.waitForFunction(() => document.querySelector('#results').classList.contains('pairwise'));
+    const pairs = await cells(page, 3, names.length);
+    for (const c of pairs) {
+      const before = cell(c.prompt, c.image);
+      const pair = c.image < 2 ? softmax([cell(c.prompt, 0).score, cell(c.prompt, 1).score])[c.image] : 1;
+      assert.ok(Math.abs(c.probImages - pair) <= PROB_TOL, `pairwise (${c.prompt}, ${c.image}): ${c.probImages} vs ${pair}`);
+      assert.equal(c.score, before.score);
+      assert.equal(c.probPrompts, before.probPrompts);
+    }
+    assert.deepEqual(await encoded(page), { texts: 4, images: names.length });
+    await page.uncheck('#pairwise');
+    await page.waitForFunction(() => !document.querySelector('#results').classList.contains('pairwise'));
+    await cells(page, 3, names.length);
+
     // A real table: column headers for the images, row headers for the prompts.
     assert.equal(await page.locator('#matrix thead th[scope="col"]').count(), names.length + 1);
     assert.equal(await page.locator('#matrix tbody th[scope="row"]').count(), 3);
