@@ -366,13 +366,13 @@ mod cli {
         }
         println!("{head}");
         println!("{}", "-".repeat(head.len()));
-        for p in 0..prompts.len() {
+        for (p, &best_i) in best_image.iter().enumerate() {
             let mut line = format!("{:<4}", format!("P{}", p + 1));
-            for i in 0..names.len() {
+            for (i, &best_p) in best_prompt.iter().enumerate() {
                 let marks = format!(
                     "{}{}",
-                    if best_image[p] == i { "*" } else { "" },
-                    if best_prompt[i] == p { "+" } else { "" }
+                    if best_i == i { "*" } else { "" },
+                    if best_p == p { "+" } else { "" }
                 );
                 line += &format!(
                     " | {:>8.4} {:>6.2}% / {:>6.2}% {marks:<2}",

@@ -111,8 +111,8 @@ mod tests {
             let sum: f64 = e.iter().sum();
             let total: f32 = (0..texts.len()).map(|p| m.probs_over_prompts[p][i]).sum();
             assert!((total - 1.0).abs() < 1e-6, "column {i} sums to {total}");
-            for p in 0..texts.len() {
-                let want = e[p] / sum;
+            for (p, &ep) in e.iter().enumerate() {
+                let want = ep / sum;
                 let got = m.probs_over_prompts[p][i] as f64;
                 assert!((got - want).abs() < 1e-7, "({p}, {i}): {got} vs {want}");
             }
