@@ -4,36 +4,21 @@
 // a new or edited prompt over scored images runs the text tower only (the engine's own counts);
 // the Science-T2I row helper, hostile pastes included; the table at a phone's width.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEMO, DEMO_FILES, FIXTURES, GOLDEN, ROOT, goldenScores, launch, openPage, results, softmax, startServer, waitReady } from './harness.mjs';
+import {
+  CPU_SCORE_TOL, DEMO, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, goldenScores, results, serveAndLaunch,
+  softmax, waitReady, withPage,
+} from './harness.mjs';
 
-/** As page.test.mjs: the wasm CPU path is the native f32 reference's code. */
-const CPU_SCORE_TOL = 0.01;
-const PROB_TOL = 1e-3;
-/** WebGPU keeps weights in f16 (page.test.mjs has the measured error). */
-const GPU_SCORE_TOL = 0.05;
-const GPU_PROB_TOL = 5e-3;
 /** The page (wasm) and the CLI (native) run the same f32 CPU code: only summation order differs. */
 const CLI_TOL = 1e-3;
 
 const img = (n) => join(FIXTURES, 'images', n);
-
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serveAndLaunch();
 
 /** Every cell once `rows` x `cols` of them are there and the page is idle. */
 async function cells(page, rows, cols) {
@@ -101,7 +86,7 @@ function checkCells(got, prompts, names, { scoreTol, probTol }) {
 }
 
 async function loadAndScore(page, backend, names) {
-  await page.goto(`${server.url}?backend=${backend}`);
+  await page.goto(`${env.server.url}?backend=${backend}`);
   await page.setInputFiles('#model-files', DEMO_FILES);
   await waitReady(page);
   await page.fill('#prompt', GOLDEN.prompts[0]);
@@ -111,8 +96,7 @@ async function loadAndScore(page, backend, names) {
 }
 
 test('cpu: several prompts give the matrix of transformers and of the CLI; a new prompt is one text pass', async (t) => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
-  try {
+  await withPage(env.browser, env.server.url, async ({ page, outside }) => {
     const names = ['rgb_gradient.png', 'lossless.webp', 'frame.gif'];
     await loadAndScore(page, 'cpu', names);
     assert.deepEqual(await encoded(page), { texts: 1, images: names.length });
@@ -191,18 +175,11 @@ test('cpu: several prompts give the matrix of transformers and of the CLI; a new
 
     t.diagnostic(`cpu: ${names.length} images x 1 prompt ${firstMs} ms in the engine; adding a prompt over them ${addMs} ms; max |score - transformers| ${maxDiff.toExponential(1)}`);
     assert.deepEqual(outside, []);
-  } catch (e) {
-    console.error(logs.join('\n'));
-    throw e;
-  } finally {
-    if (process.env.SCISCORE_BROWSER_LOGS) console.log(logs.join('\n'));
-    await context.close();
-  }
+  });
 });
 
 test('cpu: the Science-T2I row helper fills three prompts; hostile pastes only say why not', async () => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
-  try {
+  await withPage(env.browser, env.server.url, async ({ page, outside }) => {
     const names = ['palette_p.png', 'gray_l.png'];
     await loadAndScore(page, 'cpu', names);
     await page.click('#t2i-helper summary');
@@ -238,18 +215,11 @@ test('cpu: the Science-T2I row helper fills three prompts; hostile pastes only s
     checkCells(await cells(page, 2, names.length), [1, 0], names, { scoreTol: CPU_SCORE_TOL, probTol: PROB_TOL });
     assert.deepEqual(await encoded(page), { texts: 3, images: names.length }, 'nothing encoded again');
     assert.deepEqual(outside, []);
-  } catch (e) {
-    console.error(logs.join('\n'));
-    throw e;
-  } finally {
-    if (process.env.SCISCORE_BROWSER_LOGS) console.log(logs.join('\n'));
-    await context.close();
-  }
+  });
 });
 
 test('webgpu (SwiftShader): the matrix like transformers; a new prompt runs no vision pass', async (t) => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
-  try {
+  await withPage(env.browser, env.server.url, async ({ page, outside }) => {
     const names = ['rgb_gradient.png', 'frame.gif'];
     await loadAndScore(page, 'webgpu', names);
     const backend = await page.textContent('#backend');
@@ -262,11 +232,5 @@ test('webgpu (SwiftShader): the matrix like transformers; a new prompt runs no v
     if (backend !== 'webgpu') console.log(`# webgpu: fell back to cpu: ${await page.textContent('#backend-note')}`);
     t.diagnostic(`${backend}: matrix max |score - transformers| ${maxDiff.toExponential(1)}`);
     assert.deepEqual(outside, []);
-  } catch (e) {
-    console.error(logs.join('\n'));
-    throw e;
-  } finally {
-    if (process.env.SCISCORE_BROWSER_LOGS) console.log(logs.join('\n'));
-    await context.close();
-  }
+  });
 });
