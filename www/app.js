@@ -433,7 +433,7 @@ async function score() {
     const st = $('#status');
     st.dataset.scoreMs = String(Math.round(r.ms));
     setStatus(
-      `ready — scored ${images.length - failed} of ${images.length} images ${r.ms < 1 ? 'at once (cached embeddings)' : `in ${fmtMs(r.ms)}`}`
+      `ready — scored ${images.length - failed} of ${images.length} images${prompts.length > 1 ? ` against ${prompts.length} prompts` : ''} ${r.ms < 1 ? 'at once (cached embeddings)' : `in ${fmtMs(r.ms)}`}`
         + (failed ? `; ${failed} could not be read (see below)` : ''),
       'ready',
     );

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CPU_SCORE_TOL, DEMO, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, goldenScores, results, serveAndLaunch,
@@ -155,6 +155,14 @@ test('cpu: several prompts give the matrix of transformers and of the CLI; a new
     await page.uncheck('#pairwise');
     await page.waitForFunction(() => !document.querySelector('#results').classList.contains('pairwise'));
     await cells(page, 3, names.length);
+
+    // Export JSON: the first prompt's results, and the prompts and the matrix as the CLI has them.
+    assert.match(await page.textContent('#status'), /against 3 prompts/);
+    const [json] = await Promise.all([page.waitForEvent('download'), page.click('#export-json')]);
+    const exported = JSON.parse(readFileSync(await json.path(), 'utf8'));
+    assert.deepEqual(exported.prompts, [0, 3, 2].map((p) => GOLDEN.prompts[p]));
+    for (const c of got) assert.equal(exported.matrix.probs_over_prompts[c.prompt][c.image], c.probPrompts);
+    assert.deepEqual(exported.results.map((x) => x.score), r.map((x) => x.score));
 
     // A real table: column headers for the images, row headers for the prompts.
     assert.equal(await page.locator('#matrix thead th[scope="col"]').count(), names.length + 1);
