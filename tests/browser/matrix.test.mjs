@@ -2,7 +2,8 @@
 // Hugging Face transformers computes (tests/fixtures/goldens/tiny224.json) and against
 // `sciscore score --json` with the same prompts, on the CPU (wasm) and on WebGPU (SwiftShader);
 // a new or edited prompt over scored images runs the text tower only (the engine's own counts);
-// the Science-T2I row helper, hostile pastes included; the table at a phone's width.
+// the Science-T2I row helper, hostile pastes included; an unreadable image among the others; the
+// table at a phone's width.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,11 +21,9 @@ const CLI_TOL = 1e-3;
 const img = (n) => join(FIXTURES, 'images', n);
 const env = serveAndLaunch();
 
-/** Every cell once `rows` x `cols` of them are there and the page is idle. */
-async function cells(page, rows, cols) {
-  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="cell"]').length === n
-    && !document.querySelector('#status').classList.contains('busy'), rows * cols, { timeout: 60_000 });
-  return page.$$eval('[data-testid="cell"]', (els) => els.map((e) => ({
+/** The cells matching `sel`, their attributes read as numbers and flags. */
+function readCells(page, sel = '[data-testid="cell"]') {
+  return page.$$eval(sel, (els) => els.map((e) => ({
     prompt: Number(e.dataset.prompt),
     image: Number(e.dataset.image),
     score: Number(e.dataset.score),
@@ -32,8 +31,16 @@ async function cells(page, rows, cols) {
     probPrompts: Number(e.dataset.probPrompts),
     bestImage: e.hasAttribute('data-best-image'),
     bestPrompt: e.hasAttribute('data-best-prompt'),
+    error: e.dataset.error ?? null,
     text: e.textContent,
   })));
+}
+
+/** Every cell once `rows` x `cols` of them are there and the page is idle. */
+async function cells(page, rows, cols) {
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="cell"]').length === n
+    && !document.querySelector('#status').classList.contains('busy'), rows * cols, { timeout: 60_000 });
+  return readCells(page);
 }
 
 /** `{texts, images}` the engine's towers have encoded since the load, as the page shows them. */
@@ -186,7 +193,7 @@ test('cpu: several prompts give the matrix of transformers and of the CLI; a new
   });
 });
 
-test('cpu: the Science-T2I row helper fills three prompts; hostile pastes only say why not', async () => {
+test('cpu: the Science-T2I row helper fills three prompts; hostile pastes only say why not; an unreadable image gets its own column of errors', async () => {
   await withPage(env.browser, env.server.url, async ({ page, outside }) => {
     const names = ['palette_p.png', 'gray_l.png'];
     await loadAndScore(page, 'cpu', names);
@@ -222,6 +229,19 @@ test('cpu: the Science-T2I row helper fills three prompts; hostile pastes only s
     await page.click('#more-prompts li:last-child .remove-prompt');
     checkCells(await cells(page, 2, names.length), [1, 0], names, { scoreTol: CPU_SCORE_TOL, probTol: PROB_TOL });
     assert.deepEqual(await encoded(page), { texts: 3, images: names.length }, 'nothing encoded again');
+
+    // A file that is not an image: its column says so, the others still score, from the cache.
+    await page.setInputFiles('#images', [{ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not an image') }]);
+    await page.click('#score');
+    const all = await cells(page, 2, 3);
+    const bad = all.filter((c) => c.image === 2);
+    assert.equal(bad.length, 2);
+    for (const c of bad) {
+      assert.ok(c.error && Number.isNaN(c.score), `the unreadable image's cells carry its error: ${c.error}`);
+      assert.match(c.text, /could not be read/);
+    }
+    checkCells(all.filter((c) => c.image < 2), [1, 0], names, { scoreTol: CPU_SCORE_TOL, probTol: PROB_TOL });
+    assert.deepEqual(await encoded(page), { texts: 3, images: names.length }, 'the readable images come from the cache');
     assert.deepEqual(outside, []);
   });
 });
