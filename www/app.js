@@ -725,7 +725,7 @@ function renderMatrix() {
       return td;
     })));
   table.replaceChildren(
-    el('caption', { text: 'Score, then the probability over the images (per prompt) and over the prompts (per image).' }),
+    el('caption', { class: 'visually-hidden', text: 'Prompts (rows) by images (columns): score, probability over the images, probability over the prompts' }),
     el('thead', {}, head),
     el('tbody', {}, ...body),
   );
