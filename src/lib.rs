@@ -32,7 +32,8 @@ mod weights;
 pub use config::{ClipConfig, PreprocessorConfig};
 pub use cpu::Trace;
 pub use error::{shown, Error, Result};
-pub use model::{Backend, ImageInput, ImageScore, Model};
+pub use model::{Backend, Encoded, ImageInput, ImageScore, Model};
+pub use score::ScoreMatrix;
 #[cfg(not(target_arch = "wasm32"))]
 pub use source::DirSource;
 pub use source::{MemorySource, ModelSource};

@@ -6,7 +6,7 @@ use crate::cpu::{CpuModel, Trace};
 use crate::error::{Error, Hint, Result};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::safetensors::Checkpoint;
-use crate::score;
+use crate::score::{self, ScoreMatrix};
 use crate::source::{read_all, ModelSource};
 use crate::tokenizer::Tokenizer;
 use crate::weights::ClipWeights;
@@ -44,6 +44,16 @@ pub struct ImageScore {
     pub prob: f32,
 }
 
+/// How many inputs each tower has encoded since the model was loaded (cache hits not counted):
+/// what a new prompt or a new image actually cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Encoded {
+    /// Prompts run through the text tower.
+    pub texts: u64,
+    /// Images run through the vision tower.
+    pub images: u64,
+}
+
 /// A loaded CLIP-family reward model (SciScore, PickScore, CLIP-H, ...).
 pub struct Model {
     cfg: ClipConfig,
@@ -52,6 +62,7 @@ pub struct Model {
     engine: Engine,
     text_cache: Mutex<HashMap<String, Vec<f32>>>,
     image_cache: Mutex<HashMap<u128, Vec<f32>>>,
+    encoded: Mutex<Encoded>,
 }
 
 /// The network behind a `Model`.
@@ -112,6 +123,7 @@ impl Model {
             tokenizer,
             text_cache: Mutex::new(HashMap::new()),
             image_cache: Mutex::new(HashMap::new()),
+            encoded: Mutex::new(Encoded::default()),
         })
     }
 
@@ -143,6 +155,11 @@ impl Model {
             Engine::Cpu(_) => 0,
             Engine::Gpu(m) => m.gpu_bytes(),
         }
+    }
+
+    /// Inputs encoded by each tower so far.
+    pub fn encoded(&self) -> Encoded {
+        *self.encoded.lock().expect("counter lock")
     }
 
     fn cpu(&self) -> Result<&CpuModel> {
@@ -189,6 +206,7 @@ impl Model {
                 // All new prompts in one GPU pass.
                 Engine::Gpu(m) => m.text_features(&ids).await?,
             };
+            self.encoded.lock().expect("counter lock").texts += todo.len() as u64;
             let mut cache = self.text_cache.lock().expect("cache lock");
             for (p, e) in todo.iter().zip(feats) {
                 cache.insert(p.to_string(), e);
@@ -239,6 +257,7 @@ impl Model {
             Engine::Cpu(m) => m.image_features(pixels, n, None)?,
             Engine::Gpu(m) => m.image_features(pixels, n).await?,
         };
+        self.encoded.lock().expect("counter lock").images += n as u64;
         Ok(feats
             .chunks_exact(self.cfg.projection_dim)
             .map(<[f32]>::to_vec)
@@ -247,12 +266,23 @@ impl Model {
 
     /// Scores each image against `prompt`; probabilities are a softmax over these images.
     pub async fn score(&self, prompt: &str, images: &[ImageInput<'_>]) -> Result<Vec<ImageScore>> {
+        Ok(first_row(self.score_matrix(&[prompt], images).await?))
+    }
+
+    /// Scores every prompt against every image (rows prompts, columns images): one text pass
+    /// per prompt not seen before and one vision pass per image not seen before, whatever the
+    /// number of the others.
+    pub async fn score_matrix(
+        &self,
+        prompts: &[&str],
+        images: &[ImageInput<'_>],
+    ) -> Result<ScoreMatrix> {
         if images.is_empty() {
             return Err(Error::Invalid("no images to score".into()));
         }
-        let text = self.text_embeds(&[prompt]).await?.remove(0);
+        let texts = self.text_embeds(prompts).await?;
         let imgs = self.image_embeds(images).await?;
-        self.rank(&text, &imgs)
+        self.score_embeds(&texts, &imgs)
     }
 
     /// [`Model::score`] for `n` images already preprocessed ([`Model::pixels`], (n, 3, S, S)),
@@ -264,31 +294,49 @@ impl Model {
         pixels: &[f32],
         n: usize,
     ) -> Result<Vec<ImageScore>> {
+        Ok(first_row(
+            self.score_matrix_pixels(&[prompt], pixels, n).await?,
+        ))
+    }
+
+    /// [`Model::score_matrix`] for `n` preprocessed images, without the image cache.
+    pub async fn score_matrix_pixels(
+        &self,
+        prompts: &[&str],
+        pixels: &[f32],
+        n: usize,
+    ) -> Result<ScoreMatrix> {
         if n == 0 {
             return Err(Error::Invalid("no images to score".into()));
         }
-        let text = self.text_embeds(&[prompt]).await?.remove(0);
+        let texts = self.text_embeds(prompts).await?;
         let imgs = self.embed_pixels(pixels, n).await?;
-        self.rank(&text, &imgs)
+        self.score_embeds(&texts, &imgs)
     }
 
-    /// Scores and the softmax over the images; a non-finite score is an error, not a NaN in
-    /// the output.
-    fn rank(&self, text: &[f32], imgs: &[Vec<f32>]) -> Result<Vec<ImageScore>> {
-        let s = score::scores(text, imgs, self.logit_scale());
-        if let Some(i) = s.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "the score of image {} is {}: the model computed a non-finite embedding \
-                 (weights beyond the f16 range on the GPU? try `--backend cpu`)",
-                i + 1,
-                s[i]
-            )));
+    /// The [`ScoreMatrix`] of text and image embeddings ([`Model::text_embeds`],
+    /// [`Model::image_embeds`]); a non-finite score is an error, not a NaN in the output.
+    pub fn score_embeds(&self, texts: &[Vec<f32>], images: &[Vec<f32>]) -> Result<ScoreMatrix> {
+        if texts.is_empty() {
+            return Err(Error::Invalid("no prompts to score".into()));
         }
-        let p = score::softmax(&s);
-        Ok(s.into_iter()
-            .zip(p)
-            .map(|(score, prob)| ImageScore { score, prob })
-            .collect())
+        let m = score::matrix(texts, images, self.logit_scale());
+        for (p, row) in m.scores.iter().enumerate() {
+            if let Some(i) = row.iter().position(|x| !x.is_finite()) {
+                let prompt = if texts.len() > 1 {
+                    format!("prompt {} and ", p + 1)
+                } else {
+                    String::new()
+                };
+                return Err(Error::Invalid(format!(
+                    "the score of {prompt}image {} is {}: the model computed a non-finite \
+                     embedding (weights beyond the f16 range on the GPU? try `--backend cpu`)",
+                    i + 1,
+                    row[i]
+                )));
+            }
+        }
+        Ok(m)
     }
 
     /// Text tower with every hidden state recorded (tests and `--dump`).
@@ -304,6 +352,16 @@ impl Model {
         let f = self.cpu()?.image_features(pixels, 1, Some(&mut t))?;
         Ok((f, t.remove(0)))
     }
+}
+
+/// The first prompt's row as one score and probability per image.
+fn first_row(m: ScoreMatrix) -> Vec<ImageScore> {
+    let (scores, probs) = (&m.scores[0], &m.probs_over_images[0]);
+    scores
+        .iter()
+        .zip(probs)
+        .map(|(&score, &prob)| ImageScore { score, prob })
+        .collect()
 }
 
 async fn load_preprocessor(src: &dyn ModelSource) -> Result<PreprocessorConfig> {

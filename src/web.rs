@@ -15,7 +15,6 @@
 use crate::error::{Error, Hint, Result};
 use crate::model::{Backend, ImageInput, Model};
 use crate::random::RandomSource;
-use crate::score;
 use crate::source::{LocalFuture, MemorySource, ModelSource};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -898,11 +897,44 @@ impl SciScore {
         let model = Rc::clone(&self.model);
         wasm_bindgen_futures::future_to_promise(async move {
             let images = read_images(&images).map_err(to_js)?;
-            let results = score_images(&model, &prompt, &images)
+            let scored = score_images(&model, &[prompt], &images)
                 .await
                 .map_err(to_js)?;
-            serde_wasm_bindgen::to_value(&results).map_err(JsValue::from)
+            serde_wasm_bindgen::to_value(&scored.results).map_err(JsValue::from)
         })
+    }
+
+    /// Scores `images` against every prompt of `prompts` (`string[]`); resolves to
+    /// `{results, matrix: {scores, probs_over_images, probs_over_prompts}}`: `results` as
+    /// [`SciScore::score`] gives for the first prompt, the matrix rows prompts and columns images
+    /// (`null` in the column of an image that could not be read). Only prompts and images not
+    /// seen before run through a tower.
+    #[wasm_bindgen(js_name = scoreMatrix)]
+    pub fn score_matrix(&self, prompts: Array, images: Array) -> Promise {
+        let model = Rc::clone(&self.model);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let prompts = prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    p.as_string().ok_or_else(|| {
+                        to_js(Error::Invalid(format!("prompt {} is not a string", i + 1)))
+                    })
+                })
+                .collect::<std::result::Result<Vec<String>, JsValue>>()?;
+            let images = read_images(&images).map_err(to_js)?;
+            let scored = score_images(&model, &prompts, &images)
+                .await
+                .map_err(to_js)?;
+            serde::Serialize::serialize(&scored, &serde_wasm_bindgen::Serializer::json_compatible())
+                .map_err(JsValue::from)
+        })
+    }
+
+    /// `{texts, images}`: the prompts and images each tower has encoded since the model was
+    /// loaded (cached ones are not encoded again).
+    pub fn encoded(&self) -> Result<JsValue, JsError> {
+        Ok(serde_wasm_bindgen::to_value(&self.model.encoded())?)
     }
 
     /// Evaluates the model on Science-T2I parquet shards (`[{name, bytes: Uint8Array}]`, in order;
@@ -965,11 +997,26 @@ fn read_images(images: &Array) -> Result<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
+/// What the page gets for several prompts: the first prompt's results and the whole matrix.
+#[derive(serde::Serialize)]
+struct Scored {
+    results: Vec<ImageResult>,
+    matrix: Cells,
+}
+
+/// [`crate::ScoreMatrix`] over all images, `None` in the column of one that could not be read.
+#[derive(serde::Serialize)]
+struct Cells {
+    scores: Vec<Vec<Option<f32>>>,
+    probs_over_images: Vec<Vec<Option<f32>>>,
+    probs_over_prompts: Vec<Vec<Option<f32>>>,
+}
+
 async fn score_images(
     model: &Model,
-    prompt: &str,
+    prompts: &[String],
     images: &[(String, Vec<u8>)],
-) -> Result<Vec<ImageResult>> {
+) -> Result<Scored> {
     if images.is_empty() {
         return Err(Error::Invalid("no images to score: add some first".into()));
     }
@@ -977,7 +1024,8 @@ async fn score_images(
         .iter()
         .map(|(n, b)| ImageInput { name: n, bytes: b })
         .collect();
-    let text = model.text_embeds(&[prompt]).await?.remove(0);
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let texts = model.text_embeds(&prompts).await?;
     // All images in one pass; if one cannot be read, embed them one by one to find which. Only
     // an image's own fault is its result: anything else (a lost GPU) fails the whole call.
     let embeds: Vec<Result<Vec<f32>>> = match model.image_embeds(&inputs).await {
@@ -1000,30 +1048,42 @@ async fn score_images(
         .iter()
         .filter_map(|e| e.as_ref().ok().cloned())
         .collect();
-    let scores = score::scores(&text, &ok, model.logit_scale());
-    let probs = score::softmax(&scores);
-    let mut k = 0;
-    Ok(images
+    let m = model.score_embeds(&texts, &ok)?;
+    // The matrix column of each image (None: it could not be read).
+    let mut next = 0;
+    let column: Vec<Option<usize>> = embeds
+        .iter()
+        .map(|e| {
+            e.is_ok().then(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    let cells = |rows: &[Vec<f32>]| -> Vec<Vec<Option<f32>>> {
+        rows.iter()
+            .map(|row| column.iter().map(|c| c.map(|c| row[c])).collect())
+            .collect()
+    };
+    let results = images
         .iter()
         .zip(embeds)
-        .map(|((name, _), e)| match e {
-            Ok(_) => {
-                k += 1;
-                ImageResult {
-                    name: name.clone(),
-                    score: Some(scores[k - 1]),
-                    prob: Some(probs[k - 1]),
-                    error: None,
-                }
-            }
-            Err(e) => ImageResult {
-                name: name.clone(),
-                score: None,
-                prob: None,
-                error: Some(e.to_string()),
-            },
+        .zip(&column)
+        .map(|(((name, _), e), c)| ImageResult {
+            name: name.clone(),
+            score: c.map(|c| m.scores[0][c]),
+            prob: c.map(|c| m.probs_over_images[0][c]),
+            error: e.err().map(|e| e.to_string()),
         })
-        .collect())
+        .collect();
+    Ok(Scored {
+        results,
+        matrix: Cells {
+            scores: cells(&m.scores),
+            probs_over_images: cells(&m.probs_over_images),
+            probs_over_prompts: cells(&m.probs_over_prompts),
+        },
+    })
 }
 
 /// Whether `e` is about one image (undecodable, too many pixels) rather than the engine.

@@ -105,6 +105,8 @@ const state = {
   /** Results of the last scoring, aligned with `scored` (a snapshot of images and prompt). */
   results: null,
   scored: null,
+  /** {scores, probs_over_images, probs_over_prompts} of the last scoring (rows: scored.prompts). */
+  matrix: null,
   /**
    * The loaded model: {label, info, source, stale}. `stale` says why the engine no longer holds
    * it (its worker crashed, or its GPU device was lost): the next Score loads it again.
@@ -410,25 +412,28 @@ async function score() {
   if (state.model.stale && !(await load(state.model.source, state.model.label, { reload: state.model.stale }))) return;
   const seq = ++state.scoreSeq;
   const prompt = $('#prompt').value;
+  const prompts = promptsToScore();
   const pairwise = $('#pairwise').checked;
   const images = state.images.slice();
   setStatus(`scoring ${images.length} image${images.length > 1 ? 's' : ''}…`, 'busy');
   $('#score').disabled = true;
   try {
     const r = await engine.call('score', {
-      prompt,
+      prompts: prompts.map((p) => p.text),
       images: images.map((im) => ({ name: im.name, bytes: im.bytes })),
       groups: groups(images.length, pairwise),
     });
     if (seq !== state.scoreSeq) return; // superseded by a newer scoring
     state.results = r.results;
-    state.scored = { prompt, pairwise, images, model: state.model.label, backend: state.model.info.backend };
+    state.matrix = r.matrix;
+    state.scored = { prompt, prompts, pairwise, images, model: state.model.label, backend: state.model.info.backend };
+    noteEncoded(r.encoded);
     renderResults();
     const failed = r.results.filter((x) => x.error).length;
     const st = $('#status');
     st.dataset.scoreMs = String(Math.round(r.ms));
     setStatus(
-      `ready — scored ${images.length - failed} of ${images.length} images ${r.ms < 1 ? 'at once (cached embeddings)' : `in ${fmtMs(r.ms)}`}`
+      `ready — scored ${images.length - failed} of ${images.length} images${prompts.length > 1 ? ` against ${prompts.length} prompts` : ''} ${r.ms < 1 ? 'at once (cached embeddings)' : `in ${fmtMs(r.ms)}`}`
         + (failed ? `; ${failed} could not be read (see below)` : ''),
       'ready',
     );
@@ -451,6 +456,7 @@ function ranks(results, gs) {
 }
 
 function renderResults() {
+  renderMatrix();
   const ol = $('#results');
   const r = state.results;
   $('#export-csv').disabled = !r;
@@ -542,7 +548,187 @@ function exportCsv() {
 function exportJson() {
   const s = state.scored;
   const out = { model: s.model, backend: s.backend, prompt: s.prompt, mode: s.pairwise ? 'pairwise' : 'all', results: rows() };
+  if (s.prompts.length > 1) Object.assign(out, { prompts: s.prompts.map((p) => p.text), matrix: state.matrix });
   download('sciscore-results.json', 'application/json', `${JSON.stringify(out, null, 2)}\n`);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Several prompts: more prompt fields after #prompt, filled by hand or from a Science-T2I row
+
+/** The Science-T2I columns the row helper fills, in order: #prompt first. */
+const T2I_PROMPTS = ['implicit_prompt', 'explicit_prompt', 'superficial_prompt'];
+/** A pasted row bigger than this is not a Science-T2I row (its prompts are a sentence each). */
+const T2I_MAX_CHARS = 1 << 20;
+
+/** Every prompt field, #prompt first. */
+function promptFields() {
+  return [$('#prompt'), ...document.querySelectorAll('#more-prompts textarea')];
+}
+
+/** The prompts to score: #prompt always, the others where written; `field` is the field index. */
+function promptsToScore() {
+  return promptFields()
+    .map((f, field) => ({ text: f.value, field }))
+    .filter((p) => p.field === 0 || p.text.trim());
+}
+
+/** Numbers the fields 1..n (labels, ids) after one was added or removed. */
+function renumberPrompts() {
+  const extra = [...document.querySelectorAll('#more-prompts li')];
+  $('#prompt-label').textContent = extra.length ? 'Prompt 1' : 'Prompt';
+  extra.forEach((li, k) => {
+    const n = k + 2;
+    li.querySelector('label').textContent = `Prompt ${n}`;
+    li.querySelector('label').htmlFor = `prompt-${n}`;
+    li.querySelector('textarea').id = `prompt-${n}`;
+    li.querySelector('button').setAttribute('aria-label', `remove prompt ${n}`);
+  });
+}
+
+/** Adds an empty prompt field and returns it. */
+function addPrompt(text = '') {
+  const area = el('textarea', { rows: '2', spellcheck: 'true', class: 'extra-prompt' });
+  area.value = text;
+  const rm = el('button', { type: 'button', class: 'remove-prompt', text: 'Remove' });
+  const li = el('li', {}, el('label'), area, rm);
+  rm.onclick = () => {
+    li.remove();
+    renumberPrompts();
+    $('#add-prompt').focus();
+    if (state.results && state.model) score();
+  };
+  $('#more-prompts').append(li);
+  renumberPrompts();
+  return area;
+}
+
+/** Sets the prompts to `texts`, #prompt first, removing extra fields beyond them. */
+function setPrompts(texts) {
+  const extra = [...document.querySelectorAll('#more-prompts li')];
+  extra.slice(Math.max(0, texts.length - 1)).forEach((li) => li.remove());
+  texts.forEach((t, k) => {
+    if (k === 0) $('#prompt').value = t;
+    else (promptFields()[k] ?? addPrompt()).value = t;
+  });
+  renumberPrompts();
+}
+
+/**
+ * The implicit, explicit and superficial prompts of a pasted Science-T2I row (a JSON object, as
+ * the dataset viewer copies it), or throws why not.
+ */
+function parseT2iRow(text) {
+  if (text.length > T2I_MAX_CHARS) throw new Error(`the pasted text is ${fmtBytes(text.length)}, more than a dataset row (at most ${fmtBytes(T2I_MAX_CHARS)})`);
+  if (!text.trim()) throw new Error('paste a row first');
+  let row;
+  try {
+    row = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`not JSON (${e.message}): paste the row as a JSON object`);
+  }
+  if (!row || typeof row !== 'object' || Array.isArray(row)) throw new Error('not a JSON object: paste one row, {"implicit_prompt": …}');
+  const missing = T2I_PROMPTS.filter((k) => typeof row[k] !== 'string' || !row[k].trim());
+  if (missing.length) throw new Error(`the row has no text in ${missing.join(', ')}`);
+  return T2I_PROMPTS.map((k) => row[k]);
+}
+
+function fillFromT2iRow() {
+  const msg = $('#t2i-message');
+  try {
+    setPrompts(parseT2iRow($('#t2i-row').value));
+    msg.textContent = 'filled prompts 1-3: implicit, explicit, superficial';
+    msg.className = '';
+    if (state.results && state.model) score();
+  } catch (e) {
+    msg.textContent = `not filled: ${e.message}`;
+    msg.className = 'error';
+  }
+}
+
+function initPrompts() {
+  let timer = 0;
+  $('#add-prompt').onclick = () => addPrompt().focus();
+  $('#more-prompts').addEventListener('input', () => {
+    clearTimeout(timer);
+    // Image embeddings are cached: a new prompt costs one text-tower pass.
+    if (state.results && state.model) timer = setTimeout(score, 300);
+  });
+  $('#t2i-fill').onclick = fillFromT2iRow;
+}
+
+/** How many prompts and images the engine's towers have encoded since the load (tests read it). */
+function noteEncoded(encoded) {
+  const st = $('#status');
+  st.dataset.textsEncoded = String(encoded.texts);
+  st.dataset.imagesEncoded = String(encoded.images);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The prompts x images matrix (several prompts)
+
+/** Index of the largest of `xs` (nulls skipped), or -1. */
+function argmax(xs) {
+  let best = -1;
+  xs.forEach((x, i) => { if (x !== null && x !== undefined && (best < 0 || x > xs[best])) best = i; });
+  return best;
+}
+
+/**
+ * A table: a row per prompt, a column per image; each cell its score and both probabilities,
+ * with each prompt's best image and each image's best prompt marked in words as well as colour.
+ */
+function renderMatrix() {
+  const panel = $('#matrix-panel');
+  const m = state.results ? state.matrix : null;
+  const prompts = state.scored?.prompts ?? [];
+  panel.hidden = !m || prompts.length < 2;
+  const table = $('#matrix');
+  if (panel.hidden) {
+    table.replaceChildren();
+    return;
+  }
+  const { images } = state.scored;
+  const pct = (x) => `${(x * 100).toFixed(1)}%`;
+  const bestImage = m.scores.map((row) => argmax(row));
+  const bestPrompt = images.map((_, i) => argmax(m.scores.map((row) => row[i])));
+  const head = el('tr', {}, el('th', { scope: 'col', text: 'Prompt / image' }),
+    ...images.map((im, i) => el('th', { scope: 'col', text: `${i + 1}. ${im.name}` })));
+  const body = prompts.map((p, k) => el('tr', {},
+    el('th', { scope: 'row', text: `${p.field + 1}. ${p.text}` }),
+    ...images.map((_, i) => {
+      const td = el('td', { 'data-testid': 'cell', 'data-prompt': String(p.field), 'data-image': String(i) });
+      const score = m.scores[k][i];
+      if (score === null || score === undefined) {
+        td.classList.add('failed');
+        td.setAttribute('data-error', state.results[i].error ?? 'not scored');
+        td.append(el('span', { text: 'could not be read' }));
+        return td;
+      }
+      td.setAttribute('data-score', String(score));
+      td.setAttribute('data-prob-images', String(m.probs_over_images[k][i]));
+      td.setAttribute('data-prob-prompts', String(m.probs_over_prompts[k][i]));
+      td.append(
+        el('span', { class: 'score', text: score.toFixed(3) }),
+        el('span', { class: 'p', text: `over images ${pct(m.probs_over_images[k][i])}` }),
+        el('span', { class: 'p', text: `over prompts ${pct(m.probs_over_prompts[k][i])}` }),
+      );
+      if (bestImage[k] === i) {
+        td.classList.add('best-image');
+        td.setAttribute('data-best-image', '');
+        td.append(el('span', { class: 'mark', text: '★ best image for this prompt' }));
+      }
+      if (bestPrompt[i] === k) {
+        td.classList.add('best-prompt');
+        td.setAttribute('data-best-prompt', '');
+        td.append(el('span', { class: 'mark', text: '◆ best prompt for this image' }));
+      }
+      return td;
+    })));
+  table.replaceChildren(
+    el('caption', { class: 'visually-hidden', text: 'Prompts (rows) by images (columns): score, probability over the images, probability over the prompts' }),
+    el('thead', {}, head),
+    el('tbody', {}, ...body),
+  );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -661,7 +847,7 @@ function init() {
   document.addEventListener('paste', (e) => {
     const files = [...(e.clipboardData?.files || [])];
     // Text pasted into a text field stays text; an image pasted anywhere becomes an image.
-    const textField = e.target === $('#prompt') || e.target === $('#model-url');
+    const textField = e.target instanceof HTMLTextAreaElement || e.target === $('#model-url');
     if (textField && e.clipboardData?.types.includes('text/plain')) return;
     if (files.length) { e.preventDefault(); addImages(files); }
   });
@@ -678,6 +864,7 @@ function init() {
     // Image embeddings are cached, so a new prompt costs one text-tower pass.
     if (state.results && state.model) timer = setTimeout(score, 300);
   });
+  initPrompts();
   $('#bench-file').onchange = (e) => { bench.files = [...e.target.files]; benchButtons(); };
   $('#bench-run').onclick = () => runBench();
   $('#bench-csv').onclick = exportBenchCsv;

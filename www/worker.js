@@ -195,18 +195,30 @@ const ops = {
     return wasm.SciScore.probeUrl(msg.url, msg.cache);
   },
 
+  /**
+   * Scores `images` against `prompts` (or the one `prompt`), within each index group of `groups`:
+   * `results` for the first prompt, `matrix` {scores, probs_over_images, probs_over_prompts}
+   * (rows prompts, columns images), and `encoded`, the prompts and images the towers have run
+   * over since the load (a new prompt over cached images adds one text and no image).
+   */
   async score(msg) {
     if (!model) throw new Error('no model loaded: load one first');
     const images = msg.images.map((im) => ({ name: im.name, bytes: new Uint8Array(im.bytes) }));
+    const prompts = msg.prompts ?? [msg.prompt];
     const groups = msg.groups ?? [images.map((_, i) => i)];
     const results = new Array(images.length);
+    const keys = ['scores', 'probs_over_images', 'probs_over_prompts'];
+    const matrix = Object.fromEntries(keys.map((k) => [k, prompts.map(() => new Array(images.length))]));
     const t0 = performance.now();
     for (const g of groups) {
       // Embeddings are cached by content inside the model, so pairs and re-scores are cheap.
-      const r = await model.score(msg.prompt, g.map((i) => images[i]));
-      g.forEach((i, k) => { results[i] = r[k]; });
+      const r = await model.scoreMatrix(prompts, g.map((i) => images[i]));
+      g.forEach((i, k) => {
+        results[i] = r.results[k];
+        for (const key of keys) r.matrix[key].forEach((row, p) => { matrix[key][p][i] = row[k]; });
+      });
     }
-    return { results, ms: performance.now() - t0 };
+    return { results, matrix, encoded: model.encoded(), ms: performance.now() - t0 };
   },
 
   /**

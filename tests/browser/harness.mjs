@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -19,6 +20,15 @@ export const DEMO_FILES = ['config.json', 'model.safetensors', 'tokenizer.json',
 export const CHROMIUM_ARGS = ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader',
   '--enable-features=Vulkan', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--disable-default-apps', '--disable-domain-reliability'];
+
+/** The wasm CPU path is the same f32 code as the native reference (which matches to ~1e-5). */
+export const CPU_SCORE_TOL = 0.01;
+/** Probabilities follow from the scores; softmax over 2..6 images keeps the error this small. */
+export const PROB_TOL = 1e-3;
+/** WebGPU keeps weights in f16 (activations f32): scores ~20 moved by 7.6e-3 on SwiftShader;
+ * the margin covers other adapters' reduction orders. */
+export const GPU_SCORE_TOL = 0.05;
+export const GPU_PROB_TOL = 5e-3;
 
 /** Model load and first scoring: wasm compile + a 12 MB model, on a slow shared CPU. */
 export const LOAD_TIMEOUT_MS = 180_000;
@@ -123,4 +133,38 @@ export function goldenScores(prompt, names) {
     if (i < 0) throw new Error(`no golden for ${n}`);
     return GOLDEN.scores[prompt][i];
   });
+}
+
+/**
+ * Starts a `sciscore serve` and a browser before the file's tests and stops them after; the
+ * returned object holds them as `server` and `browser` once started.
+ */
+export function serveAndLaunch() {
+  const env = {};
+  before(async () => {
+    env.server = await startServer();
+    env.browser = await launch();
+  });
+  after(async () => {
+    await env.browser?.close();
+    env.server?.stop();
+  });
+  return env;
+}
+
+/**
+ * Runs `body` on a fresh page (openPage's object); prints the page's console on failure (always
+ * with SCISCORE_BROWSER_LOGS) and closes the page's context either way.
+ */
+export async function withPage(browser, base, body) {
+  const p = await openPage(browser, base);
+  try {
+    return await body(p);
+  } catch (e) {
+    console.error(p.logs.join('\n'));
+    throw e;
+  } finally {
+    if (process.env.SCISCORE_BROWSER_LOGS) console.log(p.logs.join('\n'));
+    await p.context.close();
+  }
 }

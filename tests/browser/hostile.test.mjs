@@ -12,7 +12,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import { DEMO_FILES, FIXTURES, GOLDEN, goldenScores, launch, openPage, results, softmax, startServer, waitReady } from './harness.mjs';
+import {
+  DEMO_FILES, FIXTURES, GOLDEN, goldenScores, launch, withPage as onPage, results, softmax, startServer, waitReady,
+} from './harness.mjs';
 
 /** As in page.test.mjs: the wasm CPU path is the native f32 code. */
 const CPU_SCORE_TOL = 0.01;
@@ -183,19 +185,12 @@ function capWasmMemory(bytes, maxBytes) {
 // ------------------------------------------------------------------------------------------------
 // Page steps
 
-async function withPage(fn, { backend = 'cpu' } = {}) {
-  const ctx = await openPage(browser, server.url);
-  try {
+function withPage(fn, { backend = 'cpu' } = {}) {
+  return onPage(browser, server.url, async (ctx) => {
     await ctx.page.goto(`${server.url}?backend=${backend}`);
     await fn(ctx);
     assert.deepEqual(ctx.outside, [], 'no request leaves the local server');
-  } catch (e) {
-    console.error(ctx.logs.join('\n'));
-    throw e;
-  } finally {
-    if (process.env.SCISCORE_BROWSER_LOGS) console.log(ctx.logs.join('\n'));
-    await ctx.context.close();
-  }
+  });
 }
 
 /** Loads `files` in #model-files and returns the final status (`ready` or `error`). */

@@ -7,16 +7,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEMO_FILES, FIXTURES, GOLDEN, ROOT, goldenScores, launch, openPage, results, softmax, startServer, waitReady } from './harness.mjs';
-
-/** The wasm CPU path is the same f32 code as the native reference (which matches to ~1e-5). */
-const CPU_SCORE_TOL = 0.01;
-/** Probabilities follow from the scores; softmax over 2..6 images keeps the error this small. */
-const PROB_TOL = 1e-3;
-/** WebGPU keeps weights in f16 (activations f32): scores ~20 moved by 7.6e-3 on SwiftShader;
- * the margin covers other adapters' reduction orders. */
-const GPU_SCORE_TOL = 0.05;
-const GPU_PROB_TOL = 5e-3;
+import {
+  CPU_SCORE_TOL, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, goldenScores, launch, openPage, results,
+  softmax, startServer, waitReady,
+} from './harness.mjs';
 
 /** Fixture images whose decoding is bit-exact with PIL (JPEG may differ by one level). */
 const IMAGES = ['rgb_gradient.png', 'rgba_alpha.png', 'palette_p.png', 'lossless.webp', 'frame.gif', 'gray_l.png'];
