@@ -591,6 +591,21 @@ pub(crate) fn profile_vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static st
 mod tests {
     use super::*;
 
+    /// The CPU's erf (the shader's is checked on the device by `gelu_on_device_matches_f64`).
+    #[test]
+    fn erf_approximation_is_within_1e6_of_f64_erf() {
+        let mut worst = 0.0f64;
+        for i in -2_000_000..=2_000_000 {
+            let x = i as f32 * 5e-6; // [-10, 10] in steps of 5e-6
+            let c = erfc_nonneg(x.abs());
+            let erf = if x >= 0.0 { 1.0 - c } else { c - 1.0 };
+            worst = worst.max((erf as f64 - libm::erf(x as f64)).abs());
+        }
+        eprintln!("erf approximation: max |error| {worst:.3e} on [-10, 10]");
+        // A&S 7.1.26 is within 1.5e-7 in exact arithmetic; f32 evaluation adds a few ulp.
+        assert!(worst < 1e-6, "erf max error {worst}");
+    }
+
     #[test]
     fn gemm_nt_matches_naive_on_awkward_sizes() {
         let (m, n, k) = (7, 5, 13);
