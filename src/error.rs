@@ -12,6 +12,10 @@ pub enum Error {
     /// An I/O error while reading a file.
     #[error("cannot read `{name}`: {message}")]
     Io { name: String, message: String },
+    /// An I/O error while writing an output (a full disk, a lost network filesystem): worth a
+    /// retry, unlike a bad input.
+    #[error("cannot write `{name}`: {message}")]
+    Output { name: String, message: String },
     /// A configuration file is malformed or names something unsupported.
     #[error("bad config `{file}`: {message}")]
     Config { file: String, message: String },
@@ -94,6 +98,29 @@ pub(crate) fn try_zeroed<T: Clone + Default>(what: &str, n: usize) -> Result<Vec
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether running the same command again may succeed: the device was lost or is missing
+    /// on this machine, or an output could not be written. Bad inputs (model folder, manifest,
+    /// arguments) fail the same way every time. The CLI's exit codes follow this (75 or 1).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Gpu(_) | Error::NoAdapter(_) | Error::Output { .. } => true,
+            Error::MissingFile { .. }
+            | Error::Io { .. }
+            | Error::Config { .. }
+            | Error::Safetensors { .. }
+            | Error::MissingWeight(_)
+            | Error::WeightShape { .. }
+            | Error::WeightDtype { .. }
+            | Error::Tokenizer(_)
+            | Error::Image { .. }
+            | Error::Limits { .. }
+            | Error::NonFinite(_)
+            | Error::OutOfMemory { .. }
+            | Error::Invalid(_)
+            | Error::Shader { .. } => false,
+        }
+    }
+
     pub(crate) fn config(file: &str, message: impl Into<String>) -> Self {
         Error::Config {
             file: file.to_string(),

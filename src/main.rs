@@ -1,5 +1,6 @@
 //! `sciscore`: the command-line tool (contract in DESIGN.md). JSON on stdout with `--json`, a
-//! one-line error on stderr and a non-zero exit on failure.
+//! one-line error on stderr and a non-zero exit on failure: 75 where a retry may succeed, 1
+//! where it cannot (see [`cli::exit_code`]).
 
 #[cfg(target_arch = "wasm32")]
 fn main() {}
@@ -8,7 +9,7 @@ fn main() {}
 fn main() {
     if let Err(e) = cli::run() {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(cli::exit_code(&e));
     }
 }
 
@@ -33,6 +34,44 @@ mod cli {
     struct Cli {
         #[command(subcommand)]
         cmd: Cmd,
+    }
+
+    /// Exit status for "run me again": the GPU device was lost or is missing here, or an output
+    /// could not be written (EX_TEMPFAIL of sysexits.h).
+    pub const EXIT_RETRY: i32 = 75;
+    /// Exit status for "do not retry": a bad model folder, manifest or argument (as before
+    /// there were retry codes, every error exited 1).
+    pub const EXIT_FAIL: i32 = 1;
+
+    /// The exit status of a failed command, from the library's [`sciscore::Error`] in its chain
+    /// (see `Error::retryable`); errors of the CLI itself are not retryable.
+    pub fn exit_code(e: &anyhow::Error) -> i32 {
+        let lib = e.chain().find_map(|c| c.downcast_ref::<sciscore::Error>());
+        if lib.is_some_and(sciscore::Error::retryable) {
+            EXIT_RETRY
+        } else {
+            EXIT_FAIL
+        }
+    }
+
+    const EXIT_CODES: &str = "Exit status: 0 done; 75 retry (the GPU device was lost or is \
+        missing on this machine, an output could not be written; a rerun resumes); 1 do not \
+        retry (bad model folder, manifest or arguments; the message says which); 2 bad command \
+        line. Killed by a signal (preemption): rerun, it resumes.";
+
+    #[derive(Clone, Copy, ValueEnum)]
+    enum FormatArg {
+        Jsonl,
+        Parquet,
+    }
+
+    impl From<FormatArg> for sciscore::batch::Format {
+        fn from(f: FormatArg) -> Self {
+            match f {
+                FormatArg::Jsonl => Self::Jsonl,
+                FormatArg::Parquet => Self::Parquet,
+            }
+        }
     }
 
     #[derive(Clone, Copy, ValueEnum)]
@@ -100,15 +139,30 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
-        /// Score a JSONL manifest of {"prompt", "image", "group"?} lines; resumable with --out.
+        /// Score a JSONL manifest of {"prompt", "image", "group"?, "role"?} lines; resumable
+        /// with --out; one shard of the lines with --shard or a Slurm / Kubernetes array index.
+        #[command(after_help = EXIT_CODES)]
         Batch {
             #[arg(long)]
             model: String,
             #[arg(long)]
             manifest: PathBuf,
-            /// Output JSONL (one line per input line); lines already there are skipped.
+            /// Output (one record per input line); lines already there are skipped. With a shard:
+            /// a folder (gets scores-{shard}-of-{count}.jsonl) or a name with {shard} and
+            /// {count}, written as <name>.partial and renamed when the shard is complete.
             #[arg(long)]
             out: Option<PathBuf>,
+            /// Score only shard I of N: manifest lines k (0-based, blank lines counted) with
+            /// k mod N == I. Default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX when set.
+            #[arg(long, value_name = "I/N")]
+            shard: Option<String>,
+            /// The shard count where the environment has only an index (Kubernetes'
+            /// JOB_COMPLETION_INDEX; or set SCISCORE_SHARDS).
+            #[arg(long, value_name = "N")]
+            shards: Option<String>,
+            /// Output format: JSONL, or parquet (same columns; written when the run completes).
+            #[arg(long, value_enum, default_value = "jsonl")]
+            format: FormatArg,
             /// Images per forward pass.
             #[arg(long, default_value_t = 8, value_parser = whole(1, sciscore::batch::MAX_BATCH))]
             batch: usize,
@@ -116,6 +170,25 @@ mod cli {
             backend: BackendArg,
             #[arg(long)]
             json: bool,
+        },
+        /// Join the outputs of a sharded batch into one, in manifest order, checking that every
+        /// manifest line is there exactly once; prints the summary batch prints.
+        #[command(after_help = EXIT_CODES)]
+        Merge {
+            /// The manifest the shards scored.
+            #[arg(long)]
+            manifest: PathBuf,
+            /// The merged output (written as <out>.partial, renamed when complete).
+            #[arg(long)]
+            out: PathBuf,
+            /// Output format (the shards may be JSONL or parquet, told by their contents).
+            #[arg(long, value_enum, default_value = "jsonl")]
+            format: FormatArg,
+            #[arg(long)]
+            json: bool,
+            /// The shards' outputs.
+            #[arg(required = true)]
+            shards: Vec<PathBuf>,
         },
         /// Serve the web page (`www/`) on 127.0.0.1, with the demo model under /models/demo/.
         Serve {
@@ -290,6 +363,65 @@ mod cli {
         } else {
             bar.println(shown(msg));
         }
+    }
+
+    /// Prints a batch summary: one JSON line with `json`, else text (with the lines whose
+    /// record failed, for merge).
+    fn print_summary(
+        summary: &sciscore::batch::BatchSummary,
+        json: bool,
+        failed: Option<&[usize]>,
+    ) -> Result<()> {
+        if json {
+            println!("{}", json_line(summary)?);
+            return Ok(());
+        }
+        let of_shard = summary.shard.as_ref().map(|s| format!(" of shard {s}"));
+        println!(
+            "{} lines{}: {} scored, {} errors, {} already done",
+            summary.lines,
+            of_shard.unwrap_or_default(),
+            summary.scored,
+            summary.errors,
+            summary.resumed
+        );
+        for (g, m) in &summary.groups {
+            println!(
+                "  group {:<24} mean score {:.4} over {}",
+                shown(g),
+                m.mean_score,
+                m.n
+            );
+        }
+        if let Some(roles) = &summary.roles {
+            println!("  roles: mean score per role; position = (implicit - superficial) / (explicit - superficial)");
+            let row = |name: &str, r: &sciscore::batch::RoleMeans| {
+                let m = |g: &Option<sciscore::batch::GroupMean>| {
+                    g.as_ref()
+                        .map_or("-".to_string(), |g| format!("{:.4} ({})", g.mean_score, g.n))
+                };
+                let pos = r.position.map_or("n/a".to_string(), |p| format!("{p:.4}"));
+                println!(
+                    "  {:<30} implicit {}  explicit {}  superficial {}  position {pos}",
+                    shown(name),
+                    m(&r.implicit),
+                    m(&r.explicit),
+                    m(&r.superficial)
+                );
+            };
+            row("all", &roles.all);
+            for (g, r) in &roles.groups {
+                row(&format!("group {g}"), r);
+            }
+        }
+        if let Some(f) = failed.filter(|f| !f.is_empty()) {
+            let mut shown_lines: Vec<String> = f.iter().take(20).map(|l| (l + 1).to_string()).collect();
+            if f.len() > 20 {
+                shown_lines.push(format!("... ({} in all)", f.len()));
+            }
+            println!("  failed lines (from 1): {}", shown_lines.join(", "));
+        }
+        Ok(())
     }
 
     pub fn run() -> Result<()> {
@@ -469,16 +601,45 @@ mod cli {
                 model,
                 manifest,
                 out,
+                shard,
+                shards,
+                format,
                 batch,
                 backend,
                 json,
             } => {
-                let total = sciscore::batch::check(&manifest, out.as_deref())?;
+                use sciscore::batch;
+                let env = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+                let detected = batch::detect(shard.as_deref(), shards.as_deref(), env)?;
+                if matches!(format, FormatArg::Parquet) && out.is_none() {
+                    bail!("--format parquet needs --out (records go to stdout as JSONL without it)");
+                }
+                let out = match (&out, &detected) {
+                    (Some(o), Some((s, _))) => Some(batch::out_path(o, *s, format.into())?),
+                    _ => out,
+                };
+                if let Some((s, how)) = &detected {
+                    let to = out.as_ref().map(|o| format!(", writing {}", o.display()));
+                    eprintln!("shard {s} (from {how}){}", shown(&to.unwrap_or_default()));
+                }
+                let job = batch::Job {
+                    manifest: &manifest,
+                    out: out.as_deref(),
+                    batch,
+                    shard: detected.map(|(s, _)| s),
+                    format: format.into(),
+                };
+                let checked = batch::check_job(&job)?;
+                if let (Some(summary), Some(o)) = (checked.finished, &out) {
+                    eprintln!("{} is complete already: nothing to score", o.display());
+                    print_summary(&summary, json, None)?;
+                    return Ok(());
+                }
                 let m = load(&model, backend)?;
-                let bar = progress(total as u64, "images");
+                let bar = progress(checked.lines as u64, "images");
                 let to_stdout = out.is_none();
                 let mut print_err = None;
-                let summary = sciscore::batch::run(&m, &manifest, out.as_deref(), batch, |r| {
+                let summary = batch::run_job(&m, &job, |r| {
                     bar.inc(1);
                     if let Some(e) = &r.error {
                         note(&bar, &format!("line {}: {e}", r.line + 1));
@@ -498,21 +659,8 @@ mod cli {
                 }
                 if to_stdout {
                     eprintln!("{}", json_line(&summary)?);
-                } else if json {
-                    println!("{}", json_line(&summary)?);
                 } else {
-                    println!(
-                        "{} lines: {} scored, {} errors, {} already done",
-                        summary.lines, summary.scored, summary.errors, summary.resumed
-                    );
-                    for (g, m) in &summary.groups {
-                        println!(
-                            "  group {:<24} mean score {:.4} over {}",
-                            shown(g),
-                            m.mean_score,
-                            m.n
-                        );
-                    }
+                    print_summary(&summary, json, None)?;
                 }
                 eprintln!(
                     "time: {:.1}s decoding images (reader thread), {:.1}s in the model ({:.2} images/s in the model)",
@@ -520,6 +668,25 @@ mod cli {
                     summary.model_seconds,
                     (summary.scored - summary.resumed.min(summary.scored)) as f64 / summary.model_seconds.max(1e-9)
                 );
+            }
+            Cmd::Merge {
+                manifest,
+                out,
+                format,
+                json,
+                shards,
+            } => {
+                let report = sciscore::batch::merge(&manifest, &shards, &out, format.into())?;
+                if json {
+                    println!("{}", json_line(&report)?);
+                } else {
+                    print_summary(&report.summary, false, Some(&report.failed))?;
+                    println!(
+                        "merged {} shard output(s) into {}",
+                        report.shards,
+                        shown(&out.display().to_string())
+                    );
+                }
             }
             Cmd::Serve { port, root, demo } => {
                 if !root.join("index.html").is_file() {
