@@ -202,6 +202,13 @@ fn prepare(job: &Job) -> Result<(usize, Start)> {
     }
     let partial = partial_path(o);
     check_out(job.manifest, &partial)?;
+    let folder = o.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = folder.filter(|d| !d.is_dir()) {
+        return Err(Error::Invalid(format!(
+            "the folder {} of --out does not exist; create it first",
+            d.display()
+        )));
+    }
     if std::fs::symlink_metadata(o).is_ok() {
         regular(o, "--out")?;
         let records = read_output(o)?;

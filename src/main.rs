@@ -614,6 +614,10 @@ mod cli {
                 if matches!(format, FormatArg::Parquet) && out.is_none() {
                     bail!("--format parquet needs --out (records go to stdout as JSONL without it)");
                 }
+                if let Some(dir) = out.as_ref().filter(|o| o.to_string_lossy().ends_with('/')) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating the --out folder {}", dir.display()))?;
+                }
                 let out = match (&out, &detected) {
                     (Some(o), Some((s, _))) => Some(batch::out_path(o, *s, format.into())?),
                     _ => out,

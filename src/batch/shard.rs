@@ -94,7 +94,7 @@ pub fn detect(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<(Shard, String)>> {
     let count_arg = shards
-        .map(|s| number(s, &format!("--shards {}", shown(s))).map(|n| (n, format!("--shards {n}"))))
+        .map(|s| number(s, "--shards").map(|n| (n, format!("--shards {n}"))))
         .transpose()?;
     if let Some(s) = shard {
         let sh = Shard::parse(s)?;
@@ -106,7 +106,7 @@ pub fn detect(
         return Ok(Some((sh, format!("--shard {sh}"))));
     }
     let var = |k: &str| env(k).map(|v| (k.to_string(), v));
-    let num = |(k, v): &(String, String)| number(v, &format!("{k}={}", shown(v)));
+    let num = |(k, v): &(String, String)| number(v, k);
     if let Some(id) = var("SLURM_ARRAY_TASK_ID") {
         let task = num(&id)?;
         let (min, max, cnt) = (
@@ -327,9 +327,9 @@ mod tests {
         assert_eq!(found(None, None, &[(id, "4"), (n, "5")]), (4, 5));
         assert_eq!(found(None, Some("6"), &[(id, "4")]), (4, 6));
         for (vars, says) in [
-            (vec![(id, "x"), (n, "4")], "SLURM_ARRAY_TASK_ID=`x` is not a whole number"),
+            (vec![(id, "x"), (n, "4")], "SLURM_ARRAY_TASK_ID: `x` is not a whole number"),
             (vec![(id, "")], "is not a whole number"),
-            (vec![(id, "1"), (n, "four")], "SLURM_ARRAY_TASK_COUNT=`four`"),
+            (vec![(id, "1"), (n, "four")], "SLURM_ARRAY_TASK_COUNT: `four`"),
             (vec![(id, "5"), (lo, "9"), (hi, "2")], "MIN=9 is above"),
             (vec![(id, "12"), (lo, "0"), (hi, "9")], "outside"),
             (vec![(id, "4"), (n, "4")], "not below the count 4"),
@@ -356,7 +356,7 @@ mod tests {
         assert!(refused(None, None, &[(k, "2")]).contains("SCISCORE_SHARDS"));
         assert!(refused(None, None, &[(k, "3"), (SHARDS_ENV, "3")]).contains("not below"));
         assert!(refused(None, None, &[(k, "1"), (SHARDS_ENV, "0x4")]).contains("SCISCORE_SHARDS"));
-        assert!(refused(None, Some("-2"), &[(k, "1")]).contains("--shards `-2`"));
+        assert!(refused(None, Some("-2"), &[(k, "1")]).contains("--shards: `-2`"));
     }
 
     #[test]
