@@ -486,7 +486,7 @@ fn parse_line(line: usize, buf: &[u8], too_long: bool) -> Record {
         (Ok(_), Some(_), Some(_), Some(r)) if r.as_str().is_some_and(|r| ROLES.contains(&r)) => None,
         (Ok(_), Some(_), Some(_), Some(r)) => Some(format!(
             "role {} is not one of implicit, explicit, superficial",
-            shard::shown(&r.to_string())
+            shard::shown(&r.as_str().map_or_else(|| r.to_string(), str::to_string))
         )),
         _ => Some("expected {\"prompt\": string, \"image\": path} on this line".to_string()),
     };

@@ -239,7 +239,7 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
         batch_cmd(&manifest, &["--json", "--shard", "0/4", "--out", &out_arg], &[]),
         60,
     );
-    assert_eq!(ok_json(&o)["resumed"], 250);
+    assert_eq!(ok_json(&o)["resumed"], 249, "line 500 is blank");
     assert!(stderr_of(&o).contains("complete already"), "{}", stderr_of(&o));
     assert_eq!(std::fs::read(shard_out(0)).unwrap(), before);
     eprintln!("shards scored, killed and rerun in {:.1} s", t0.elapsed().as_secs_f64());
@@ -394,11 +394,11 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
     )
     .unwrap();
     let mut mixed = all.clone();
-    mixed[1] = dir.path().join("s1.jsonl");
+    mixed[1] = dir.path().join("s00001.jsonl");
     let s1 = bounded(
         batch_cmd(
             &other,
-            &["--shard", "1/3", "--out", mixed[1].to_str().unwrap()],
+            &["--shard", "1/3", "--out", dir.path().join("s{shard}.jsonl").to_str().unwrap()],
             &[],
         ),
         60,
@@ -559,7 +559,7 @@ fn roles_summary_parquet_output_and_merge() {
     assert_eq!(recs[1]["role"], "explicit");
     assert!(recs[8].get("role").is_none(), "no role, no field: {}", recs[8]);
     assert!(
-        recs[7]["error"].as_str().unwrap().contains("role `\"bogus\"` is not one of"),
+        recs[7]["error"].as_str().unwrap().contains("role `bogus` is not one of"),
         "{}",
         recs[7]
     );
