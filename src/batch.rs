@@ -159,7 +159,9 @@ pub struct Checked {
 pub fn check_job(job: &Job) -> Result<Checked> {
     let (lines, start) = prepare(job)?;
     let finished = match start {
-        Start::Finished(records) => Some(summarize(job, lines, records.len(), &records, (0.0, 0.0))),
+        Start::Finished(records) => {
+            Some(summarize(job, lines, records.len(), &records, (0.0, 0.0)))
+        }
         _ => None,
     };
     Ok(Checked { lines, finished })
@@ -198,7 +200,10 @@ fn prepare(job: &Job) -> Result<(usize, Start)> {
     };
     check_out(job.manifest, o)?;
     if !job.atomic() {
-        return Ok((lines, read_out(o, "--out")?.map_or(Start::Fresh, Start::Resume)));
+        return Ok((
+            lines,
+            read_out(o, "--out")?.map_or(Start::Fresh, Start::Resume),
+        ));
     }
     let partial = partial_path(o);
     check_out(job.manifest, &partial)?;
@@ -479,11 +484,17 @@ fn parse_line(line: usize, buf: &[u8], too_long: bool) -> Record {
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    let role = v.as_ref().ok().and_then(|v| v.get("role")).filter(|r| !r.is_null());
+    let role = v
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("role"))
+        .filter(|r| !r.is_null());
     let error = match (&v, field("prompt"), field("image"), role) {
         (Err(e), _, _, _) => Some(e.clone()),
         (Ok(_), Some(_), Some(_), None) => None,
-        (Ok(_), Some(_), Some(_), Some(r)) if r.as_str().is_some_and(|r| ROLES.contains(&r)) => None,
+        (Ok(_), Some(_), Some(_), Some(r)) if r.as_str().is_some_and(|r| ROLES.contains(&r)) => {
+            None
+        }
         (Ok(_), Some(_), Some(_), Some(r)) => Some(format!(
             "role {} is not one of implicit, explicit, superficial",
             shard::shown(&r.as_str().map_or_else(|| r.to_string(), str::to_string))
@@ -575,7 +586,11 @@ fn write_err(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// Runs a [`Job`]: its lines are scored, `batch` images per pass, and each record is appended to
 /// its output (or `<out>.partial`, renamed when complete) and handed to `on_record`.
-pub fn run_job(model: &Model, job: &Job, mut on_record: impl FnMut(&Record)) -> Result<BatchSummary> {
+pub fn run_job(
+    model: &Model,
+    job: &Job,
+    mut on_record: impl FnMut(&Record),
+) -> Result<BatchSummary> {
     let batch = job.batch;
     if !(1..=MAX_BATCH).contains(&batch) {
         return Err(Error::Invalid(format!(
@@ -594,9 +609,13 @@ pub fn run_job(model: &Model, job: &Job, mut on_record: impl FnMut(&Record)) -> 
         Start::Resume(p) => Some(p),
         Start::Fresh => None,
     };
-    let target = job
-        .out
-        .map(|o| if job.atomic() { partial_path(o) } else { o.to_path_buf() });
+    let target = job.out.map(|o| {
+        if job.atomic() {
+            partial_path(o)
+        } else {
+            o.to_path_buf()
+        }
+    });
     let mut writer = None;
     let mut previous = Vec::new();
     if let Some(o) = &target {
@@ -672,12 +691,24 @@ pub fn run_job(model: &Model, job: &Job, mut on_record: impl FnMut(&Record)) -> 
     if let (Some((w, partial)), Some(o), true) = (writer, job.out, job.atomic()) {
         finish(w, partial, o, job.format, &records)?;
     }
-    Ok(summarize(job, total, resumed, &records, (decode_s, model_s)))
+    Ok(summarize(
+        job,
+        total,
+        resumed,
+        &records,
+        (decode_s, model_s),
+    ))
 }
 
 /// Makes a complete `<out>.partial` the finished `out`: synced, then renamed (JSONL) or converted
 /// (parquet, written under `<out>.partial.tmp` and renamed), so `out` exists only complete.
-fn finish(w: std::fs::File, partial: &Path, out: &Path, format: Format, records: &[Record]) -> Result<()> {
+fn finish(
+    w: std::fs::File,
+    partial: &Path,
+    out: &Path,
+    format: Format,
+    records: &[Record],
+) -> Result<()> {
     w.sync_all().map_err(write_err(partial))?;
     drop(w);
     match format {

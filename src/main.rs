@@ -397,8 +397,9 @@ mod cli {
             println!("  roles: mean score per role; position = (implicit - superficial) / (explicit - superficial)");
             let row = |name: &str, r: &sciscore::batch::RoleMeans| {
                 let m = |g: &Option<sciscore::batch::GroupMean>| {
-                    g.as_ref()
-                        .map_or("-".to_string(), |g| format!("{:.4} ({})", g.mean_score, g.n))
+                    g.as_ref().map_or("-".to_string(), |g| {
+                        format!("{:.4} ({})", g.mean_score, g.n)
+                    })
                 };
                 let pos = r.position.map_or("n/a".to_string(), |p| format!("{p:.4}"));
                 println!(
@@ -415,7 +416,8 @@ mod cli {
             }
         }
         if let Some(f) = failed.filter(|f| !f.is_empty()) {
-            let mut shown_lines: Vec<String> = f.iter().take(20).map(|l| (l + 1).to_string()).collect();
+            let mut shown_lines: Vec<String> =
+                f.iter().take(20).map(|l| (l + 1).to_string()).collect();
             if f.len() > 20 {
                 shown_lines.push(format!("... ({} in all)", f.len()));
             }
@@ -612,7 +614,9 @@ mod cli {
                 let env = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
                 let detected = batch::detect(shard.as_deref(), shards.as_deref(), env)?;
                 if matches!(format, FormatArg::Parquet) && out.is_none() {
-                    bail!("--format parquet needs --out (records go to stdout as JSONL without it)");
+                    bail!(
+                        "--format parquet needs --out (records go to stdout as JSONL without it)"
+                    );
                 }
                 if let Some(dir) = out.as_ref().filter(|o| o.to_string_lossy().ends_with('/')) {
                     std::fs::create_dir_all(dir)

@@ -32,7 +32,10 @@ const ENGINE_VARS: [&str; 6] = [
     "SCISCORE_SHARDS",
 ];
 
-fn sciscore(args: &[&str], env: &[(&str, &str)]) -> Command {
+/// Environment variables of a run: (name, value).
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
+fn sciscore(args: &[&str], env: Vars) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sciscore"));
     c.args(args);
     for v in ENGINE_VARS {
@@ -99,7 +102,12 @@ fn records(path: &Path) -> Vec<Value> {
 }
 
 fn image(name: &str) -> String {
-    fixtures().join("images").join(name).to_str().unwrap().to_string()
+    fixtures()
+        .join("images")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn line_numbers(recs: &[Value]) -> Vec<u64> {
@@ -135,7 +143,12 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     let dir = tempfile::tempdir().unwrap();
     // Line k scores prompt k mod 12 against image k mod 8; two lines are blank and one names a
     // missing image.
-    let pair = |k: usize| (prompts[k % prompts.len()].clone(), image(SMALL[k % SMALL.len()]));
+    let pair = |k: usize| {
+        (
+            prompts[k % prompts.len()].clone(),
+            image(SMALL[k % SMALL.len()]),
+        )
+    };
     let (blank, bad) = ([10usize, 500], 777usize);
     let mut text = String::new();
     for k in 0..1000 {
@@ -158,7 +171,11 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     let reference = dir.path().join("reference.jsonl");
     let t0 = Instant::now();
     ok_json(&bounded(
-        batch_cmd(&pairs, &["--json", "--out", reference.to_str().unwrap()], &[]),
+        batch_cmd(
+            &pairs,
+            &["--json", "--out", reference.to_str().unwrap()],
+            &[],
+        ),
         300,
     ));
     let want: std::collections::HashMap<(String, String), Value> = records(&reference)
@@ -179,11 +196,15 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     let partial = |i: usize| PathBuf::from(format!("{}.partial", shard_out(i).display()));
     let spawn = |i: usize| {
         let s = format!("{i}/4");
-        batch_cmd(&manifest, &["--json", "--shard", &s, "--out", &out_arg], &[])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        batch_cmd(
+            &manifest,
+            &["--json", "--shard", &s, "--out", &out_arg],
+            &[],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
     };
     let mut rng = seed();
     let killed = [1usize, 3];
@@ -202,7 +223,10 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
         let o = c.wait_with_output().unwrap();
         if killed.contains(&i) {
             assert!(!o.status.success(), "shard {i} was killed");
-            assert!(!shard_out(i).exists(), "a killed shard has no finished output");
+            assert!(
+                !shard_out(i).exists(),
+                "a killed shard has no finished output"
+            );
         } else {
             assert!(o.status.success(), "shard {i}");
             assert!(shard_out(i).exists() && !partial(i).exists(), "shard {i}");
@@ -236,13 +260,24 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     // A finished shard run again scores nothing and leaves its output as it is.
     let before = std::fs::read(shard_out(0)).unwrap();
     let o = bounded(
-        batch_cmd(&manifest, &["--json", "--shard", "0/4", "--out", &out_arg], &[]),
+        batch_cmd(
+            &manifest,
+            &["--json", "--shard", "0/4", "--out", &out_arg],
+            &[],
+        ),
         60,
     );
     assert_eq!(ok_json(&o)["resumed"], 249, "line 500 is blank");
-    assert!(stderr_of(&o).contains("complete already"), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("complete already"),
+        "{}",
+        stderr_of(&o)
+    );
     assert_eq!(std::fs::read(shard_out(0)).unwrap(), before);
-    eprintln!("shards scored, killed and rerun in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "shards scored, killed and rerun in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // Each shard holds its own lines: k mod 4.
     for i in 0..4 {
@@ -270,7 +305,11 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     let expect: Vec<u64> = (0..1000u64)
         .filter(|k| !blank.contains(&(*k as usize)))
         .collect();
-    assert_eq!(line_numbers(&recs), expect, "every line once, in manifest order");
+    assert_eq!(
+        line_numbers(&recs),
+        expect,
+        "every line once, in manifest order"
+    );
     for r in &recs {
         let l = r["line"].as_u64().unwrap() as usize;
         if l == bad {
@@ -303,13 +342,12 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
     let out = dir.path().join("out");
     let out_arg = format!("{}/", out.display());
     let shard_out = |i: usize| out.join(format!("scores-{i:05}-of-00003.jsonl"));
-    let cases: [(&[(&str, &str)], &[&str], usize, &str); 3] = [
+    let cases: [(Vars, usize, &str); 3] = [
         (
             &[
                 ("SLURM_ARRAY_TASK_ID", "0"),
                 ("SLURM_ARRAY_TASK_COUNT", "3"),
             ],
-            &[],
             0,
             "shard 0/3 (from SLURM_ARRAY_TASK_ID=0, SLURM_ARRAY_TASK_COUNT=3)",
         ),
@@ -321,21 +359,20 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
                 ("SLURM_ARRAY_TASK_MAX", "5"),
                 ("SLURM_ARRAY_TASK_COUNT", "3"),
             ],
-            &[],
             1,
             "shard 1/3 (from SLURM_ARRAY_TASK_ID=4, SLURM_ARRAY_TASK_MIN=3, SLURM_ARRAY_TASK_MAX=5)",
         ),
         (
             &[("JOB_COMPLETION_INDEX", "2"), ("SCISCORE_SHARDS", "3")],
-            &[],
             2,
             "shard 2/3 (from JOB_COMPLETION_INDEX=2, SCISCORE_SHARDS=3)",
         ),
     ];
-    for (env, extra, index, says) in cases {
-        let mut args = vec!["--json", "--out", &out_arg];
-        args.extend(extra);
-        let o = bounded(batch_cmd(&manifest, &args, env), 120);
+    for (env, index, says) in cases {
+        let o = bounded(
+            batch_cmd(&manifest, &["--json", "--out", &out_arg], env),
+            120,
+        );
         let s = ok_json(&o);
         assert!(stderr_of(&o).contains(says), "{}", stderr_of(&o));
         let lines = line_numbers(&records(&shard_out(index)));
@@ -398,7 +435,12 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
     let s1 = bounded(
         batch_cmd(
             &other,
-            &["--shard", "1/3", "--out", dir.path().join("s{shard}.jsonl").to_str().unwrap()],
+            &[
+                "--shard",
+                "1/3",
+                "--out",
+                dir.path().join("s{shard}.jsonl").to_str().unwrap(),
+            ],
             &[],
         ),
         60,
@@ -410,7 +452,12 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
             "2 manifest line(s) in no shard output (lines from 1: 2, 5)",
         ),
         (
-            vec![all[0].clone(), all[1].clone(), all[2].clone(), all[1].clone()],
+            vec![
+                all[0].clone(),
+                all[1].clone(),
+                all[2].clone(),
+                all[1].clone(),
+            ],
             "2 line(s) in more than one record (lines from 1: 2, 5;",
         ),
         (vec![partial.clone()], "unfinished shard output"),
@@ -433,31 +480,70 @@ fn hostile_shards_and_variables_fail_with_one_line_and_exit_1() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let out_arg = out.to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 16] = [
-        (&["--shard", "3/2"], &[], "--shard `3/2`: the shard index 3 is not below"),
-        (&["--shard", "0/0"], &[], "--shard `0/0`: the shard count 0 is not in"),
-        (&["--shard", "1/18446744073709551615"], &[], "is not in 1..=1000000"),
+    let cases: [(&[&str], Vars, &str); 16] = [
+        (
+            &["--shard", "3/2"],
+            &[],
+            "--shard `3/2`: the shard index 3 is not below",
+        ),
+        (
+            &["--shard", "0/0"],
+            &[],
+            "--shard `0/0`: the shard count 0 is not in",
+        ),
+        (
+            &["--shard", "1/18446744073709551615"],
+            &[],
+            "is not in 1..=1000000",
+        ),
         (&["--shard", "1/99999999999999999999"], &[], "is too large"),
         (&["--shard", "one/two"], &[], "`one` is not a whole number"),
         (&["--shard", "1"], &[], "expected INDEX/COUNT"),
         (&["--shard", "1/-2"], &[], "`-2` is not a whole number"),
         (&["--shard", "0/2", "--shards", "3"], &[], "disagree"),
-        (&[], &[("SLURM_ARRAY_TASK_ID", "abc"), ("SLURM_ARRAY_TASK_COUNT", "2")], "SLURM_ARRAY_TASK_ID: `abc`"),
         (
             &[],
-            &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "5"), ("SLURM_ARRAY_TASK_MAX", "2")],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "abc"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ],
+            "SLURM_ARRAY_TASK_ID: `abc`",
+        ),
+        (
+            &[],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_MIN", "5"),
+                ("SLURM_ARRAY_TASK_MAX", "2"),
+            ],
             "SLURM_ARRAY_TASK_MIN=5 is above SLURM_ARRAY_TASK_MAX=2",
         ),
         (
             &[],
-            &[("SLURM_ARRAY_TASK_ID", "9"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_MAX", "3")],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "9"),
+                ("SLURM_ARRAY_TASK_MIN", "0"),
+                ("SLURM_ARRAY_TASK_MAX", "3"),
+            ],
             "SLURM_ARRAY_TASK_ID=9 is outside",
         ),
         (&[], &[("SLURM_ARRAY_TASK_ID", "1")], "pass --shards N"),
         (&[], &[("JOB_COMPLETION_INDEX", "1")], "SCISCORE_SHARDS"),
-        (&[], &[("JOB_COMPLETION_INDEX", "5"), ("SCISCORE_SHARDS", "3")], "not below the count 3"),
-        (&[], &[("JOB_COMPLETION_INDEX", "1"), ("SCISCORE_SHARDS", "3\n")], "SCISCORE_SHARDS: `3\\n`"),
-        (&["--shards", "1e3"], &[("JOB_COMPLETION_INDEX", "1")], "--shards: `1e3`"),
+        (
+            &[],
+            &[("JOB_COMPLETION_INDEX", "5"), ("SCISCORE_SHARDS", "3")],
+            "not below the count 3",
+        ),
+        (
+            &[],
+            &[("JOB_COMPLETION_INDEX", "1"), ("SCISCORE_SHARDS", "3\n")],
+            "SCISCORE_SHARDS: `3\\n`",
+        ),
+        (
+            &["--shards", "1e3"],
+            &[("JOB_COMPLETION_INDEX", "1")],
+            "--shards: `1e3`",
+        ),
     ];
     for (args, env, says) in cases {
         let mut all = vec!["--out", out_arg];
@@ -465,9 +551,16 @@ fn hostile_shards_and_variables_fail_with_one_line_and_exit_1() {
         let o = bounded(batch_cmd(&manifest, &all, env), 60);
         let err = stderr_of(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?} {env:?}: {err}");
-        assert!(err.starts_with("error: ") && err.contains(says), "{args:?} {env:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "{args:?} {env:?}: {err}"
+        );
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "{args:?}: wrote a file");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "{args:?}: wrote a file"
+        );
     }
     // Several shards cannot share one file.
     let o = bounded(
@@ -497,7 +590,11 @@ fn hostile_shards_and_variables_fail_with_one_line_and_exit_1() {
         120,
     );
     assert_eq!(o.status.code(), Some(75), "{}", stderr_of(&o));
-    assert!(stderr_of(&o).contains("no GPU adapter"), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("no GPU adapter"),
+        "{}",
+        stderr_of(&o)
+    );
 }
 
 /// The records of a parquet output, read back with the parquet crate, as JSONL-like values.
@@ -551,15 +648,26 @@ fn roles_summary_parquet_output_and_merge() {
     let jsonl = dir.path().join("roles.out.jsonl");
     let pq = dir.path().join("roles.parquet");
     let s = ok_json(&bounded(
-        batch_cmd(&manifest, &["--json", "--out", jsonl.to_str().unwrap()], &[]),
+        batch_cmd(
+            &manifest,
+            &["--json", "--out", jsonl.to_str().unwrap()],
+            &[],
+        ),
         120,
     ));
     let recs = records(&jsonl);
     assert_eq!(recs.len(), 9);
     assert_eq!(recs[1]["role"], "explicit");
-    assert!(recs[8].get("role").is_none(), "no role, no field: {}", recs[8]);
     assert!(
-        recs[7]["error"].as_str().unwrap().contains("role `bogus` is not one of"),
+        recs[8].get("role").is_none(),
+        "no role, no field: {}",
+        recs[8]
+    );
+    assert!(
+        recs[7]["error"]
+            .as_str()
+            .unwrap()
+            .contains("role `bogus` is not one of"),
         "{}",
         recs[7]
     );
@@ -568,8 +676,14 @@ fn roles_summary_parquet_output_and_merge() {
     let want = (ip - score(2)) / (score(1) - score(2));
     let a = &s["roles"]["groups"]["a"];
     assert_eq!(a["implicit"]["n"], 2);
-    assert!((a["implicit"]["mean_score"].as_f64().unwrap() - ip).abs() < 1e-4, "{s}");
-    assert!((a["position"].as_f64().unwrap() - want).abs() < 1e-3, "{s} vs {want}");
+    assert!(
+        (a["implicit"]["mean_score"].as_f64().unwrap() - ip).abs() < 1e-4,
+        "{s}"
+    );
+    assert!(
+        (a["position"].as_f64().unwrap() - want).abs() < 1e-3,
+        "{s} vs {want}"
+    );
     assert_eq!(s["roles"]["groups"]["b"]["position"], Value::Null, "{s}");
     assert_eq!(s["roles"]["all"]["implicit"]["n"], 3);
 
@@ -577,7 +691,13 @@ fn roles_summary_parquet_output_and_merge() {
     let o = bounded(
         batch_cmd(
             &manifest,
-            &["--json", "--format", "parquet", "--out", pq.to_str().unwrap()],
+            &[
+                "--json",
+                "--format",
+                "parquet",
+                "--out",
+                pq.to_str().unwrap(),
+            ],
             &[],
         ),
         120,
@@ -617,7 +737,10 @@ fn roles_summary_parquet_output_and_merge() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("position n/a"), "{text}");
     assert!(text.contains("failed lines (from 1): 8"), "{text}");
-    assert_eq!(std::fs::read(&merged).unwrap(), std::fs::read(&jsonl).unwrap());
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&jsonl).unwrap()
+    );
     let merged_pq = dir.path().join("merged.parquet");
     let r = ok_json(&bounded(
         sciscore(
@@ -665,7 +788,11 @@ fn ray_data_example_scores_a_manifest_when_ray_is_installed() {
     let out = dir.path().join("ray.jsonl");
     let reference = dir.path().join("ref.jsonl");
     ok_json(&bounded(
-        batch_cmd(&manifest, &["--json", "--out", reference.to_str().unwrap()], &[]),
+        batch_cmd(
+            &manifest,
+            &["--json", "--out", reference.to_str().unwrap()],
+            &[],
+        ),
         120,
     ));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ray_score.py");
@@ -677,7 +804,16 @@ fn ray_data_example_scores_a_manifest_when_ray_is_installed() {
                 .args(["--model", model_dir("tiny224").to_str().unwrap()])
                 .args(["--manifest", manifest.to_str().unwrap()])
                 .args(["--out", out.to_str().unwrap()])
-                .args(["--backend", "cpu", "--num-gpus", "0", "--actors", "2", "--cpus-per-actor", "0.5"])
+                .args([
+                    "--backend",
+                    "cpu",
+                    "--num-gpus",
+                    "0",
+                    "--actors",
+                    "2",
+                    "--cpus-per-actor",
+                    "0.5",
+                ])
                 .args(["--rows-per-batch", "2", "--sciscore-batch", "1"])
                 .env("RAY_ADDRESS", "local")
                 .env("RAY_DISABLE_USAGE_STATS", "1");

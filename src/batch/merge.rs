@@ -3,7 +3,7 @@
 //! the manifest's line (its prompt and image), so outputs of another manifest are not mixed in.
 
 use super::{
-    check_out, each_line, parse_line, parquet_out, partial_path, read_output, same_regular_file,
+    check_out, each_line, parquet_out, parse_line, partial_path, read_output, same_regular_file,
     summarize, write_err, BatchSummary, Format, Job, Record,
 };
 use crate::error::{Error, Result};
@@ -25,7 +25,11 @@ pub struct MergeReport {
 const LISTED: usize = 20;
 
 fn listed(lines: &[usize]) -> String {
-    let mut s: Vec<String> = lines.iter().take(LISTED).map(|l| (l + 1).to_string()).collect();
+    let mut s: Vec<String> = lines
+        .iter()
+        .take(LISTED)
+        .map(|l| (l + 1).to_string())
+        .collect();
     if lines.len() > LISTED {
         s.push(format!("... ({} in all)", lines.len()));
     }
@@ -36,7 +40,12 @@ fn listed(lines: &[usize]) -> String {
 /// summary `batch` prints. Refuses, writing nothing, when a non-blank manifest line is missing
 /// or appears more than once, or a record is not its manifest line; `out` is written under
 /// `<out>.partial` and renamed.
-pub fn merge(manifest: &Path, inputs: &[PathBuf], out: &Path, format: Format) -> Result<MergeReport> {
+pub fn merge(
+    manifest: &Path,
+    inputs: &[PathBuf],
+    out: &Path,
+    format: Format,
+) -> Result<MergeReport> {
     if inputs.is_empty() {
         return Err(Error::Invalid("merge: no shard outputs given".into()));
     }
@@ -144,7 +153,9 @@ pub fn merge(manifest: &Path, inputs: &[PathBuf], out: &Path, format: Format) ->
                 let line = serde_json::to_string(r).expect("records serialize") + "\n";
                 w.write_all(line.as_bytes()).map_err(write_err(&partial))?;
             }
-            let f = w.into_inner().map_err(|e| write_err(&partial)(e.into_error()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| write_err(&partial)(e.into_error()))?;
             f.sync_all().map_err(write_err(&partial))?;
         }
         Format::Parquet => parquet_out::write(&partial, &records)?,

@@ -48,7 +48,10 @@ pub(crate) fn write(path: &Path, records: &[Record]) -> Result<()> {
         let mut col = 0;
         while let Some(mut c) = rg.next_column().map_err(|e| err(path, e))? {
             let s = |f: fn(&Record) -> &String| -> Vec<ByteArray> {
-                chunk.iter().map(|r| ByteArray::from(f(r).as_bytes().to_vec())).collect()
+                chunk
+                    .iter()
+                    .map(|r| ByteArray::from(f(r).as_bytes().to_vec()))
+                    .collect()
             };
             let o = |f: fn(&Record) -> Option<String>| optional(chunk.iter().map(f));
             let written = match col {
@@ -56,8 +59,12 @@ pub(crate) fn write(path: &Path, records: &[Record]) -> Result<()> {
                     let v: Vec<i64> = chunk.iter().map(|r| r.line as i64).collect();
                     c.typed::<Int64Type>().write_batch(&v, None, None)
                 }
-                1 => c.typed::<ByteArrayType>().write_batch(&s(|r| &r.prompt), None, None),
-                2 => c.typed::<ByteArrayType>().write_batch(&s(|r| &r.image), None, None),
+                1 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&s(|r| &r.prompt), None, None),
+                2 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&s(|r| &r.image), None, None),
                 3 | 4 | 6 => {
                     let (v, d) = match col {
                         3 => o(|r| r.group.clone()),
@@ -98,13 +105,19 @@ pub(crate) fn read(path: &Path) -> Result<Vec<Record>> {
     let want = parquet::schema::parser::parse_message_type(SCHEMA).expect("schema");
     let have = reader.metadata().file_metadata().schema();
     let names = |t: &parquet::schema::types::Type| -> Vec<String> {
-        t.get_fields().iter().map(|f| f.name().to_string()).collect()
+        t.get_fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect()
     };
     if names(have) != names(&want) {
         return Err(not_ours(format!("columns {:?}", names(have))));
     }
     let mut out = Vec::new();
-    for row in reader.get_row_iter(None).map_err(|e| not_ours(e.to_string()))? {
+    for row in reader
+        .get_row_iter(None)
+        .map_err(|e| not_ours(e.to_string()))?
+    {
         let row = row.map_err(|e| not_ours(e.to_string()))?;
         let mut r = Record {
             line: 0,

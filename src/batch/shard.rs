@@ -157,9 +157,9 @@ pub fn detect(
                     }
                     None => {
                         return Err(Error::Invalid(format!(
-                            "SLURM_ARRAY_TASK_ID={task} is set but neither SLURM_ARRAY_TASK_MIN/MAX \
+                        "SLURM_ARRAY_TASK_ID={task} is set but neither SLURM_ARRAY_TASK_MIN/MAX \
                              nor SLURM_ARRAY_TASK_COUNT is: pass --shards N (or --shard I/N)"
-                        )))
+                    )))
                     }
                 },
             },
@@ -225,9 +225,12 @@ pub fn out_path(out: &Path, shard: Shard, format: Format) -> Result<PathBuf> {
     let text = out.to_string_lossy();
     let folder = out.is_dir() || text.ends_with('/');
     let pattern = if folder {
-        out.join(format!("scores-{{shard}}-of-{{count}}.{}", format.extension()))
-            .to_string_lossy()
-            .into_owned()
+        out.join(format!(
+            "scores-{{shard}}-of-{{count}}.{}",
+            format.extension()
+        ))
+        .to_string_lossy()
+        .into_owned()
     } else {
         text.into_owned()
     };
@@ -323,17 +326,29 @@ mod tests {
             (3, 10)
         );
         // --array=1-8: indices from 0.
-        assert_eq!(found(None, None, &[(id, "1"), (lo, "1"), (hi, "8")]), (0, 8));
+        assert_eq!(
+            found(None, None, &[(id, "1"), (lo, "1"), (hi, "8")]),
+            (0, 8)
+        );
         assert_eq!(found(None, None, &[(id, "4"), (n, "5")]), (4, 5));
         assert_eq!(found(None, Some("6"), &[(id, "4")]), (4, 6));
         for (vars, says) in [
-            (vec![(id, "x"), (n, "4")], "SLURM_ARRAY_TASK_ID: `x` is not a whole number"),
+            (
+                vec![(id, "x"), (n, "4")],
+                "SLURM_ARRAY_TASK_ID: `x` is not a whole number",
+            ),
             (vec![(id, "")], "is not a whole number"),
-            (vec![(id, "1"), (n, "four")], "SLURM_ARRAY_TASK_COUNT: `four`"),
+            (
+                vec![(id, "1"), (n, "four")],
+                "SLURM_ARRAY_TASK_COUNT: `four`",
+            ),
             (vec![(id, "5"), (lo, "9"), (hi, "2")], "MIN=9 is above"),
             (vec![(id, "12"), (lo, "0"), (hi, "9")], "outside"),
             (vec![(id, "4"), (n, "4")], "not below the count 4"),
-            (vec![(id, "2"), (lo, "0"), (hi, "8"), (n, "5")], "with a step"),
+            (
+                vec![(id, "2"), (lo, "0"), (hi, "8"), (n, "5")],
+                "with a step",
+            ),
             (vec![(id, "2")], "pass --shards N"),
             (vec![(id, "0"), (lo, "0"), (hi, "1999999")], "not in 1..="),
         ] {
