@@ -49,7 +49,7 @@ fn sciscore(args: &[&str], env: Vars) -> Command {
 
 /// `sciscore batch` on the tiny224 model on the CPU, one image per pass (so that every line's
 /// score is bit for bit the same whichever lines share its pass).
-fn batch_cmd(manifest: &Path, extra: &[&str], env: &[(&str, &str)]) -> Command {
+fn batch_cmd(manifest: &Path, extra: &[&str], env: Vars) -> Command {
     let model = model_dir("tiny224");
     let mut args = vec![
         "batch",
@@ -66,39 +66,18 @@ fn batch_cmd(manifest: &Path, extra: &[&str], env: &[(&str, &str)]) -> Command {
     sciscore(&args, env)
 }
 
-/// Runs a command, killing it after `secs` (a hang fails the test instead of stalling it).
-fn bounded(mut c: Command, secs: u64) -> Output {
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed().as_secs() >= secs {
-            child.kill().unwrap();
-            panic!("still running after {secs} s: {c:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok_json(o: &Output) -> Value {
-    assert!(o.status.success(), "stderr: {}", stderr_of(o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// `sciscore merge --manifest M --out OUT [flags] SHARDS...`.
+fn merge(manifest: &Path, out: &Path, flags: &[&str], shards: &[PathBuf]) -> Output {
+    let mut args = vec![
+        "merge",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    args.extend(shards.iter().map(|p| p.to_str().unwrap()));
+    run_bounded(sciscore(&args, &[]), 60)
 }
 
 fn image(name: &str) -> String {
@@ -170,7 +149,7 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     std::fs::write(&pairs, pairs_text).unwrap();
     let reference = dir.path().join("reference.jsonl");
     let t0 = Instant::now();
-    ok_json(&bounded(
+    ok_json(&run_bounded(
         batch_cmd(
             &pairs,
             &["--json", "--out", reference.to_str().unwrap()],
@@ -259,7 +238,7 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     }
     // A finished shard run again scores nothing and leaves its output as it is.
     let before = std::fs::read(shard_out(0)).unwrap();
-    let o = bounded(
+    let o = run_bounded(
         batch_cmd(
             &manifest,
             &["--json", "--shard", "0/4", "--out", &out_arg],
@@ -286,17 +265,8 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
         }
     }
     let merged = dir.path().join("merged.jsonl");
-    let mut args = vec![
-        "merge".to_string(),
-        "--json".into(),
-        "--manifest".into(),
-        manifest.to_str().unwrap().into(),
-        "--out".into(),
-        merged.to_str().unwrap().into(),
-    ];
-    args.extend((0..4).map(|i| shard_out(i).to_str().unwrap().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let report = ok_json(&bounded(sciscore(&args, &[]), 60));
+    let shards: Vec<PathBuf> = (0..4).map(shard_out).collect();
+    let report = ok_json(&merge(&manifest, &merged, &["--json"], &shards));
     assert_eq!(report["lines"], 998);
     assert_eq!(report["scored"], 997);
     assert_eq!(report["failed"], json!([bad]));
@@ -369,7 +339,7 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
         ),
     ];
     for (env, index, says) in cases {
-        let o = bounded(
+        let o = run_bounded(
             batch_cmd(&manifest, &["--json", "--out", &out_arg], env),
             120,
         );
@@ -384,7 +354,7 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
         assert_eq!(s["lines"], want.len(), "{s}");
     }
     // Kubernetes with the count as a flag.
-    let o = bounded(
+    let o = run_bounded(
         batch_cmd(
             &manifest,
             &["--json", "--shards", "3", "--out", &out_arg],
@@ -400,17 +370,7 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
     assert_eq!(ok_json(&o)["resumed"], 2);
 
     let merged = dir.path().join("merged.jsonl");
-    let merge = |shards: &[PathBuf]| {
-        let mut args = vec![
-            "merge",
-            "--manifest",
-            manifest.to_str().unwrap(),
-            "--out",
-            merged.to_str().unwrap(),
-        ];
-        args.extend(shards.iter().map(|p| p.to_str().unwrap()));
-        bounded(sciscore(&args, &[]), 60)
-    };
+    let merge = |shards: &[PathBuf]| merge(&manifest, &merged, &[], shards);
     let all: Vec<PathBuf> = (0..3).map(shard_out).collect();
     let o = merge(&all);
     assert!(o.status.success(), "{}", stderr_of(&o));
@@ -432,7 +392,7 @@ fn slurm_and_kubernetes_variables_choose_the_shard_and_merge_checks_the_shards()
     .unwrap();
     let mut mixed = all.clone();
     mixed[1] = dir.path().join("s00001.jsonl");
-    let s1 = bounded(
+    let s1 = run_bounded(
         batch_cmd(
             &other,
             &[
@@ -548,7 +508,7 @@ fn hostile_shards_and_variables_fail_with_one_line_and_exit_1() {
     for (args, env, says) in cases {
         let mut all = vec!["--out", out_arg];
         all.extend(args);
-        let o = bounded(batch_cmd(&manifest, &all, env), 60);
+        let o = run_bounded(batch_cmd(&manifest, &all, env), 60);
         let err = stderr_of(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?} {env:?}: {err}");
         assert!(
@@ -563,7 +523,7 @@ fn hostile_shards_and_variables_fail_with_one_line_and_exit_1() {
         );
     }
     // Several shards cannot share one file.
-    let o = bounded(
+    let o = run_bounded(
         batch_cmd(&manifest, &["--shard", "1/2", "--out", "scores.jsonl"], &[]),
         60,
     );
@@ -571,7 +531,7 @@ fn hostile_shards_and_variables_fail_with_one_line_and_exit_1() {
     assert!(stderr_of(&o).contains("{shard}"), "{}", stderr_of(&o));
     // A missing GPU is the machine's problem: retry (elsewhere).
     let model = model_dir("tiny224");
-    let o = bounded(
+    let o = run_bounded(
         sciscore(
             &[
                 "batch",
@@ -647,7 +607,7 @@ fn roles_summary_parquet_output_and_merge() {
     std::fs::write(&manifest, text).unwrap();
     let jsonl = dir.path().join("roles.out.jsonl");
     let pq = dir.path().join("roles.parquet");
-    let s = ok_json(&bounded(
+    let s = ok_json(&run_bounded(
         batch_cmd(
             &manifest,
             &["--json", "--out", jsonl.to_str().unwrap()],
@@ -688,7 +648,7 @@ fn roles_summary_parquet_output_and_merge() {
     assert_eq!(s["roles"]["all"]["implicit"]["n"], 3);
 
     // Parquet: the same records, written when the run completes.
-    let o = bounded(
+    let o = run_bounded(
         batch_cmd(
             &manifest,
             &[
@@ -719,20 +679,7 @@ fn roles_summary_parquet_output_and_merge() {
 
     // Merge reads parquet and JSONL shards and prints the same role summary.
     let merged = dir.path().join("merged.jsonl");
-    let o = bounded(
-        sciscore(
-            &[
-                "merge",
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--out",
-                merged.to_str().unwrap(),
-                pq.to_str().unwrap(),
-            ],
-            &[],
-        ),
-        60,
-    );
+    let o = merge(&manifest, &merged, &[], std::slice::from_ref(&pq));
     assert!(o.status.success(), "{}", stderr_of(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("position n/a"), "{text}");
@@ -742,22 +689,12 @@ fn roles_summary_parquet_output_and_merge() {
         std::fs::read(&jsonl).unwrap()
     );
     let merged_pq = dir.path().join("merged.parquet");
-    let r = ok_json(&bounded(
-        sciscore(
-            &[
-                "merge",
-                "--json",
-                "--format",
-                "parquet",
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--out",
-                merged_pq.to_str().unwrap(),
-                jsonl.to_str().unwrap(),
-            ],
-            &[],
-        ),
-        60,
+    let flags = ["--json", "--format", "parquet"];
+    let r = ok_json(&merge(
+        &manifest,
+        &merged_pq,
+        &flags,
+        std::slice::from_ref(&jsonl),
     ));
     assert_eq!(r["roles"], s["roles"]);
     assert_eq!(parquet_records(&merged_pq), back);
@@ -787,7 +724,7 @@ fn ray_data_example_scores_a_manifest_when_ray_is_installed() {
     let manifest = small_manifest(dir.path());
     let out = dir.path().join("ray.jsonl");
     let reference = dir.path().join("ref.jsonl");
-    ok_json(&bounded(
+    ok_json(&run_bounded(
         batch_cmd(
             &manifest,
             &["--json", "--out", reference.to_str().unwrap()],
@@ -796,7 +733,7 @@ fn ray_data_example_scores_a_manifest_when_ray_is_installed() {
         120,
     ));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ray_score.py");
-    let o = bounded(
+    let o = run_bounded(
         {
             let mut c = Command::new(&py);
             c.arg(script)
