@@ -141,7 +141,10 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
     let manifest = dir.path().join("manifest.jsonl");
     std::fs::write(&manifest, &text).unwrap();
 
-    // The unsharded run, over the 24 distinct (prompt, image) pairs of the manifest.
+    // The unsharded run, over the 24 distinct (prompt, image) pairs of the manifest: at one
+    // image per pass a line's score is a function of its pair alone (bit for bit), so this is
+    // the unsharded run's score of every line, at a fortieth of its cost. (With several images
+    // per pass the CPU's f32 sums depend on the pass's size: scores move by up to ~4e-6.)
     let pairs = dir.path().join("pairs.jsonl");
     let pairs_text: String = (0..24)
         .map(|k| json!({"prompt": pair(k).0, "image": pair(k).1}).to_string() + "\n")
