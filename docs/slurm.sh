@@ -18,7 +18,8 @@
 # Exit status 75 (lost GPU, an output that could not be written) requeues the task (at most 3
 # times), which
 # resumes from its .partial file; 1 (bad model folder or manifest) does not: fix and resubmit.
-# A preempted or timed-out task is requeued by Slurm (--requeue) and resumes the same way.
+# A preempted or timed-out task gets SIGTERM (sciscore finishes the pass in flight, exits 75) and
+# is requeued by Slurm (--requeue); it resumes the same way.
 #SBATCH --job-name=sciscore
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=4

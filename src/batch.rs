@@ -106,6 +106,9 @@ pub struct Job<'a> {
     /// Only the lines of this shard.
     pub shard: Option<Shard>,
     pub format: Format,
+    /// Set to a signal's number (by its handler) to stop after the pass in flight: its records
+    /// are written and the run returns [`Error::Interrupted`].
+    pub stop: Option<&'a std::sync::atomic::AtomicI32>,
 }
 
 impl Job<'_> {
@@ -142,6 +145,7 @@ pub fn check(manifest: &Path, out: Option<&Path>) -> Result<usize> {
         batch: 1,
         shard: None,
         format: Format::Jsonl,
+        stop: None,
     })
     .map(|c| c.lines)
 }
@@ -573,6 +577,7 @@ pub fn run(
         batch,
         shard: None,
         format: Format::Jsonl,
+        stop: None,
     };
     run_job(model, &job, on_record)
 }
@@ -683,6 +688,13 @@ pub fn run_job(
         }
         if end {
             break;
+        }
+        let signal = job
+            .stop
+            .map_or(0, |s| s.load(std::sync::atomic::Ordering::Relaxed));
+        if signal != 0 {
+            // Dropping the receiver ends the reader thread at its next line.
+            return Err(Error::Interrupted(signal));
         }
     }
     reader

@@ -66,6 +66,9 @@ pub enum Error {
     /// A GPU problem (validation, out of memory, lost device).
     #[error("gpu: {0}")]
     Gpu(String),
+    /// Stopped by signal `{0}` (SIGTERM 15, SIGINT 2) after writing what was done.
+    #[error("interrupted by signal {0}; run the same command again to resume")]
+    Interrupted(i32),
 }
 
 /// An optional hint appended to an error message.
@@ -99,11 +102,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Whether running the same command again may succeed: the device was lost or is missing
-    /// on this machine, or an output could not be written. Bad inputs (model folder, manifest,
+    /// on this machine, an output could not be written, or the run was interrupted. Bad inputs (model folder, manifest,
     /// arguments) fail the same way every time. The CLI's exit codes follow this (75 or 1).
     pub fn retryable(&self) -> bool {
         match self {
-            Error::Gpu(_) | Error::NoAdapter(_) | Error::Output { .. } => true,
+            Error::Gpu(_) | Error::NoAdapter(_) | Error::Output { .. } | Error::Interrupted(_) => {
+                true
+            }
             Error::MissingFile { .. }
             | Error::Io { .. }
             | Error::Config { .. }

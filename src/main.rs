@@ -16,6 +16,50 @@ fn main() {
 #[cfg(not(target_arch = "wasm32"))]
 mod serve;
 
+/// SIGTERM and SIGINT as a request to stop (`batch`): the handler only records the signal; a
+/// second one ends the process at once, as without the handler.
+#[cfg(not(target_arch = "wasm32"))]
+mod interrupt {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// The signal received, 0 before any.
+    pub static STOP: AtomicI32 = AtomicI32::new(0);
+
+    #[cfg(unix)]
+    mod sys {
+        pub const SIGINT: i32 = 2;
+        pub const SIGTERM: i32 = 15;
+        /// `SIG_DFL`.
+        pub const DEFAULT: usize = 0;
+        extern "C" {
+            // POSIX signal(2); `sighandler_t` is a pointer-sized function address.
+            pub fn signal(signum: i32, handler: usize) -> usize;
+        }
+    }
+
+    #[cfg(unix)]
+    extern "C" fn on_signal(signum: i32) {
+        // Only async-signal-safe work here: an atomic store and signal(2).
+        STOP.store(signum, Ordering::Relaxed);
+        // SAFETY: signal(2) with SIG_DFL is async-signal-safe and takes any valid signal number.
+        unsafe {
+            sys::signal(signum, sys::DEFAULT);
+        }
+    }
+
+    /// Installs the handler for SIGTERM and SIGINT (where there are signals).
+    pub fn catch() {
+        #[cfg(unix)]
+        for s in [sys::SIGINT, sys::SIGTERM] {
+            let handler: extern "C" fn(i32) = on_signal;
+            // SAFETY: `on_signal` only stores an atomic and restores the default action.
+            unsafe {
+                sys::signal(s, handler as usize);
+            }
+        }
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use anyhow::{bail, Context, Result};
@@ -36,8 +80,8 @@ mod cli {
         cmd: Cmd,
     }
 
-    /// Exit status for "run me again": the GPU device was lost or is missing here, or an output
-    /// could not be written (EX_TEMPFAIL of sysexits.h).
+    /// Exit status for "run me again": the GPU device was lost or is missing here, an output
+    /// could not be written, or a signal stopped the run (EX_TEMPFAIL of sysexits.h).
     pub const EXIT_RETRY: i32 = 75;
     /// Exit status for "do not retry": a bad model folder, manifest or argument (as before
     /// there were retry codes, every error exited 1).
@@ -55,9 +99,9 @@ mod cli {
     }
 
     const EXIT_CODES: &str = "Exit status: 0 done; 75 retry (the GPU device was lost or is \
-        missing on this machine, an output could not be written; a rerun resumes); 1 do not \
-        retry (bad model folder, manifest or arguments; the message says which); 2 bad command \
-        line. Killed by a signal (preemption): rerun, it resumes.";
+        missing on this machine, an output could not be written, or SIGTERM/SIGINT stopped the \
+        run after the pass in flight; a rerun resumes); 1 do not retry (bad model folder, \
+        manifest or arguments; the message says which); 2 bad command line.";
 
     #[derive(Clone, Copy, ValueEnum)]
     enum FormatArg {
@@ -636,6 +680,7 @@ mod cli {
                     batch,
                     shard: detected.map(|(s, _)| s),
                     format: format.into(),
+                    stop: Some(&crate::interrupt::STOP),
                 };
                 let checked = batch::check_job(&job)?;
                 if let (Some(summary), Some(o)) = (checked.finished, &out) {
@@ -644,6 +689,9 @@ mod cli {
                     return Ok(());
                 }
                 let m = load(&model, backend)?;
+                // From here a SIGTERM (preemption) or Ctrl-C stops after the pass in flight,
+                // its records written, with the retry status.
+                crate::interrupt::catch();
                 let bar = progress(checked.lines as u64, "images");
                 let to_stdout = out.is_none();
                 let mut print_err = None;

@@ -184,35 +184,50 @@ fn four_shards_killed_rerun_and_merged_equal_an_unsharded_run() {
             &[],
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
     };
+    // Shard 1 is killed (SIGKILL) at a random point; shard 3 is asked to stop (SIGTERM, as
+    // Slurm and Kubernetes preempt) at a random point after its first record.
     let mut rng = seed();
     let killed = [1usize, 3];
-    let started = Instant::now();
     let mut children: Vec<_> = (0..4).map(spawn).collect();
-    let mut kill_at: Vec<(usize, Duration)> = killed
-        .iter()
-        .map(|&i| (i, Duration::from_millis(800 + xorshift(&mut rng) % 1200)))
-        .collect();
-    kill_at.sort_by_key(|k| k.1);
-    for (i, at) in kill_at {
-        std::thread::sleep(at.saturating_sub(started.elapsed()));
-        children[i].kill().unwrap();
+    std::thread::sleep(Duration::from_millis(800 + xorshift(&mut rng) % 1200));
+    children[killed[0]].kill().unwrap();
+    let t = Instant::now();
+    while !std::fs::read(partial(killed[1])).is_ok_and(|b| b.contains(&b'\n')) {
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "shard {} wrote nothing",
+            killed[1]
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
+    std::thread::sleep(Duration::from_millis(xorshift(&mut rng) % 500));
+    let pid = children[killed[1]].id().to_string();
+    assert!(Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap()
+        .success());
     for (i, c) in children.into_iter().enumerate() {
         let o = c.wait_with_output().unwrap();
-        if killed.contains(&i) {
+        if i == killed[0] {
             assert!(!o.status.success(), "shard {i} was killed");
-            assert!(
-                !shard_out(i).exists(),
-                "a killed shard has no finished output"
-            );
+        } else if i == killed[1] {
+            // Stopped after the pass in flight, its records whole, with the retry status.
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(75), "shard {i}: {err}");
+            assert!(err.contains("interrupted by signal 15"), "{err}");
+            let text = std::fs::read_to_string(partial(i)).unwrap();
+            assert!(text.ends_with('\n'), "no torn line after a SIGTERM");
         } else {
-            assert!(o.status.success(), "shard {i}");
+            assert!(o.status.success(), "shard {i}: {}", stderr_of(&o));
             assert!(shard_out(i).exists() && !partial(i).exists(), "shard {i}");
+            continue;
         }
+        assert!(!shard_out(i).exists(), "shard {i}: no finished output");
     }
     // A kill can also tear a record inside a character: the rerun cuts the torn tail.
     let done_before: Vec<usize> = killed

@@ -167,6 +167,7 @@ pub fn merge(
         batch: 1,
         shard: None,
         format,
+        stop: None,
     };
     Ok(MergeReport {
         summary: summarize(&job, lines, 0, &records, (0.0, 0.0)),
