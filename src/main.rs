@@ -73,7 +73,8 @@ mod cli {
     #[command(
         name = "sciscore",
         version,
-        about = "Scientific-accuracy scores for images with SciScore and other CLIP reward models"
+        about = "Scientific-accuracy scores for images with SciScore and other CLIP reward models",
+        after_help = EXIT_CODES
     )]
     struct Cli {
         #[command(subcommand)]
