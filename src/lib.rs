@@ -1,5 +1,5 @@
 //! sciscore: scientific-accuracy scores for generated images with SciScore (Science-T2I,
-//! CVPR 2025) and other CLIP-family reward models (PickScore, HPSv2, CLIP-H), computed locally.
+//! CVPR 2025) and other CLIP reward models in the Hugging Face layout (PickScore, CLIP-H), computed locally.
 //!
 //! ```no_run
 //! # async fn demo() -> sciscore::Result<()> {

@@ -1,4 +1,4 @@
-//! `sciscore`: the command-line tool (contract in DESIGN.md). JSON on stdout with `--json`, a
+//! `sciscore`: the command-line tool (contracts: docs/contracts.md). JSON on stdout with `--json`, a
 //! one-line error on stderr and a non-zero exit on failure: 75 where a retry may succeed, 1
 //! where it cannot (see [`cli::exit_code`]).
 

@@ -339,7 +339,7 @@ impl Model {
         Ok(m)
     }
 
-    /// Text tower with every hidden state recorded (tests and `--dump`).
+    /// Text tower with every hidden state recorded (the layer-by-layer parity tests).
     pub fn trace_text(&self, ids: &[u32]) -> Result<(Vec<f32>, Trace)> {
         let mut t = Trace::default();
         let f = self.cpu()?.text_features(ids, Some(&mut t))?;

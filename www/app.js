@@ -1,6 +1,6 @@
 // The page: model choice, images, prompt, results. All computation happens in worker.js; this
 // file only moves files to it and renders what comes back. Names and prompts are rendered with
-// textContent, never as HTML. Element ids are a contract (DESIGN.md, "Page contract").
+// textContent, never as HTML. Element ids are a contract (docs/contracts.md, "Page").
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
