@@ -1,15 +1,15 @@
 //! The public model: load a Hugging Face `CLIPModel` folder, embed prompts and images, score.
 //! One async API for native and wasm; native callers block on it with `pollster`.
 
-use crate::config::{ClipConfig, PreprocessorConfig};
-use crate::cpu::{CpuModel, Trace};
 use crate::error::{Error, Hint, Result};
 use crate::gpu::{GpuModel, GpuOptions};
-use crate::safetensors::Checkpoint;
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::{read_all, ModelSource};
+use crate::models::clip::config::{ClipConfig, PreprocessorConfig};
+use crate::models::clip::cpu::{CpuModel, Trace};
+use crate::models::clip::tokenizer::Tokenizer;
+use crate::models::clip::weights::ClipWeights;
 use crate::score::{self, ScoreMatrix};
-use crate::source::{read_all, ModelSource};
-use crate::tokenizer::Tokenizer;
-use crate::weights::ClipWeights;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;

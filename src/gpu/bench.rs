@@ -5,17 +5,17 @@
 //! Times come from timestamp queries where the adapter has `timestamp-query`, else from the wall
 //! clock around one submission per kernel with a full queue wait (which adds the submit
 //! overhead, ~0.1 ms, to each kernel). FLOPs: 2 M N K per matmul, 4 T^2 D per attention; norms,
-//! softmax, embeddings and activations are not counted (as in `crate::bench`).
+//! softmax, embeddings and activations are not counted (as in `crate::jobs::bench`).
 
 use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass};
-use crate::bench::{text_flops, vision_flops, BenchRow};
-use crate::config::{ClipConfig, TowerConfig};
-use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
-use crate::random::RandomSource;
-use crate::safetensors::Checkpoint;
-use crate::source::read_all;
-use crate::weights::ClipWeights;
+use crate::io::random::RandomSource;
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::read_all;
+use crate::jobs::bench::{text_flops, vision_flops, BenchRow};
+use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::cpu::CpuModel;
+use crate::models::clip::weights::ClipWeights;
 use std::time::Instant;
 
 /// GPU vs CPU reference on one random layer per tower: f16 weights move the embedding by about
@@ -65,7 +65,7 @@ fn pixels(cfg: &ClipConfig, b: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A prompt of `tokens` ids: BOS, words, EOS (as `crate::bench`).
+/// A prompt of `tokens` ids: BOS, words, EOS (as `crate::jobs::bench`).
 fn prompt(tokens: usize, salt: u32) -> Vec<u32> {
     let mut ids: Vec<u32> = (0..tokens)
         .map(|i| 49406u32.min(320 + i as u32 * 101 + salt))

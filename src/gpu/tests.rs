@@ -6,9 +6,9 @@
 
 use super::selftest::{self, rand, upload, Goldens, TestGpu, SCORE_ABS_F16};
 use super::*;
-use crate::config::ClipConfig;
-use crate::safetensors::Checkpoint;
-use crate::source::{read_all, DirSource};
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::{read_all, DirSource};
+use crate::models::clip::config::ClipConfig;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -418,7 +418,7 @@ fn clip_h_memory_at_batch_1() {
         return;
     }
     const BUDGET: u64 = 2_100_000_000;
-    let src = crate::random::RandomSource::new("clip-h", None, 1).unwrap();
+    let src = crate::io::random::RandomSource::new("clip-h", None, 1).unwrap();
     let gm = pollster::block_on(async {
         let cfg = ClipConfig::from_json(&read_all(&src, "config.json", 1 << 20).await?)?;
         let ckpt = Checkpoint::open(&src).await?;

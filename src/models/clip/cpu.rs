@@ -7,8 +7,10 @@
 //! Matrix products go through the `gemm` crate natively (f32, blocked, SIMD, threads) and through
 //! `sgemm` (packed SIMD128, one thread) in the browser.
 
-use crate::config::{Activation, ClipConfig, TowerConfig};
-use crate::weights::{Attention, ClipWeights, EncoderLayer, LayerNorm, Linear, Matrix};
+use crate::models::clip::config::{Activation, ClipConfig, TowerConfig};
+use crate::models::clip::weights::{
+    Attention, ClipWeights, EncoderLayer, LayerNorm, Linear, Matrix,
+};
 
 /// Hidden states recorded during a forward pass (the `output_hidden_states` of transformers).
 #[derive(Default, Debug, Clone)]
@@ -45,7 +47,7 @@ fn gemm_nt(
         if !accumulate {
             out[..m * n].fill(0.0);
         }
-        crate::sgemm::gemm_acc(out, a, crate::sgemm::Rows::F32(b), m, n, k);
+        crate::cpu::sgemm::gemm_acc(out, a, crate::cpu::sgemm::Rows::F32(b), m, n, k);
     }
 }
 
@@ -124,7 +126,7 @@ pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
     };
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::sgemm::{gemm_acc, Rows};
+        use crate::cpu::sgemm::{gemm_acc, Rows};
         let rows = match &l.weight {
             Matrix::F32(w) => Rows::F32(w),
             Matrix::F16(w) => Rows::F16(w),

@@ -3,8 +3,8 @@
 //! full CLIP ViT-H/14 geometry without downloading 3.9 GB.
 
 use crate::error::{Error, Result};
-use crate::schema::Role;
-use crate::source::{LocalFuture, ModelSource};
+use crate::io::source::{LocalFuture, ModelSource};
+use crate::models::clip::schema::Role;
 use serde_json::json;
 
 /// A random `CLIPModel` served as files.
@@ -92,8 +92,9 @@ impl RandomSource {
     pub fn with_dtype(name: &str, layers: Option<usize>, seed: u64, f16: bool) -> Result<Self> {
         let (dtype, elem) = if f16 { ("F16", 2u64) } else { ("F32", 4u64) };
         let config = preset(name, layers)?;
-        let cfg = crate::config::ClipConfig::from_json(config.to_string().as_bytes())?;
-        let schema = crate::schema::ClipSchema::new(&cfg);
+        let cfg =
+            crate::models::clip::config::ClipConfig::from_json(config.to_string().as_bytes())?;
+        let schema = crate::models::clip::schema::ClipSchema::new(&cfg);
         let list: Vec<(String, Vec<usize>, Kind)> = schema
             .tensors()
             .into_iter()
@@ -211,7 +212,7 @@ impl ModelSource for RandomSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::safetensors::Checkpoint;
+    use crate::io::safetensors::Checkpoint;
 
     /// The F16 variant holds the F32 variant's values rounded to f16, header and all.
     #[test]
@@ -226,7 +227,7 @@ mod tests {
                 Checkpoint::open(&a).await.unwrap(),
                 Checkpoint::open(&b).await.unwrap(),
             );
-            let cfg = crate::config::ClipConfig::from_json(&a.config).unwrap();
+            let cfg = crate::models::clip::config::ClipConfig::from_json(&a.config).unwrap();
             let (d, f) = (
                 cfg.vision.tower.hidden_size,
                 cfg.vision.tower.intermediate_size,

@@ -537,7 +537,7 @@ fn read_manifest(
     manifest: PathBuf,
     done: HashSet<usize>,
     shard: Option<Shard>,
-    pre: Arc<crate::config::PreprocessorConfig>,
+    pre: Arc<crate::models::clip::config::PreprocessorConfig>,
     tx: mpsc::SyncSender<(Item, f64)>,
 ) -> Result<()> {
     let base = manifest.parent().map(Path::to_path_buf).unwrap_or_default();

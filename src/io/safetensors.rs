@@ -6,7 +6,7 @@
 //! [`ModelSource`], so a checkpoint is never held whole.
 
 use crate::error::{Error, Result};
-use crate::source::{read_all, ModelSource};
+use crate::io::source::{read_all, ModelSource};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -479,7 +479,7 @@ mod tests {
             64,
         );
         assert!(!m.contains(['\n', '\r']), "{m}");
-        let mut src = crate::source::MemorySource::new();
+        let mut src = crate::io::source::MemorySource::new();
         let index = r#"{"weight_map":{"w":"model-1.safe\ntensors"}}"#;
         src.insert("model.safetensors.index.json", index.as_bytes().to_vec());
         let m = pollster::block_on(Checkpoint::open(&src))

@@ -2,12 +2,12 @@
 //! weights, printing ms and GFLOP/s (FLOPs: 2*M*N*K for every matrix product, attention included;
 //! norms, softmax and activations are not counted).
 
-use crate::config::{ClipConfig, TowerConfig};
-use crate::cpu::{linear, CpuModel};
 use crate::error::{Error, Result};
-use crate::random::RandomSource;
-use crate::safetensors::Checkpoint;
-use crate::weights::{ClipWeights, Linear};
+use crate::io::random::RandomSource;
+use crate::io::safetensors::Checkpoint;
+use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::cpu::{linear, CpuModel};
+use crate::models::clip::weights::{ClipWeights, Linear};
 use std::time::Instant;
 
 pub use crate::gpu::bench::{bench_gpu, GpuBench};
@@ -98,7 +98,8 @@ pub async fn bench_cpu(
     iters: usize,
 ) -> Result<(ClipConfig, Vec<BenchRow>)> {
     let src = RandomSource::new(preset, layers, 0x5c1)?;
-    let cfg = ClipConfig::from_json(&crate::source::read_all(&src, "config.json", 1 << 20).await?)?;
+    let cfg =
+        ClipConfig::from_json(&crate::io::source::read_all(&src, "config.json", 1 << 20).await?)?;
     let ckpt = Checkpoint::open(&src).await?;
     let w = ClipWeights::load(&cfg, &ckpt, &src).await?;
     let model = CpuModel {

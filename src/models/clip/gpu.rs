@@ -8,13 +8,13 @@
 //! Text prompts of different lengths share one pass, padded at the end to the longest: with the
 //! causal mask no real token attends to a pad, so the padded rows change nothing we read.
 
-use super::weights::{GpuEncoderLayer, GpuWeights};
-use super::{Epilogue, Gpu, GpuOptions, Pass};
-use crate::config::{ClipConfig, TowerConfig};
-use crate::cpu::pool_position;
+use super::gpu_weights::{GpuEncoderLayer, GpuWeights};
 use crate::error::{Error, Result};
-use crate::safetensors::Checkpoint;
-use crate::source::ModelSource;
+use crate::gpu::{Epilogue, Gpu, GpuOptions, Pass};
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::ModelSource;
+use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::cpu::pool_position;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

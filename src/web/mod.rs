@@ -13,9 +13,9 @@
 //! ([`take_alloc_failure`]), so the worker can say what happened before the page restarts it.
 
 use crate::error::{Error, Hint, Result};
+use crate::io::random::RandomSource;
+use crate::io::source::{LocalFuture, MemorySource, ModelSource};
 use crate::model::{Backend, ImageInput, Model};
-use crate::random::RandomSource;
-use crate::source::{LocalFuture, MemorySource, ModelSource};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -780,7 +780,7 @@ impl SciScore {
                 Some(layers),
                 0x5c1,
                 RandomSource::new(&geometry, None, 0)?.checkpoint_bytes()
-                    > crate::weights::WASM_F32_LIMIT,
+                    > crate::models::clip::weights::WASM_F32_LIMIT,
             )?,
         };
         let model = Model::load(&src, backend).await?;
@@ -947,7 +947,7 @@ impl SciScore {
         wasm_bindgen_futures::future_to_promise(async move {
             let files = read_images(&files).map_err(to_js)?;
             let (report, per_row) =
-                crate::eval::evaluate_in_memory(&model, files, |done, total| {
+                crate::jobs::eval::evaluate_in_memory(&model, files, |done, total| {
                     if let Some(f) = &on_progress {
                         let p = js_sys::Object::new();
                         let _ = Reflect::set(&p, &"done".into(), &(done as f64).into());
@@ -963,8 +963,8 @@ impl SciScore {
                 overall_accuracy: f64,
                 category_accuracy: std::collections::BTreeMap<String, f64>,
                 law_accuracy: std::collections::BTreeMap<String, f64>,
-                errors: Vec<crate::eval::RowError>,
-                per_row: Vec<crate::eval::EvalRow>,
+                errors: Vec<crate::jobs::eval::RowError>,
+                per_row: Vec<crate::jobs::eval::EvalRow>,
             }
             let out = Out {
                 rows: report.rows,
