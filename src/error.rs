@@ -62,6 +62,9 @@ pub enum Error {
     /// A GPU problem (validation, out of memory, lost device).
     #[error("gpu: {0}")]
     Gpu(String),
+    /// The caller asked a long computation (an occlusion map) to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// An optional hint appended to an error message.

@@ -46,4 +46,6 @@ pub use gpu::selftest;
 /// The kernels' WGSL as the GPU engine composes it for a device's features (shader validators).
 #[doc(hidden)]
 pub use gpu::{shader_modules, ShaderFeatures};
+/// Region maps: the patch map and the occlusion map of a (prompt, image) score.
+pub mod explain;
 pub mod random;
