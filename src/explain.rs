@@ -80,6 +80,21 @@ pub fn occlude(pixels: &[f32], s: usize, g: usize, cell: usize) -> Vec<f32> {
     out
 }
 
+/// Occluded images per forward pass: a few batched passes on the GPU (49 images in 4); on the
+/// CPU, chunks small enough to report progress often (one image at a time in the browser).
+pub fn occlusion_chunk(backend: Backend) -> usize {
+    match backend {
+        Backend::Gpu => 16,
+        Backend::Cpu if cfg!(target_arch = "wasm32") => 1,
+        Backend::Cpu => 8,
+    }
+}
+
+/// Occluded copies of one preprocessed image (3, S, S), one per cell of `cells`: (n, 3, S, S).
+pub fn occluded_batch(pixels: &[f32], s: usize, g: usize, cells: Range<usize>) -> Vec<f32> {
+    cells.flat_map(|c| occlude(pixels, s, g, c)).collect()
+}
+
 /// `exp(logit_scale) * cos(text, v)` for each of `rows` (n x P, flat), failing on a non-finite one.
 fn scores_of(
     text: &[f32],
@@ -134,14 +149,9 @@ impl Model {
             .collect()
     }
 
-    /// Occluded images per forward pass: a few batched passes on the GPU; on the CPU, chunks
-    /// small enough to report progress often (one image at a time in the browser).
+    /// Occluded images per forward pass on this model's backend ([`occlusion_chunk`]).
     pub fn occlusion_chunk(&self) -> usize {
-        match self.backend() {
-            Backend::Gpu => 16,
-            Backend::Cpu if cfg!(target_arch = "wasm32") => 1,
-            Backend::Cpu => 8,
-        }
+        occlusion_chunk(self.backend())
     }
 
     /// `score(original) - score(occluded)` for cells `cells` of the `grid` x `grid` occlusion of
@@ -169,10 +179,7 @@ impl Model {
             return Ok(Vec::new());
         }
         let text = self.text_embeds(&[prompt]).await?.remove(0);
-        let batch: Vec<f32> = cells
-            .clone()
-            .flat_map(|c| occlude(pixels, s, grid, c))
-            .collect();
+        let batch = occluded_batch(pixels, s, grid, cells.clone());
         let feats = self.embed_pixels(&batch, cells.len()).await?.concat();
         let p = self.config().projection_dim;
         let scores = scores_of(&text, &feats, p, self.logit_scale(), "occluded image")?;

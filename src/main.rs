@@ -142,6 +142,9 @@ mod cli {
             batch: usize,
             #[arg(long, default_value_t = 3, value_parser = whole(1, 1000))]
             iters: usize,
+            /// Also time an occlusion map of G x G cells (G*G images; region maps).
+            #[arg(long, value_name = "G", value_parser = whole(1, sciscore::explain::MAX_OCCLUSION_GRID))]
+            occlusion: Option<usize>,
             #[arg(long, value_enum, default_value = "gpu")]
             backend: BackendArg,
             #[arg(long)]
@@ -576,19 +579,20 @@ mod cli {
                 layers,
                 batch,
                 iters,
+                occlusion,
                 backend,
                 json,
             } => {
                 let (cfg, rows, gpu) = match backend {
                     BackendArg::Cpu => {
                         let (cfg, rows) = pollster::block_on(sciscore::bench::bench_cpu(
-                            &random, layers, batch, iters,
+                            &random, layers, batch, iters, occlusion,
                         ))?;
                         (cfg, rows, None)
                     }
                     BackendArg::Gpu => {
                         let b = pollster::block_on(sciscore::bench::bench_gpu(
-                            &random, layers, batch, iters, false,
+                            &random, layers, batch, iters, false, occlusion,
                         ))?;
                         (b.cfg.clone(), b.rows.clone(), Some(b))
                     }

@@ -300,6 +300,7 @@ pub async fn bench_gpu(
     batch: usize,
     iters: usize,
     f32_weights: bool,
+    occlusion: Option<usize>,
 ) -> Result<GpuBench> {
     let iters = iters.max(1);
     let opts = GpuOptions { f32_weights };
@@ -341,20 +342,38 @@ pub async fn bench_gpu(
     drop(pass);
 
     // Whole forward passes, wall clock including upload and readback.
-    let mut t = Vec::new();
+    // The plain pass and the one with the patch map (region maps) in turn, so that load hits
+    // both alike.
+    let (mut t, mut tp) = (Vec::new(), Vec::new());
     for it in 0..=iters {
         let t0 = Instant::now();
         model.image_features(&px, batch).await?;
+        let t1 = Instant::now();
+        model.image_and_patch_features(&px, batch).await?;
         if it > 0 {
-            t.push(t0.elapsed().as_secs_f64() * 1e3);
+            t.push((t1 - t0).as_secs_f64() * 1e3);
+            tp.push(t1.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let plain = median(t);
     rows.push(row(
         format!("vision forward, batch {batch}"),
-        median(t),
+        plain,
         batch,
         vision_flops(&cfg) * batch as f64,
     ));
+    rows.push(crate::bench::patch_map_row(&cfg, batch, plain, median(tp)));
+    if let Some(g) = occlusion {
+        let s = cfg.vision.image_size;
+        let chunk = crate::explain::occlusion_chunk(crate::Backend::Gpu);
+        let cells = crate::explain::occluded_batch(&px[..3 * s * s], s, g, 0..g * g);
+        let t0 = Instant::now();
+        for part in cells.chunks(chunk * 3 * s * s) {
+            model.image_features(part, part.len() / (3 * s * s)).await?;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        rows.push(crate::bench::occlusion_row(&cfg, g, chunk, ms));
+    }
     let mut t = Vec::new();
     for it in 0..=iters {
         let t0 = Instant::now();
