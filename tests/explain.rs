@@ -159,8 +159,11 @@ fn patch_map_score_is_the_score_and_occlusion_can_be_cancelled() {
 
 // ---- the CLI ----
 
-fn sciscore(args: &[&str]) -> std::process::Output {
+/// `sciscore explain --backend cpu --model <fixture model odd> ARGS...`
+fn explain(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sciscore"))
+        .args(["explain", "--backend", "cpu", "--model"])
+        .arg(model_dir("odd"))
         .args(args)
         .output()
         .unwrap()
@@ -179,22 +182,8 @@ fn image(name: &str) -> String {
 fn cli_explain_json_matches_goldens() {
     let (g, r) = (golden_json("odd"), regions("odd"));
     let prompt = strings(&g["prompts"])[0].clone();
-    let model = model_dir("odd");
     let (a, b) = (image("photo_rgb.jpg"), image("rgb_gradient.png"));
-    let out = sciscore(&[
-        "explain",
-        "--backend",
-        "cpu",
-        "--json",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        &prompt,
-        "--occlusion",
-        "7",
-        &a,
-        &b,
-    ]);
+    let out = explain(&["--json", "--prompt", &prompt, "--occlusion", "7", &a, &b]);
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -235,37 +224,15 @@ fn cli_explain_json_matches_goldens() {
         }
     }
     // Without --occlusion there is no occlusion key.
-    let out = sciscore(&[
-        "explain",
-        "--backend",
-        "cpu",
-        "--json",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt",
-        &prompt,
-        &b,
-    ]);
+    let out = explain(&["--json", "--prompt", &prompt, &b]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["results"][0].get("occlusion").is_none(), "{v}");
 }
 
 #[test]
 fn cli_explain_rejects_bad_grids_in_one_line() {
-    let model = model_dir("odd");
     for bad in ["0", "33", "abc", "-1"] {
-        let out = sciscore(&[
-            "explain",
-            "--backend",
-            "cpu",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "x",
-            "--occlusion",
-            bad,
-            &image("tiny.png"),
-        ]);
+        let out = explain(&["--prompt", "x", "--occlusion", bad, &image("tiny.png")]);
         assert!(!out.status.success(), "--occlusion {bad} accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("1..=32"), "--occlusion {bad}: {err}");
@@ -278,15 +245,9 @@ fn cli_explain_reports_an_undecodable_image_and_explains_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.png");
     std::fs::write(&bad, b"definitely not an image").unwrap();
-    let model = model_dir("odd");
     let good = image("tiny.png");
-    let out = sciscore(&[
-        "explain",
-        "--backend",
-        "cpu",
+    let out = explain(&[
         "--json",
-        "--model",
-        model.to_str().unwrap(),
         "--prompt",
         "x",
         "--occlusion",
@@ -317,16 +278,10 @@ fn cli_explain_reports_an_undecodable_image_and_explains_the_others() {
 fn cli_explain_writes_pictures_into_out_dir() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("new/pictures");
-    let model = model_dir("odd");
     // Two inputs with one file stem get distinct pictures.
     let copy = dir.path().join("tiny.png");
     std::fs::copy(image("tiny.png"), &copy).unwrap();
-    let out = sciscore(&[
-        "explain",
-        "--backend",
-        "cpu",
-        "--model",
-        model.to_str().unwrap(),
+    let out = explain(&[
         "--prompt",
         "x",
         "--occlusion",
@@ -364,12 +319,7 @@ fn cli_explain_writes_pictures_into_out_dir() {
         std::fs::write(&target, b"keep").unwrap();
         std::fs::remove_file(out_dir.join("tiny-0-patch.png")).unwrap();
         std::os::unix::fs::symlink(&target, out_dir.join("tiny-0-patch.png")).unwrap();
-        let out = sciscore(&[
-            "explain",
-            "--backend",
-            "cpu",
-            "--model",
-            model.to_str().unwrap(),
+        let out = explain(&[
             "--prompt",
             "x",
             "--out-dir",
