@@ -102,6 +102,24 @@ pub(crate) fn patch_map_row(cfg: &ClipConfig, batch: usize, plain_ms: f64, ms: f
     }
 }
 
+/// The patch map's extra work alone (the image head over every patch row), timed apart from
+/// the tower: a steadier measure of its cost than the difference of two whole passes on a busy
+/// machine.
+pub(crate) fn patch_head_row(cfg: &ClipConfig, batch: usize, plain_ms: f64, ms: f64) -> BenchRow {
+    let rows = batch * (cfg.vision.num_positions() - 1);
+    let gflop = 2.0 * (rows * cfg.vision.tower.hidden_size * cfg.projection_dim) as f64 / 1e9;
+    BenchRow {
+        case: format!(
+            "patch map extra head work, {rows} rows ({:.2}% of the plain pass)",
+            ms / plain_ms * 100.0
+        ),
+        ms,
+        ms_per_item: ms / batch as f64,
+        gflop,
+        gflops: gflop / ms * 1e3,
+    }
+}
+
 /// An occlusion map of `grid` x `grid` cells: that many images through the vision tower in
 /// chunks of `chunk`, in `ms`.
 pub(crate) fn occlusion_row(cfg: &ClipConfig, grid: usize, chunk: usize, ms: f64) -> BenchRow {
@@ -189,6 +207,15 @@ pub async fn bench_cpu(
         gflops: gflop / ms * 1e3,
     });
     rows.push(patch_map_row(&cfg, batch, ms, patch_ms));
+    let (d, t) = (cfg.vision.tower.hidden_size, cfg.vision.num_positions());
+    let last: Vec<f32> = (0..batch * t * d)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let head_ms = time(iters.max(5), || {
+        std::hint::black_box(model.patch_features(&last, batch));
+        Ok(())
+    })?;
+    rows.push(patch_head_row(&cfg, batch, ms, head_ms));
     if let Some(g) = occlusion {
         let chunk = crate::explain::occlusion_chunk(crate::Backend::Cpu);
         let batch = crate::explain::occluded_batch(&pixels[..3 * s * s], s, g, 0..g * g);

@@ -7,7 +7,7 @@
 //! overhead, ~0.1 ms, to each kernel). FLOPs: 2 M N K per matmul, 4 T^2 D per attention; norms,
 //! softmax, embeddings and activations are not counted (as in `crate::bench`).
 
-use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass};
+use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass, VisionHead};
 use crate::bench::{text_flops, vision_flops, BenchRow};
 use crate::config::{ClipConfig, TowerConfig};
 use crate::cpu::CpuModel;
@@ -328,6 +328,20 @@ pub async fn bench_gpu(
         batch,
     ));
     drop(pass);
+    // The patch map's head: post_layernorm + visual_projection over all B*T rows (the last two
+    // kernels of that pass) in place of gather + both over the B class rows (the last three).
+    let plain_total: f64 = ms.iter().sum();
+    let pooled_head: f64 = ms[ms.len().saturating_sub(3)..].iter().sum();
+    let (_, pass, _) = model.record_vision_head(&px, batch, VisionHead::AllTokens)?;
+    let all = time_ops(gpu, &pass, 1).await?;
+    drop(pass);
+    let head: f64 = all[all.len().saturating_sub(2)..].iter().sum();
+    rows.push(crate::bench::patch_head_row(
+        &cfg,
+        batch,
+        plain_total,
+        (head - pooled_head).max(0.0),
+    ));
     let ids: Vec<Vec<u32>> = (0..batch).map(|i| prompt(tt, i as u32)).collect();
     let (enc, pass, _) = model.record_text(&ids)?;
     gpu.queue.submit([enc.finish()]); // the token-row copies the kernels read

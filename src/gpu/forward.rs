@@ -341,7 +341,7 @@ impl GpuModel {
 
     /// [`Self::record_vision`] with the image head applied to the class token only, or to every
     /// token (the returned buffer is then (B*T, P)).
-    fn record_vision_head(
+    pub(crate) fn record_vision_head(
         &self,
         pixels: &[f32],
         b: usize,
@@ -456,7 +456,7 @@ impl GpuModel {
 
 /// Which tokens the vision tower's head (`post_layernorm`, `visual_projection`) is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum VisionHead {
+pub(crate) enum VisionHead {
     /// The class token: `get_image_features`.
     Pooled,
     /// Every token: the class token's features and each patch's (the patch map).
