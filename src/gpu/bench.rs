@@ -7,7 +7,8 @@
 //! overhead, ~0.1 ms, to each kernel). FLOPs: 2 M N K per matmul, 4 T^2 D per attention; norms,
 //! softmax, embeddings and activations are not counted (as in `crate::bench`).
 
-use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass, VisionHead};
+use super::forward::VisionHead;
+use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass};
 use crate::bench::{text_flops, vision_flops, BenchRow};
 use crate::config::{ClipConfig, TowerConfig};
 use crate::cpu::CpuModel;

@@ -25,7 +25,7 @@ pub mod selftest;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
 
-pub(crate) use forward::{GpuModel, VisionHead};
+pub(crate) use forward::GpuModel;
 pub(crate) use weights::{GpuLayerNorm, GpuLinear};
 
 use crate::config::Activation;
