@@ -69,6 +69,9 @@ pub enum Error {
     /// Stopped by signal `{0}` (SIGTERM 15, SIGINT 2) after writing what was done.
     #[error("interrupted by signal {0}; run the same command again to resume")]
     Interrupted(i32),
+    /// The caller asked a long computation (an occlusion map) to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Text a file or a user chose (names, paths, strings from JSON), or a message that quotes it,
@@ -125,9 +128,11 @@ impl Error {
     /// arguments) fail the same way every time. The CLI's exit codes follow this (75 or 1).
     pub fn retryable(&self) -> bool {
         match self {
-            Error::Gpu(_) | Error::NoAdapter(_) | Error::Output { .. } | Error::Interrupted(_) => {
-                true
-            }
+            Error::Gpu(_)
+            | Error::NoAdapter(_)
+            | Error::Output { .. }
+            | Error::Interrupted(_)
+            | Error::Cancelled => true,
             Error::MissingFile { .. }
             | Error::Io { .. }
             | Error::Config { .. }

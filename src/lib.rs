@@ -40,9 +40,9 @@ pub use io::convert;
 pub use io::source::DirSource;
 pub use io::source::{MemorySource, ModelSource};
 pub use io::{random, source};
-pub use jobs::eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub use jobs::{batch, bench};
+pub use jobs::{eval, explain};
 pub use models::clip::config;
 
 /// Kernel and end-to-end GPU checks shared by the native and the browser tests.

@@ -352,6 +352,27 @@ impl Model {
         let f = self.cpu()?.image_features(pixels, 1, Some(&mut t))?;
         Ok((f, t.remove(0)))
     }
+
+    /// `get_image_features` of `n` preprocessed images, (n, P), and from the same pass each
+    /// patch token's projection, (n*N, P) (region maps, `crate::jobs::explain`).
+    pub(crate) async fn embed_pixels_and_patches(
+        &self,
+        pixels: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        match &self.engine {
+            Engine::Cpu(m) => m.image_and_patch_features(pixels, n),
+            Engine::Gpu(m) => m.image_and_patch_features(pixels, n).await,
+        }
+    }
+
+    /// Which engine runs the network.
+    pub fn backend(&self) -> Backend {
+        match &self.engine {
+            Engine::Cpu(_) => Backend::Cpu,
+            Engine::Gpu(_) => Backend::Gpu,
+        }
+    }
 }
 
 /// The first prompt's row as one score and probability per image.

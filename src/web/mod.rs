@@ -31,6 +31,9 @@ const CACHE_NAME: &str = "sciscore-models-v1";
 /// Progress callbacks at most this often (ms): a 900-tensor checkpoint must not flood the page.
 const PROGRESS_EVERY_MS: f64 = 100.0;
 
+/// Region maps (patch and occlusion maps) for the page's *Show regions*.
+mod explain;
+
 #[wasm_bindgen(start)]
 fn start() {
     std::panic::set_hook(Box::new(|info| {

@@ -12,6 +12,9 @@ pub const SCORE_ABS_F32: f64 = 0.01;
 /// Hidden states: relative max-abs error vs the golden's magnitude. Both sides are f32 with
 /// different summation orders (SDPA, MKL vs gemm); 1e-4 is ~1000 ulp of headroom over 2-3 layers.
 pub const HIDDEN_REL_F32: f64 = 1e-4;
+/// The GPU's default f16 weights vs transformers f32: |score difference| (the contract of
+/// `src/gpu/selftest.rs` SCORE_ABS_F16: each weight rounded to 11 significant bits).
+pub const SCORE_ABS_F16: f64 = 0.1;
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -409,6 +409,45 @@ impl CpuModel {
         b: usize,
         traces: Option<&mut Vec<Trace>>,
     ) -> crate::Result<Vec<f32>> {
+        Ok(self.vision(pixels, b, traces, false)?.0)
+    }
+
+    /// `get_image_features` (B, P) and, from the same pass, every patch token through the
+    /// image head, `visual_projection(post_layernorm(h[1 + i]))` (B*N, P): the patch map's input.
+    pub fn image_and_patch_features(
+        &self,
+        pixels: &[f32],
+        b: usize,
+    ) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+        let (feats, patches) = self.vision(pixels, b, None, true)?;
+        Ok((feats, patches.unwrap_or_default()))
+    }
+
+    /// The patch map's extra work after the vision tower: each patch token of the last hidden
+    /// state x (B*T, D) through the image head, `visual_projection(post_layernorm(x[:, 1..]))`
+    /// (B*N, P).
+    pub(crate) fn patch_features(&self, x: &[f32], b: usize) -> Vec<f32> {
+        let vc = &self.cfg.vision;
+        let (d, t) = (vc.tower.hidden_size, vc.num_positions());
+        let rows: Vec<f32> = (0..b)
+            .flat_map(|img| x[(img * t + 1) * d..(img + 1) * t * d].iter().copied())
+            .collect();
+        let normed = layer_norm(
+            &rows,
+            &self.w.vision.post_layernorm,
+            vc.tower.layer_norm_eps,
+        );
+        linear(&normed, b * (t - 1), &self.w.visual_projection)
+    }
+
+    /// The vision tower; with `with_patches`, the patch tokens' projections too.
+    fn vision(
+        &self,
+        pixels: &[f32],
+        b: usize,
+        traces: Option<&mut Vec<Trace>>,
+        with_patches: bool,
+    ) -> crate::Result<(Vec<f32>, Option<Vec<f32>>)> {
         let vc = &self.cfg.vision;
         let (d, s, p, g) = (
             vc.tower.hidden_size,
@@ -485,6 +524,7 @@ impl CpuModel {
             .collect();
         let pooled = layer_norm(&cls, &vw.post_layernorm, eps);
         let feats = linear(&pooled, b, &self.w.visual_projection);
+        let patch_feats = with_patches.then(|| self.patch_features(&x, b));
         if let Some(tr) = traces {
             tr.clear();
             for img in 0..b {
@@ -496,7 +536,7 @@ impl CpuModel {
                 });
             }
         }
-        Ok(feats)
+        Ok((feats, patch_feats))
     }
 }
 
