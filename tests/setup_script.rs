@@ -90,8 +90,10 @@ while [ $# -gt 0 ]; do [ "$1" = --out-dir ] && { mkdir -p "$2"; echo wasm >"$2/s
 
 const NPM: &str = r#"
 if [ "$1" = ci ]; then
-  mkdir -p node_modules/playwright-core
-  printf '{\n  "name": "playwright-core",\n  "version": "%s"\n}\n' "$PLAYWRIGHT_VERSION" >node_modules/playwright-core/package.json
+  for p in $NPM_PACKAGES; do
+    mkdir -p "node_modules/${p%@*}"
+    printf '{\n  "name": "%s",\n  "version": "%s"\n}\n' "${p%@*}" "${p##*@}" >"node_modules/${p%@*}/package.json"
+  done
 fi"#;
 
 /// One logged stub call.
@@ -155,14 +157,21 @@ fn cargo_lock_version(name: &str) -> String {
         .to_string()
 }
 
-fn playwright_version() -> String {
+/// The packages of package-lock.json that scripts/setup installs: (name, version).
+fn npm_packages() -> Vec<(String, String)> {
     let lock: serde_json::Value =
         serde_json::from_slice(&fs::read(manifest_dir().join("package-lock.json")).unwrap())
             .unwrap();
-    lock["packages"]["node_modules/playwright-core"]["version"]
-        .as_str()
+    lock["packages"]
+        .as_object()
         .unwrap()
-        .to_string()
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix("node_modules/")?;
+            (!name.contains("/node_modules/"))
+                .then(|| (name.to_string(), v["version"].as_str().unwrap().to_string()))
+        })
+        .collect()
 }
 
 fn write_script(path: &Path, body: &str) {
@@ -251,12 +260,13 @@ impl Machine {
                 cargo_lock_version("wasm-bindgen"),
             )
             .unwrap();
-            let pw = root.join("repo/node_modules/playwright-core");
-            fs::create_dir_all(&pw).unwrap();
-            let version = playwright_version();
-            let json =
-                format!("{{\n  \"name\": \"playwright-core\",\n  \"version\": \"{version}\"\n}}\n");
-            fs::write(pw.join("package.json"), json).unwrap();
+            for (name, version) in npm_packages() {
+                let dir = root.join("repo/node_modules").join(&name);
+                fs::create_dir_all(&dir).unwrap();
+                let json =
+                    format!("{{\n  \"name\": \"{name}\",\n  \"version\": \"{version}\"\n}}\n");
+                fs::write(dir.join("package.json"), json).unwrap();
+            }
         }
         let lines = |v: Vec<&str>, suffix: &str| {
             v.iter()
@@ -287,7 +297,14 @@ impl Machine {
             .env("XDG_RUNTIME_DIR", root.join("xdg"))
             .env("STUB_ROOT", root)
             .env("FAKE_UID", self.uid.to_string())
-            .env("PLAYWRIGHT_VERSION", playwright_version())
+            .env(
+                "NPM_PACKAGES",
+                npm_packages()
+                    .iter()
+                    .map(|(n, v)| format!("{n}@{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
             .envs(env.iter().copied())
             .output()
             .unwrap()

@@ -85,8 +85,8 @@ export function launch() {
  * A fresh page on `base`. Every request is recorded; any that would leave the local server is
  * blocked and listed in `outside` (the page must never send anything elsewhere).
  */
-export async function openPage(browser, base) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 1000 } });
+export async function openPage(browser, base, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 1000 }, ...contextOptions });
   const origin = new URL(base).origin;
   const requests = [];
   const outside = [];
@@ -171,11 +171,12 @@ export function serveAndLaunch() {
 }
 
 /**
- * Runs `body` on a fresh page (openPage's object); prints the page's console on failure (always
+ * Runs `body` on a fresh page (openPage's object, its browser context made with
+ * `contextOptions`); prints the page's console on failure (always
  * with SCISCORE_BROWSER_LOGS) and closes the page's context either way.
  */
-export async function withPage(browser, base, body) {
-  const p = await openPage(browser, base);
+export async function withPage(browser, base, body, contextOptions = {}) {
+  const p = await openPage(browser, base, contextOptions);
   try {
     return await body(p);
   } catch (e) {
