@@ -249,8 +249,18 @@ const ops = {
           times.push(performance.now() - t1);
         }
         times.sort((a, b) => a - b);
+        // Region maps: a patch map (the image pass plus the image head over every patch), then
+        // one step of a 7 x 7 occlusion map (occlusionChunk() occluded images).
+        const t2 = performance.now();
+        const [maps] = await m.patchMaps('warm-up', [images[1]]);
+        const patchMs = performance.now() - t2;
+        const chunk = Math.max(1, m.occlusionChunk());
+        const t3 = performance.now();
+        await m.occlusionDrops('warm-up', images[1], 7, 0, chunk, maps.score);
+        const occlusionImagesPerS = chunk / ((performance.now() - t3) / 1e3);
         const info = m.info();
-        out.push({ layers, load_ms: loadMs, image_ms: times[Math.floor(times.length / 2)], device: info.device, wasm_memory_bytes: info.wasm_memory_bytes });
+        out.push({ layers, load_ms: loadMs, image_ms: times[Math.floor(times.length / 2)], patch_map_ms: patchMs,
+          occlusion_images_per_s: occlusionImagesPerS, device: info.device, wasm_memory_bytes: info.wasm_memory_bytes });
       } finally {
         m.free();
       }

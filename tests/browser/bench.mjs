@@ -34,7 +34,10 @@ try {
       if (r.type !== 'done') throw new Error(r.message);
       return r.value;
     }, { workerUrl, backend, layers: [la, lb], images, tokenizer });
-    for (const r of rows) console.log(`clip-h, ${r.layers} layers/tower on ${r.device}: load ${r.load_ms.toFixed(0)} ms, one image ${r.image_ms.toFixed(0)} ms, wasm memory ${(r.wasm_memory_bytes / 1e6).toFixed(0)} MB`);
+    for (const r of rows) {
+      console.log(`clip-h, ${r.layers} layers/tower on ${r.device}: load ${r.load_ms.toFixed(0)} ms, one image ${r.image_ms.toFixed(0)} ms, wasm memory ${(r.wasm_memory_bytes / 1e6).toFixed(0)} MB`);
+      console.log(`  region maps: patch map ${r.patch_map_ms.toFixed(0)} ms (the image pass + the head over every patch), occlusion ${r.occlusion_images_per_s.toFixed(2)} images/s`);
+    }
     const perLayer = (rows[1].image_ms - rows[0].image_ms) / (lb - la);
     // One ViT-H/14 layer at 257 tokens: 2*T*D*(4D + 2F) + 4*T*T*D FLOPs (matrix products only).
     const flop = 2 * 257 * 1280 * (4 * 1280 + 2 * 5120) + 4 * 257 * 257 * 1280;
