@@ -79,15 +79,8 @@ fn f16_folders_load_and_score_within_the_f16_tolerance() {
             .unwrap_or_else(|e| panic!("{m}: the f16 folder loads: {e}"));
         let g = golden_json(m);
         let names = strings(&g["images"]);
-        let bytes: Vec<Vec<u8>> = names
-            .iter()
-            .map(|n| std::fs::read(fixtures().join("images").join(n)).unwrap())
-            .collect();
-        let inputs: Vec<sciscore::ImageInput> = names
-            .iter()
-            .zip(&bytes)
-            .map(|(n, b)| sciscore::ImageInput { name: n, bytes: b })
-            .collect();
+        let bytes = fixture_images(&names);
+        let inputs = image_inputs(&names, &bytes);
         let mut worst = 0.0f64;
         for (p, prompt) in strings(&g["prompts"]).iter().enumerate() {
             let got = pollster::block_on(model.score(prompt, &inputs)).unwrap();

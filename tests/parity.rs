@@ -109,15 +109,8 @@ fn scores_and_probs_from_files_match() {
         let model = load(m);
         let g = golden_json(m);
         let names = strings(&g["images"]);
-        let bytes: Vec<Vec<u8>> = names
-            .iter()
-            .map(|n| std::fs::read(fixtures().join("images").join(n)).unwrap())
-            .collect();
-        let inputs: Vec<sciscore::ImageInput> = names
-            .iter()
-            .zip(&bytes)
-            .map(|(n, b)| sciscore::ImageInput { name: n, bytes: b })
-            .collect();
+        let bytes = fixture_images(&names);
+        let inputs = image_inputs(&names, &bytes);
         let logit_scale = g["logit_scale"].as_f64().unwrap();
         assert_eq!(model.logit_scale() as f64, logit_scale, "{m}: logit_scale");
         let mut worst = 0.0f64;

@@ -113,6 +113,26 @@ pub fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f64) -> f64 {
     d
 }
 
+/// The bytes of fixture images `names` (tests/fixtures/images).
+pub fn fixture_images(names: &[String]) -> Vec<Vec<u8>> {
+    names
+        .iter()
+        .map(|n| std::fs::read(fixtures().join("images").join(n)).unwrap())
+        .collect()
+}
+
+/// `ImageInput`s over `names` and their `bytes`.
+pub fn image_inputs<'a>(
+    names: &'a [String],
+    bytes: &'a [Vec<u8>],
+) -> Vec<sciscore::ImageInput<'a>> {
+    names
+        .iter()
+        .zip(bytes)
+        .map(|(n, b)| sciscore::ImageInput { name: n, bytes: b })
+        .collect()
+}
+
 pub fn load(model: &str) -> sciscore::Model {
     let src = sciscore::DirSource::new(model_dir(model)).unwrap();
     pollster::block_on(sciscore::Model::load(&src, sciscore::Backend::Cpu)).unwrap()
