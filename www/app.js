@@ -298,7 +298,7 @@ async function loadUrl(url) {
       + `of browser storage, but only ${fmtBytes(Math.max(0, free))} is free: it can be loaded without keeping it `
       + '(downloaded again next time), or cancel and free some space ("Clear downloaded models", other sites\' data).', 'Load without keeping');
     if (!ok) {
-      setStatus(`not loaded: keeping the model needs ${fmtBytes(probe.store_bytes)} of storage, ${fmtBytes(Math.max(0, free))} is free`);
+      setStatus(`download cancelled: keeping the model needs ${fmtBytes(probe.store_bytes)} of storage, ${fmtBytes(Math.max(0, free))} is free`);
       return;
     }
     cache = false;
