@@ -419,7 +419,9 @@ pub(crate) fn to_f16_bytes(name: &str, dtype: DType, bytes: &[u8]) -> Result<Opt
     if !h.iter().all(|v| v.is_finite()) {
         return Ok(None);
     }
-    Ok(Some(h.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect()))
+    Ok(Some(
+        h.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
+    ))
 }
 
 /// Converts little-endian F32/F16/BF16 bytes to f32; a NaN or an infinity is an error naming
@@ -475,9 +477,17 @@ mod tests {
         };
         // 1 + 2^-11 is halfway between 1 and the next f16: ties go to even (1.0); 1 + 3*2^-11
         // to 1 + 2^-9's neighbour above; 65504 is f16's largest; subnormals are kept.
-        let x = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), -65504.0, 2f32.powi(-24)];
+        let x = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            -65504.0,
+            2f32.powi(-24),
+        ];
         let got = bits(to_f16_bytes("w", DType::F32, &le(&x)).unwrap().unwrap());
-        let want: Vec<u16> = x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        let want: Vec<u16> = x
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
         assert_eq!(got, want);
         assert_eq!(got, [0x3c00, 0x3c02, 0xfbff, 0x0001]);
         // 65520 rounds to infinity in f16: the tensor stays f32.

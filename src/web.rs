@@ -433,7 +433,10 @@ impl HttpSource {
             .checked_add(len)
             .ok_or_else(|| io(name, "byte range overflows"))?;
         let tag = if f16 { "h" } else { "" };
-        Ok(Self::cache_key(&self.url(name), &format!("{tag}{offset}-{end}")))
+        Ok(Self::cache_key(
+            &self.url(name),
+            &format!("{tag}{offset}-{end}"),
+        ))
     }
 
     async fn fetch_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
