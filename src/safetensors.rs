@@ -347,15 +347,19 @@ impl Checkpoint {
     pub(crate) async fn read_matrix_bytes(
         &self,
         src: &dyn ModelSource,
+        name: &str,
         t: &TensorInfo,
         offset: u64,
         len: u64,
     ) -> Result<(DType, Vec<u8>)> {
         if t.dtype != DType::F32 {
-            return Ok((t.dtype, src.read(&t.file, t.offset + offset, len).await?));
+            let bytes = src.read(&t.file, t.offset + offset, len).await;
+            return Ok((t.dtype, bytes.map_err(name_oom(name, t))?));
         }
         Ok(
-            match src.read_f32_or_f16(&t.file, t.offset + offset, len).await? {
+            match (src.read_f32_or_f16(&t.file, t.offset + offset, len).await)
+                .map_err(name_oom(name, t))?
+            {
                 F32Data::F32(b) => (DType::F32, b),
                 F32Data::F16(b) if b.len() as u64 * 2 == len => (DType::F16, b),
                 F32Data::F16(b) => {
@@ -395,17 +399,19 @@ impl Checkpoint {
         expected: &[usize],
     ) -> Result<(&TensorInfo, Vec<u8>)> {
         let t = self.info(name, expected)?;
-        let bytes = src
-            .read(&t.file, t.offset, t.len)
-            .await
-            .map_err(|e| match e {
-                Error::OutOfMemory { bytes, .. } => Error::OutOfMemory {
-                    what: format!("weight `{name}` ({:?} x {:?})", t.dtype, t.shape),
-                    bytes,
-                },
-                e => e,
-            })?;
+        let bytes = (src.read(&t.file, t.offset, t.len).await).map_err(name_oom(name, t))?;
         Ok((t, bytes))
+    }
+}
+
+/// An out-of-memory error reading weight `name` says which weight (and its size) it was.
+fn name_oom<'a>(name: &'a str, t: &'a TensorInfo) -> impl Fn(Error) -> Error + 'a {
+    move |e| match e {
+        Error::OutOfMemory { bytes, .. } => Error::OutOfMemory {
+            what: format!("weight `{name}` ({:?} x {:?})", t.dtype, t.shape),
+            bytes,
+        },
+        e => e,
     }
 }
 
@@ -543,7 +549,7 @@ mod tests {
         let src = Halving(mem, false);
         let ckpt = pollster::block_on(Checkpoint::open(&src)).unwrap();
         let t = ckpt.info("w", &[2, 2]).unwrap();
-        let (dtype, b) = pollster::block_on(ckpt.read_matrix_bytes(&src, t, 4, 8)).unwrap();
+        let (dtype, b) = pollster::block_on(ckpt.read_matrix_bytes(&src, "w", t, 4, 8)).unwrap();
         assert_eq!(dtype, DType::F16);
         let want: Vec<f32> = [-2.5f32, 3.0e-3]
             .iter()
@@ -557,7 +563,7 @@ mod tests {
         );
         // A copy of the wrong length is an error, not a shifted matrix.
         let bad = Halving(src.0, true);
-        let err = pollster::block_on(ckpt.read_matrix_bytes(&bad, t, 0, 16)).unwrap_err();
+        let err = pollster::block_on(ckpt.read_matrix_bytes(&bad, "w", t, 0, 16)).unwrap_err();
         assert!(err.to_string().contains("damaged cache"), "{err}");
     }
 

@@ -158,7 +158,10 @@ impl Loader<'_> {
     /// A matrix in its stored precision (or f32 as f16 when `f32_as_f16`; see [`Matrix`]).
     pub async fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
         let t = self.ckpt.info(name, shape)?;
-        let (dtype, bytes) = self.ckpt.read_matrix_bytes(self.src, t, 0, t.len).await?;
+        let (dtype, bytes) = self
+            .ckpt
+            .read_matrix_bytes(self.src, name, t, 0, t.len)
+            .await?;
         // All-ones exponent bits: NaN or an infinity (checked as `to_f32` does for f32 data).
         let halves = |b: &[u8], exponent: u16| -> Result<Vec<u16>> {
             let h: Vec<u16> = b

@@ -203,7 +203,9 @@ impl Uploader<'_> {
             // f16 weights may come as f16 (the page's cache keeps them so): the same values
             // `pack_rows` rounds to. f32 weights on the GPU are read as stored.
             let (dtype, bytes) = if f16 {
-                self.ckpt.read_matrix_bytes(self.src, t, at, len).await?
+                self.ckpt
+                    .read_matrix_bytes(self.src, name, t, at, len)
+                    .await?
             } else {
                 (t.dtype, self.src.read(&t.file, t.offset + at, len).await?)
             };
