@@ -117,7 +117,7 @@ async function visit(page, folder, backend) {
 }
 
 for (const backend of ['cpu', 'webgpu']) {
-  test(`${backend}: an f32 model by URL is cached with f16 matrices; the second visit${backend === 'cpu' ? ' and a repaired cache' : ''} score as the first`, async (t) => {
+  test(`${backend}: an f32 model by URL is cached with f16 matrices; the second visit scores as the first${backend === 'cpu' ? ', and so does a repaired cache' : ''}`, async (t) => {
     await withPage(env.browser, env.server.url, async ({ page, context }) => {
       const gets = await host(context);
       const first = await visit(page, 'tiny224/', backend);
