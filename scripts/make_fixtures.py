@@ -16,6 +16,7 @@ What it writes (the Rust tests depend on this layout):
     tests/fixtures/models/<name>/       random Hugging Face CLIPModel folders (tiny224, odd, bf16)
     tests/fixtures/goldens/<name>.json  input_ids, logit_scale, scores, probs, pairs
     tests/fixtures/goldens/<name>.safetensors  F32 activations, pixel values, embeddings
+    tests/fixtures/goldens/regions_<name>.json  patch maps and occlusion maps (`sciscore explain`)
 
 Goldens follow the reference usage of SciScore (see shared DESIGN.md):
     ids    = CLIPTokenizerFast.from_pretrained(dir)(prompt, truncation=True, max_length=77)
@@ -843,6 +844,86 @@ def write_benchmark(gold_dir: Path):
         print(f"  eval {name}: {out['overall_accuracy']:.4f} over {len(per_row)} rows")
 
 
+# ---------------------------------------------------------------------------------------------
+# Region maps (`sciscore explain`, issue 15 section 2), for a few (prompt, image) pairs per model:
+#   patch_map[i] = exp(logit_scale) * cos(visual_projection(post_layernorm(h[1 + i])), t)
+# with h the vision tower's last hidden state (output_hidden_states, before post_layernorm) and
+# t = get_text_features(prompt), over the patch grid row-major; and
+#   occlusion[r * G + c] = score(original) - score(cell (r, c) set to 0 in normalized pixels)
+# with cell (r, c) covering rows floor(r S / G) .. floor((r + 1) S / G) - 1 and the same columns.
+# Written after everything else, from the files already there, so adding these changes no other
+# file.
+REGION_PROMPTS = [0, 2]
+REGION_IMAGES = ["rgb_gradient.png", "photo_rgb.jpg", "tiny.png"]
+# (image, G) occlusion maps per model: a small grid on every model, the default 7 on two (odd's
+# 36 px crop does not divide by 7, so its cells have uneven edges).
+REGION_OCCLUSION = {
+    "tiny224": [("rgb_gradient.png", 3), ("rgb_gradient.png", 7)],
+    "odd": [("rgb_gradient.png", 3), ("photo_rgb.jpg", 7)],
+    "bf16": [("photo_rgb.jpg", 3)],
+}
+
+
+def occluded(pv, g):
+    """(G*G, 3, S, S): pv (1, 3, S, S) with each cell in turn set to 0 (the mean colour)."""
+    s = pv.shape[-1]
+    out = pv.repeat(g * g, 1, 1, 1)
+    for r in range(g):
+        for c in range(g):
+            y0, y1 = (r * s) // g, ((r + 1) * s) // g
+            x0, x1 = (c * s) // g, ((c + 1) * s) // g
+            out[r * g + c, :, y0:y1, x0:x1] = 0.0
+    return out
+
+
+@torch.no_grad()
+def region_goldens(name, model_dir: Path, img_dir: Path, gold_dir: Path):
+    tok = CLIPTokenizerFast.from_pretrained(str(model_dir))
+    proc = CLIPImageProcessor.from_pretrained(str(model_dir))
+    model = CLIPModel.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
+    vm = model.vision_model
+    scale = model.logit_scale.exp()
+    entries = []
+    for img_name in REGION_IMAGES:
+        with Image.open(img_dir / img_name) as im:
+            pv = proc(images=im, return_tensors="pt").pixel_values
+        out = vm(pixel_values=pv, output_hidden_states=True)
+        h = out.hidden_states[-1][0]  # (T, D), before post_layernorm
+        assert torch.equal(h, out.last_hidden_state[0])
+        patches = model.visual_projection(vm.post_layernorm(h[1:]))  # (N, P)
+        g = int(round(math.sqrt(patches.shape[0])))
+        assert g * g == patches.shape[0]
+        image = model.get_image_features(pixel_values=pv)[0]
+        for p in REGION_PROMPTS:
+            ids = tok(PROMPTS[p], truncation=True, max_length=MAX_POSITIONS, return_tensors="pt").input_ids
+            t = model.get_text_features(input_ids=ids)[0]
+            t = t / t.norm()
+            pm = scale * (patches / patches.norm(dim=-1, keepdim=True)) @ t
+            score = model(input_ids=ids, pixel_values=pv).logits_per_text[0, 0]
+            mine = scale * (image / image.norm()) @ t
+            assert abs(mine.item() - score.item()) < 1e-3
+            entry = {"prompt": p, "image": img_name, "score": score.item(), "patch_grid": [g, g],
+                     "patch_map": pm.tolist(), "occlusion": []}
+            for occ_img, grid in REGION_OCCLUSION[name]:
+                if occ_img != img_name or p != REGION_PROMPTS[0]:
+                    continue
+                logits = model(input_ids=ids, pixel_values=occluded(pv, grid)).logits_per_text[0]
+                entry["occlusion"].append({"grid": grid, "drop": (score - logits).tolist()})
+            entries.append(entry)
+    doc = {
+        "model": name,
+        "definition": "patch_map[i] = exp(logit_scale) * cos(visual_projection(post_layernorm("
+                      "h[1 + i])), get_text_features(prompt)), h = vision_model(...).hidden_states[-1]"
+                      "; occlusion drop[r*G + c] = score(original) - score(pixels of cell (r, c) = 0),"
+                      " cell rows floor(r*S/G)..floor((r+1)*S/G)-1, columns alike",
+        "entries": entries,
+    }
+    (gold_dir / f"regions_{name}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n",
+                                                   encoding="utf-8")
+    print(f"  regions {name}: {len(entries)} patch maps, "
+          f"{sum(len(e['occlusion']) for e in entries)} occlusion maps")
+
+
 def main():
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
@@ -876,6 +957,9 @@ def main():
     tokenizer_cases(OUT / "models" / "tiny224", gold_dir)
     print("benchmark split")
     write_benchmark(gold_dir)
+    print("region maps")
+    for name in MODELS:
+        region_goldens(name, OUT / "models" / name, OUT / "images", gold_dir)
     shutil.rmtree(tok_dir)
 
     provenance = {

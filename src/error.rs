@@ -12,6 +12,10 @@ pub enum Error {
     /// An I/O error while reading a file.
     #[error("cannot read `{}`: {}", shown(.name), shown(.message))]
     Io { name: String, message: String },
+    /// An I/O error while writing an output (a full disk, a lost network filesystem): worth a
+    /// retry, unlike a bad input.
+    #[error("cannot write `{}`: {}", shown(.name), shown(.message))]
+    Output { name: String, message: String },
     /// A configuration file is malformed or names something unsupported.
     #[error("bad config `{}`: {}", shown(.file), shown(.message))]
     Config { file: String, message: String },
@@ -62,6 +66,12 @@ pub enum Error {
     /// A GPU problem (validation, out of memory, lost device).
     #[error("gpu: {}", shown(.0))]
     Gpu(String),
+    /// Stopped by signal `{0}` (SIGTERM 15, SIGINT 2) after writing what was done.
+    #[error("interrupted by signal {0}; run the same command again to resume")]
+    Interrupted(i32),
+    /// The caller asked a long computation (an occlusion map) to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Text a file or a user chose (names, paths, strings from JSON), or a message that quotes it,
@@ -113,6 +123,33 @@ pub(crate) fn try_zeroed<T: Clone + Default>(what: &str, n: usize) -> Result<Vec
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether running the same command again may succeed: the device was lost or is missing
+    /// on this machine, an output could not be written, or the run was interrupted. Bad inputs (model folder, manifest,
+    /// arguments) fail the same way every time. The CLI's exit codes follow this (75 or 1).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Gpu(_)
+            | Error::NoAdapter(_)
+            | Error::Output { .. }
+            | Error::Interrupted(_)
+            | Error::Cancelled => true,
+            Error::MissingFile { .. }
+            | Error::Io { .. }
+            | Error::Config { .. }
+            | Error::Safetensors { .. }
+            | Error::MissingWeight(_)
+            | Error::WeightShape { .. }
+            | Error::WeightDtype { .. }
+            | Error::Tokenizer(_)
+            | Error::Image { .. }
+            | Error::Limits { .. }
+            | Error::NonFinite(_)
+            | Error::OutOfMemory { .. }
+            | Error::Invalid(_)
+            | Error::Shader { .. } => false,
+        }
+    }
+
     pub(crate) fn config(file: &str, message: impl Into<String>) -> Self {
         Error::Config {
             file: file.to_string(),

@@ -1,5 +1,5 @@
 //! sciscore: scientific-accuracy scores for generated images with SciScore (Science-T2I,
-//! CVPR 2025) and other CLIP-family reward models (PickScore, HPSv2, CLIP-H), computed locally.
+//! CVPR 2025) and other CLIP reward models in the Hugging Face layout (PickScore, CLIP-H), computed locally.
 //!
 //! ```no_run
 //! # async fn demo() -> sciscore::Result<()> {
@@ -10,39 +10,41 @@
 //! # Ok(()) }
 //! ```
 
-pub mod config;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod convert;
+// The layout: `models/` one folder per model family (CLIP: config, tensor schema, tokenizer,
+// CPU and GPU forward); `cpu/` and `gpu/` the engines' kernels; `io/` where weights come from;
+// `preprocess/` images to pixels; `model` the one entry point that picks an engine; `score` the
+// scoring math; `jobs/` eval, batch and bench over a model; `web/` the browser's face.
 mod cpu;
 mod error;
 mod gpu;
+pub mod io;
+pub mod jobs;
 mod model;
+pub mod models;
 pub mod preprocess;
-mod safetensors;
-mod schema;
 pub mod score;
-#[cfg(any(test, feature = "selftest", target_arch = "wasm32"))]
-mod sgemm;
-pub mod source;
-mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 mod web;
-mod weights;
 
-pub use config::{ClipConfig, PreprocessorConfig};
-pub use cpu::Trace;
 pub use error::{shown, Error, Result};
 pub use model::{Backend, Encoded, ImageInput, ImageScore, Model};
+pub use models::clip::config::{ClipConfig, PreprocessorConfig};
+pub use models::clip::cpu::Trace;
+pub use models::clip::tokenizer::Tokenizer;
 pub use score::ScoreMatrix;
+
+// The library's public paths from before the folders (`sciscore::batch`, `sciscore::config`, ...).
 #[cfg(not(target_arch = "wasm32"))]
-pub use source::DirSource;
-pub use source::{MemorySource, ModelSource};
-pub use tokenizer::Tokenizer;
+pub use io::convert;
 #[cfg(not(target_arch = "wasm32"))]
-pub mod batch;
+pub use io::source::DirSource;
+pub use io::source::{MemorySource, ModelSource};
+pub use io::{random, source};
 #[cfg(not(target_arch = "wasm32"))]
-pub mod bench;
-pub mod eval;
+pub use jobs::{batch, bench};
+pub use jobs::{eval, explain};
+pub use models::clip::config;
+
 /// Kernel and end-to-end GPU checks shared by the native and the browser tests.
 #[cfg(feature = "selftest")]
 #[doc(hidden)]
@@ -50,4 +52,3 @@ pub use gpu::selftest;
 /// The kernels' WGSL as the GPU engine composes it for a device's features (shader validators).
 #[doc(hidden)]
 pub use gpu::{shader_modules, ShaderFeatures};
-pub mod random;

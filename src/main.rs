@@ -1,5 +1,6 @@
-//! `sciscore`: the command-line tool (contract in DESIGN.md). JSON on stdout with `--json`, a
-//! one-line error on stderr and a non-zero exit on failure.
+//! `sciscore`: the command-line tool (contracts: docs/contracts.md). JSON on stdout with `--json`, a
+//! one-line error on stderr and a non-zero exit on failure: 75 where a retry may succeed, 1
+//! where it cannot (see [`cli::exit_code`]).
 
 #[cfg(target_arch = "wasm32")]
 fn main() {}
@@ -9,12 +10,56 @@ fn main() {
     if let Err(e) = cli::run() {
         // Context added here quotes paths and flags the user gave: escaped like the library's.
         eprintln!("error: {}", sciscore::shown(&format!("{e:#}")));
-        std::process::exit(1);
+        std::process::exit(cli::exit_code(&e));
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod serve;
+
+/// SIGTERM and SIGINT as a request to stop (`batch`): the handler only records the signal; a
+/// second one ends the process at once, as without the handler.
+#[cfg(not(target_arch = "wasm32"))]
+mod interrupt {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// The signal received, 0 before any.
+    pub static STOP: AtomicI32 = AtomicI32::new(0);
+
+    #[cfg(unix)]
+    mod sys {
+        pub const SIGINT: i32 = 2;
+        pub const SIGTERM: i32 = 15;
+        /// `SIG_DFL`.
+        pub const DEFAULT: usize = 0;
+        extern "C" {
+            // POSIX signal(2); `sighandler_t` is a pointer-sized function address.
+            pub fn signal(signum: i32, handler: usize) -> usize;
+        }
+    }
+
+    #[cfg(unix)]
+    extern "C" fn on_signal(signum: i32) {
+        // Only async-signal-safe work here: an atomic store and signal(2).
+        STOP.store(signum, Ordering::Relaxed);
+        // SAFETY: signal(2) with SIG_DFL is async-signal-safe and takes any valid signal number.
+        unsafe {
+            sys::signal(signum, sys::DEFAULT);
+        }
+    }
+
+    /// Installs the handler for SIGTERM and SIGINT (where there are signals).
+    pub fn catch() {
+        #[cfg(unix)]
+        for s in [sys::SIGINT, sys::SIGTERM] {
+            let handler: extern "C" fn(i32) = on_signal;
+            // SAFETY: `on_signal` only stores an atomic and restores the default action.
+            unsafe {
+                sys::signal(s, handler as usize);
+            }
+        }
+    }
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
@@ -29,11 +74,50 @@ mod cli {
     #[command(
         name = "sciscore",
         version,
-        about = "Scientific-accuracy scores for images with SciScore and other CLIP reward models"
+        about = "Scientific-accuracy scores for images with SciScore and other CLIP reward models",
+        after_help = EXIT_CODES
     )]
     struct Cli {
         #[command(subcommand)]
         cmd: Cmd,
+    }
+
+    /// Exit status for "run me again": the GPU device was lost or is missing here, an output
+    /// could not be written, or a signal stopped the run (EX_TEMPFAIL of sysexits.h).
+    pub const EXIT_RETRY: i32 = 75;
+    /// Exit status for "do not retry": a bad model folder, manifest or argument (as before
+    /// there were retry codes, every error exited 1).
+    pub const EXIT_FAIL: i32 = 1;
+
+    /// The exit status of a failed command, from the library's [`sciscore::Error`] in its chain
+    /// (see `Error::retryable`); errors of the CLI itself are not retryable.
+    pub fn exit_code(e: &anyhow::Error) -> i32 {
+        let lib = e.chain().find_map(|c| c.downcast_ref::<sciscore::Error>());
+        if lib.is_some_and(sciscore::Error::retryable) {
+            EXIT_RETRY
+        } else {
+            EXIT_FAIL
+        }
+    }
+
+    const EXIT_CODES: &str = "Exit status: 0 done; 75 retry (the GPU device was lost or is \
+        missing on this machine, an output could not be written, or SIGTERM/SIGINT stopped the \
+        run after the pass in flight; a rerun resumes); 1 do not retry (bad model folder, \
+        manifest or arguments; the message says which); 2 bad command line.";
+
+    #[derive(Clone, Copy, ValueEnum)]
+    enum FormatArg {
+        Jsonl,
+        Parquet,
+    }
+
+    impl From<FormatArg> for sciscore::batch::Format {
+        fn from(f: FormatArg) -> Self {
+            match f {
+                FormatArg::Jsonl => Self::Jsonl,
+                FormatArg::Parquet => Self::Parquet,
+            }
+        }
     }
 
     #[derive(Clone, Copy, ValueEnum)]
@@ -110,15 +194,30 @@ mod cli {
             #[arg(long)]
             json: bool,
         },
-        /// Score a JSONL manifest of {"prompt", "image", "group"?} lines; resumable with --out.
+        /// Score a JSONL manifest of {"prompt", "image", "group"?, "role"?} lines; resumable
+        /// with --out; one shard of the lines with --shard or a Slurm / Kubernetes array index.
+        #[command(after_help = EXIT_CODES)]
         Batch {
             #[arg(long)]
             model: String,
             #[arg(long)]
             manifest: PathBuf,
-            /// Output JSONL (one line per input line); lines already there are skipped.
+            /// Output (one record per input line); lines already there are skipped. With a shard:
+            /// a folder (gets scores-{shard}-of-{count}.jsonl) or a name with {shard} and
+            /// {count}, written as <name>.partial and renamed when the shard is complete.
             #[arg(long)]
             out: Option<PathBuf>,
+            /// Score only shard I of N: manifest lines k (0-based, blank lines counted) with
+            /// k mod N == I. Default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX when set.
+            #[arg(long, value_name = "I/N")]
+            shard: Option<String>,
+            /// The shard count where the environment has only an index (Kubernetes'
+            /// JOB_COMPLETION_INDEX; or set SCISCORE_SHARDS).
+            #[arg(long, value_name = "N")]
+            shards: Option<String>,
+            /// Output format: JSONL, or parquet (same columns; written when the run completes).
+            #[arg(long, value_enum, default_value = "jsonl")]
+            format: FormatArg,
             /// Images per forward pass.
             #[arg(long, default_value_t = 8, value_parser = whole(1, sciscore::batch::MAX_BATCH))]
             batch: usize,
@@ -139,6 +238,25 @@ mod cli {
             dtype: DTypeArg,
             #[arg(long)]
             json: bool,
+        },
+        /// Join the outputs of a sharded batch into one, in manifest order, checking that every
+        /// manifest line is there exactly once; prints the summary batch prints.
+        #[command(after_help = EXIT_CODES)]
+        Merge {
+            /// The manifest the shards scored.
+            #[arg(long)]
+            manifest: PathBuf,
+            /// The merged output (written as <out>.partial, renamed when complete).
+            #[arg(long)]
+            out: PathBuf,
+            /// Output format (the shards may be JSONL or parquet, told by their contents).
+            #[arg(long, value_enum, default_value = "jsonl")]
+            format: FormatArg,
+            #[arg(long)]
+            json: bool,
+            /// The shards' outputs.
+            #[arg(required = true)]
+            shards: Vec<PathBuf>,
         },
         /// Serve the web page (`www/`) on 127.0.0.1, with the demo model under /models/demo/.
         Serve {
@@ -165,11 +283,36 @@ mod cli {
             batch: usize,
             #[arg(long, default_value_t = 3, value_parser = whole(1, 1000))]
             iters: usize,
+            /// Also time an occlusion map of G x G cells (G*G images; region maps).
+            #[arg(long, value_name = "G", value_parser = whole(1, sciscore::explain::MAX_OCCLUSION_GRID))]
+            occlusion: Option<usize>,
             #[arg(long, value_enum, default_value = "gpu")]
             backend: BackendArg,
             #[arg(long)]
             json: bool,
         },
+        /// Region maps: which parts of each image its score for a prompt comes from.
+        Explain(ExplainArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct ExplainArgs {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Also the occlusion map on a G x G grid of cells (1 to 32; 7 is a good start).
+        #[arg(long, value_name = "G", allow_hyphen_values = true)]
+        occlusion: Option<String>,
+        /// Write per image a PNG of the crop with each map blended over it and a colour scale.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: BackendArg,
+        #[arg(long)]
+        json: bool,
     }
 
     /// A folder, or `org/name` resolved from the local Hugging Face cache (no download here).
@@ -411,6 +554,67 @@ mod cli {
         }
     }
 
+    /// Prints a batch summary: one JSON line with `json`, else text (with the lines whose
+    /// record failed, for merge).
+    fn print_summary(
+        summary: &sciscore::batch::BatchSummary,
+        json: bool,
+        failed: Option<&[usize]>,
+    ) -> Result<()> {
+        if json {
+            println!("{}", json_line(summary)?);
+            return Ok(());
+        }
+        let of_shard = summary.shard.as_ref().map(|s| format!(" of shard {s}"));
+        println!(
+            "{} lines{}: {} scored, {} errors, {} already done",
+            summary.lines,
+            of_shard.unwrap_or_default(),
+            summary.scored,
+            summary.errors,
+            summary.resumed
+        );
+        for (g, m) in &summary.groups {
+            println!(
+                "  group {:<24} mean score {:.4} over {}",
+                shown(g),
+                m.mean_score,
+                m.n
+            );
+        }
+        if let Some(roles) = &summary.roles {
+            println!("  roles: mean score per role; position = (implicit - superficial) / (explicit - superficial)");
+            let row = |name: &str, r: &sciscore::batch::RoleMeans| {
+                let m = |g: &Option<sciscore::batch::GroupMean>| {
+                    g.as_ref().map_or("-".to_string(), |g| {
+                        format!("{:.4} ({})", g.mean_score, g.n)
+                    })
+                };
+                let pos = r.position.map_or("n/a".to_string(), |p| format!("{p:.4}"));
+                println!(
+                    "  {:<30} implicit {}  explicit {}  superficial {}  position {pos}",
+                    shown(name),
+                    m(&r.implicit),
+                    m(&r.explicit),
+                    m(&r.superficial)
+                );
+            };
+            row("all", &roles.all);
+            for (g, r) in &roles.groups {
+                row(&format!("group {g}"), r);
+            }
+        }
+        if let Some(f) = failed.filter(|f| !f.is_empty()) {
+            let mut shown_lines: Vec<String> =
+                f.iter().take(20).map(|l| (l + 1).to_string()).collect();
+            if f.len() > 20 {
+                shown_lines.push(format!("... ({} in all)", f.len()));
+            }
+            println!("  failed lines (from 1): {}", shown_lines.join(", "));
+        }
+        Ok(())
+    }
+
     pub fn run() -> Result<()> {
         match parse_args().cmd {
             Cmd::Score {
@@ -577,16 +781,55 @@ mod cli {
                 model,
                 manifest,
                 out,
+                shard,
+                shards,
+                format,
                 batch,
                 backend,
                 json,
             } => {
-                let total = sciscore::batch::check(&manifest, out.as_deref())?;
+                use sciscore::batch;
+                let env = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+                let detected = batch::detect(shard.as_deref(), shards.as_deref(), env)?;
+                if matches!(format, FormatArg::Parquet) && out.is_none() {
+                    bail!(
+                        "--format parquet needs --out (records go to stdout as JSONL without it)"
+                    );
+                }
+                if let Some(dir) = out.as_ref().filter(|o| o.to_string_lossy().ends_with('/')) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating the --out folder {}", dir.display()))?;
+                }
+                let out = match (&out, &detected) {
+                    (Some(o), Some((s, _))) => Some(batch::out_path(o, *s, format.into())?),
+                    _ => out,
+                };
+                if let Some((s, how)) = &detected {
+                    let to = out.as_ref().map(|o| format!(", writing {}", o.display()));
+                    eprintln!("shard {s} (from {how}){}", shown(&to.unwrap_or_default()));
+                }
+                let job = batch::Job {
+                    manifest: &manifest,
+                    out: out.as_deref(),
+                    batch,
+                    shard: detected.map(|(s, _)| s),
+                    format: format.into(),
+                    stop: Some(&crate::interrupt::STOP),
+                };
+                let checked = batch::check_job(&job)?;
+                if let (Some(summary), Some(o)) = (checked.finished, &out) {
+                    eprintln!("{} is complete already: nothing to score", o.display());
+                    print_summary(&summary, json, None)?;
+                    return Ok(());
+                }
                 let m = load(&model, backend)?;
-                let bar = progress(total as u64, "images");
+                // From here a SIGTERM (preemption) or Ctrl-C stops after the pass in flight,
+                // its records written, with the retry status.
+                crate::interrupt::catch();
+                let bar = progress(checked.lines as u64, "images");
                 let to_stdout = out.is_none();
                 let mut print_err = None;
-                let summary = sciscore::batch::run(&m, &manifest, out.as_deref(), batch, |r| {
+                let summary = batch::run_job(&m, &job, |r| {
                     bar.inc(1);
                     if let Some(e) = &r.error {
                         note(&bar, &format!("line {}: {e}", r.line + 1));
@@ -606,21 +849,8 @@ mod cli {
                 }
                 if to_stdout {
                     eprintln!("{}", json_line(&summary)?);
-                } else if json {
-                    println!("{}", json_line(&summary)?);
                 } else {
-                    println!(
-                        "{} lines: {} scored, {} errors, {} already done",
-                        summary.lines, summary.scored, summary.errors, summary.resumed
-                    );
-                    for (g, m) in &summary.groups {
-                        println!(
-                            "  group {:<24} mean score {:.4} over {}",
-                            shown(g),
-                            m.mean_score,
-                            m.n
-                        );
-                    }
+                    print_summary(&summary, json, None)?;
                 }
                 eprintln!(
                     "time: {:.1}s decoding images (reader thread), {:.1}s in the model ({:.2} images/s in the model)",
@@ -669,6 +899,25 @@ mod cli {
                     }
                 }
             }
+            Cmd::Merge {
+                manifest,
+                out,
+                format,
+                json,
+                shards,
+            } => {
+                let report = sciscore::batch::merge(&manifest, &shards, &out, format.into())?;
+                if json {
+                    println!("{}", json_line(&report)?);
+                } else {
+                    print_summary(&report.summary, false, Some(&report.failed))?;
+                    println!(
+                        "merged {} shard output(s) into {}",
+                        report.shards,
+                        shown(&out.display().to_string())
+                    );
+                }
+            }
             Cmd::Serve { port, root, demo } => {
                 if !root.join("index.html").is_file() {
                     bail!(
@@ -702,19 +951,20 @@ mod cli {
                 layers,
                 batch,
                 iters,
+                occlusion,
                 backend,
                 json,
             } => {
                 let (cfg, rows, gpu) = match backend {
                     BackendArg::Cpu => {
                         let (cfg, rows) = pollster::block_on(sciscore::bench::bench_cpu(
-                            &random, layers, batch, iters,
+                            &random, layers, batch, iters, occlusion,
                         ))?;
                         (cfg, rows, None)
                     }
                     BackendArg::Gpu => {
                         let b = pollster::block_on(sciscore::bench::bench_gpu(
-                            &random, layers, batch, iters, false,
+                            &random, layers, batch, iters, false, occlusion,
                         ))?;
                         (b.cfg.clone(), b.rows.clone(), Some(b))
                     }
@@ -772,7 +1022,189 @@ mod cli {
                     }
                 }
             }
+            Cmd::Explain(args) => explain(args)?,
         }
         Ok(())
+    }
+
+    // ---- `sciscore explain` ----
+
+    /// `sciscore explain`: the patch map of each image (and with `--occlusion G` its occlusion
+    /// map), as JSON or text, and with `--out-dir` as pictures. An image that cannot be decoded
+    /// gets an `error` entry and the others are still explained; the command then exits
+    /// non-zero, as `score` does on such an image.
+    fn explain(a: ExplainArgs) -> Result<()> {
+        use sciscore::explain::{self as ex, MAX_OCCLUSION_GRID};
+        let grid = match &a.occlusion {
+            None => None,
+            Some(g) => match g.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_OCCLUSION_GRID).contains(&n) => Some(n),
+                _ => bail!(
+                    "--occlusion {}: expected a whole number in 1..={MAX_OCCLUSION_GRID} (cells a side)",
+                    shown(g)
+                ),
+            },
+        };
+        if let Some(dir) = &a.out_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating --out-dir {}", dir.display()))?;
+        }
+        let m = load(&a.model, a.backend)?;
+        let s = m.config().vision.image_size;
+        if let Some(g) = grid {
+            ex::check_occlusion_grid(g, s)?;
+        }
+        // Decode each image; one that fails keeps its error and the others go on.
+        let mut pixels = Vec::new();
+        let mut decoded: Vec<std::result::Result<usize, String>> = Vec::new();
+        for p in &a.images {
+            let name = p.display().to_string();
+            let px = sciscore::preprocess::read_image_file(p).and_then(|bytes| {
+                m.pixels(ImageInput {
+                    name: &name,
+                    bytes: &bytes,
+                })
+            });
+            match px {
+                Ok(px) => {
+                    decoded.push(Ok(pixels.len() / (3 * s * s)));
+                    pixels.extend(px);
+                }
+                Err(e) => decoded.push(Err(e.to_string())),
+            }
+        }
+        let n_ok = pixels.len() / (3 * s * s);
+        let maps = if n_ok > 0 {
+            pollster::block_on(m.patch_maps(&a.prompt, &pixels, n_ok))?
+        } else {
+            Vec::new()
+        };
+        let one = |k: usize| &pixels[k * 3 * s * s..(k + 1) * 3 * s * s];
+        let mut occlusion = Vec::new();
+        if let Some(g) = grid {
+            let bar = progress((n_ok * g * g) as u64, "occluded images");
+            for (k, x) in maps.iter().enumerate() {
+                let mut report = |done: usize, _total: usize| {
+                    bar.set_position((k * g * g + done) as u64);
+                    true
+                };
+                occlusion.push(pollster::block_on(m.occlusion_map(
+                    &a.prompt,
+                    one(k),
+                    g,
+                    x.score,
+                    &mut report,
+                ))?);
+            }
+            bar.finish_and_clear();
+        }
+        let mut results = Vec::new();
+        let mut failed = 0;
+        for (i, (path, d)) in a.images.iter().zip(&decoded).enumerate() {
+            let name = path.display().to_string();
+            let k = match d {
+                Ok(k) => *k,
+                Err(e) => {
+                    failed += 1;
+                    results.push(json!({"image": name, "error": e}));
+                    continue;
+                }
+            };
+            let x = &maps[k];
+            let mut r = json!({
+                "image": name,
+                "score": x.score,
+                "patch_grid": x.patch_map.grid,
+                "patch_map": x.patch_map.values,
+            });
+            if let Some(o) = occlusion.get(k) {
+                r["occlusion"] = json!({"grid": o.grid[0], "drop": o.values});
+            }
+            if let Some(dir) = &a.out_dir {
+                let crop = ex::crop_rgb(one(k), s, m.preprocessor());
+                let mut files = Vec::new();
+                for (kind, map) in [
+                    ("patch", Some(&x.patch_map)),
+                    ("occlusion", occlusion.get(k)),
+                ] {
+                    if let Some(map) = map {
+                        let img = ex::render_overlay(&crop, map, 0.55);
+                        let file = ex::write_png(dir, &ex::picture_name(path, i, kind), &img)?;
+                        files.push(file.display().to_string());
+                    }
+                }
+                r["files"] = json!(files);
+            }
+            results.push(r);
+        }
+        if a.json {
+            println!(
+                "{}",
+                json_line(&json!({"prompt": a.prompt, "results": results}))?
+            );
+        } else {
+            print_explanations(&a.prompt, &results);
+        }
+        if failed > 0 {
+            bail!(
+                "{failed} of {} images could not be explained (see their errors above)",
+                a.images.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The human form of `explain`'s results: per image its score, where the patch map peaks and
+    /// dips, and the occlusion map as a table.
+    fn print_explanations(prompt: &str, results: &[serde_json::Value]) {
+        println!("prompt: {}", shown(prompt));
+        let floats = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default()
+        };
+        for r in results {
+            let image = shown(r["image"].as_str().unwrap_or_default()).into_owned();
+            if let Some(e) = r["error"].as_str() {
+                println!("{image}: error: {}", shown(e));
+                continue;
+            }
+            let (map, gw) = (
+                floats(&r["patch_map"]),
+                r["patch_grid"][1].as_u64().unwrap_or(1) as usize,
+            );
+            let at = |i: usize| format!("row {}, col {}", i / gw.max(1), i % gw.max(1));
+            let (lo, hi) = map.iter().enumerate().fold((0, 0), |(lo, hi), (i, &v)| {
+                (
+                    if v < map[lo] { i } else { lo },
+                    if v > map[hi] { i } else { hi },
+                )
+            });
+            println!(
+                "{image}: score {:.4}",
+                r["score"].as_f64().unwrap_or(f64::NAN)
+            );
+            if !map.is_empty() {
+                println!(
+                    "  patch map {}x{}: highest {:.2} at {}, lowest {:.2} at {}",
+                    r["patch_grid"][0],
+                    gw,
+                    map[hi],
+                    at(hi),
+                    map[lo],
+                    at(lo)
+                );
+            }
+            if let Some(g) = r["occlusion"]["grid"].as_u64() {
+                println!("  occlusion {g}x{g} (score drop when the cell is greyed out):");
+                for row in floats(&r["occlusion"]["drop"]).chunks(g as usize) {
+                    let cells: Vec<String> = row.iter().map(|v| format!("{v:>7.2}")).collect();
+                    println!("  {}", cells.join(""));
+                }
+            }
+            for f in r["files"].as_array().into_iter().flatten() {
+                println!("  wrote {}", shown(f.as_str().unwrap_or_default()));
+            }
+        }
     }
 }

@@ -1,15 +1,15 @@
 //! The public model: load a Hugging Face `CLIPModel` folder, embed prompts and images, score.
 //! One async API for native and wasm; native callers block on it with `pollster`.
 
-use crate::config::{ClipConfig, PreprocessorConfig};
-use crate::cpu::{CpuModel, Trace};
 use crate::error::{Error, Hint, Result};
 use crate::gpu::{GpuModel, GpuOptions};
-use crate::safetensors::Checkpoint;
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::{read_all, ModelSource};
+use crate::models::clip::config::{ClipConfig, PreprocessorConfig};
+use crate::models::clip::cpu::{CpuModel, Trace};
+use crate::models::clip::tokenizer::Tokenizer;
+use crate::models::clip::weights::ClipWeights;
 use crate::score::{self, ScoreMatrix};
-use crate::source::{read_all, ModelSource};
-use crate::tokenizer::Tokenizer;
-use crate::weights::ClipWeights;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
@@ -339,7 +339,7 @@ impl Model {
         Ok(m)
     }
 
-    /// Text tower with every hidden state recorded (tests and `--dump`).
+    /// Text tower with every hidden state recorded (the layer-by-layer parity tests).
     pub fn trace_text(&self, ids: &[u32]) -> Result<(Vec<f32>, Trace)> {
         let mut t = Trace::default();
         let f = self.cpu()?.text_features(ids, Some(&mut t))?;
@@ -351,6 +351,27 @@ impl Model {
         let mut t = Vec::new();
         let f = self.cpu()?.image_features(pixels, 1, Some(&mut t))?;
         Ok((f, t.remove(0)))
+    }
+
+    /// `get_image_features` of `n` preprocessed images, (n, P), and from the same pass each
+    /// patch token's projection, (n*N, P) (region maps, `crate::jobs::explain`).
+    pub(crate) async fn embed_pixels_and_patches(
+        &self,
+        pixels: &[f32],
+        n: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        match &self.engine {
+            Engine::Cpu(m) => m.image_and_patch_features(pixels, n),
+            Engine::Gpu(m) => m.image_and_patch_features(pixels, n).await,
+        }
+    }
+
+    /// Which engine runs the network.
+    pub fn backend(&self) -> Backend {
+        match &self.engine {
+            Engine::Cpu(_) => Backend::Cpu,
+            Engine::Gpu(_) => Backend::Gpu,
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `sciscore` binary: the JSON of DESIGN.md's CLI contract, and one-line errors.
+//! The `sciscore` binary: the JSON of the CLI contract (docs/contracts.md), and one-line errors.
 
 mod common;
 use common::*;

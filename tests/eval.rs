@@ -12,24 +12,6 @@ fn sciscore(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The JSON records of a batch output file, one per line.
-fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ok_json(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn backends() -> Vec<&'static str> {
     if gpu_available() {
         vec!["cpu", "gpu"]
@@ -292,29 +274,11 @@ fn batch_streams_scores_groups_and_resumes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("empty"));
 }
 
-/// Runs the CLI, killing it after `secs` (a bound far above the expected time, so that a
-/// regression to an endless loop fails the test instead of hanging it).
+/// Runs the CLI, killing it after `secs` (see [`run_bounded`]).
 fn sciscore_bounded(args: &[&str], secs: u64) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sciscore"))
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed().as_secs() >= secs {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("sciscore {args:?} still ran after {secs} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sciscore"));
+    c.args(args);
+    run_bounded(c, secs)
 }
 
 /// A manifest line scoring fixture image `i` of the tiny224 goldens against `prompt`.

@@ -1,6 +1,8 @@
 // The page: model choice, images, prompt, results. All computation happens in worker.js; this
 // file only moves files to it and renders what comes back. Names and prompts are rendered with
-// textContent, never as HTML. Element ids are a contract (DESIGN.md, "Page contract").
+// textContent, never as HTML. Element ids are a contract (docs/contracts.md, "Page").
+
+import { initExplain } from './explain.js';
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -49,6 +51,12 @@ class Engine {
       ev.preventDefault?.();
       this.fail(`the engine did not start (${ev.message || 'worker script error'}); is www/pkg/ built? run scripts/serve`);
     };
+  }
+
+  /** A message the worker handles at once, outside the request queue (a cancel). */
+  post(msg) {
+    this.ensure();
+    this.worker.postMessage(msg);
   }
 
   call(type, payload = {}, onProgress = null) {
@@ -909,6 +917,12 @@ function init() {
       showError(e);
     }
   };
+
+  initExplain({
+    engine, $, el, download, setStatus, onFailure: afterEngineFailure,
+    scored: () => state.scored,
+    results: () => state.results,
+  });
 
   setStatus('no model loaded — choose a preset, a URL, or a local model folder');
   updateCacheUsage();

@@ -70,8 +70,16 @@ let crashed = false;
 const message = (e) => (e && e.message) || String(e);
 const fmtBytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : `${(n / 1e6).toFixed(1)} MB`);
 
+/** Tokens of occlusion runs the page asked to stop (www/explain.js). */
+const cancelled = new Set();
+
 self.onmessage = (ev) => {
   const msg = ev.data;
+  // A cancel acts at once: the run it stops is the request in progress.
+  if (msg.type === 'cancel') {
+    cancelled.add(msg.token);
+    return;
+  }
   queue = queue.then(() => handle(msg));
 };
 
@@ -263,6 +271,40 @@ const ops = {
     const t0 = performance.now();
     const report = await model.evalParquet(files, progress);
     return { report, ms: performance.now() - t0 };
+  },
+
+  /** Score and patch map of each image (src/explain.rs): `[{name, score, patch_map} | {name, error}]`. */
+  async patchMaps(msg) {
+    if (!model) throw new Error('no model loaded: load one first');
+    const images = msg.images.map((im) => ({ name: im.name, bytes: new Uint8Array(im.bytes) }));
+    const t0 = performance.now();
+    const results = await model.patchMaps(msg.prompt, images);
+    return { results, ms: performance.now() - t0 };
+  },
+
+  /**
+   * The occlusion map of one image, a few cells at a time (one image per step on the CPU):
+   * progress after each step, and a cancel with this run's token stops it between steps.
+   */
+  async occlusion(msg, progress) {
+    if (!model) throw new Error('no model loaded: load one first');
+    const image = { name: msg.image.name, bytes: new Uint8Array(msg.image.bytes) };
+    const total = msg.grid * msg.grid;
+    const chunk = Math.max(1, model.occlusionChunk());
+    const drops = [];
+    try {
+      while (drops.length < total) {
+        // Let a cancel in: the CPU path computes a step without returning to the event loop.
+        await new Promise((r) => { setTimeout(r, 0); });
+        if (cancelled.has(msg.token)) throw new Error('occlusion cancelled');
+        const end = Math.min(total, drops.length + chunk);
+        drops.push(...await model.occlusionDrops(msg.prompt, image, msg.grid, drops.length, end, msg.original));
+        progress({ done: drops.length, total });
+      }
+    } finally {
+      cancelled.delete(msg.token);
+    }
+    return { drops };
   },
 
   clearCache() {

@@ -5,17 +5,18 @@
 //! Times come from timestamp queries where the adapter has `timestamp-query`, else from the wall
 //! clock around one submission per kernel with a full queue wait (which adds the submit
 //! overhead, ~0.1 ms, to each kernel). FLOPs: 2 M N K per matmul, 4 T^2 D per attention; norms,
-//! softmax, embeddings and activations are not counted (as in `crate::bench`).
+//! softmax, embeddings and activations are not counted (as in `crate::jobs::bench`).
 
 use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass};
-use crate::bench::{text_flops, vision_flops, BenchRow};
-use crate::config::{ClipConfig, TowerConfig};
-use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
-use crate::random::RandomSource;
-use crate::safetensors::Checkpoint;
-use crate::source::read_all;
-use crate::weights::ClipWeights;
+use crate::io::random::RandomSource;
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::read_all;
+use crate::jobs::bench::{text_flops, vision_flops, BenchRow};
+use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::cpu::CpuModel;
+use crate::models::clip::gpu::VisionHead;
+use crate::models::clip::weights::ClipWeights;
 use std::time::Instant;
 
 /// GPU vs CPU reference on one random layer per tower: f16 weights move the embedding by about
@@ -65,7 +66,7 @@ fn pixels(cfg: &ClipConfig, b: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A prompt of `tokens` ids: BOS, words, EOS (as `crate::bench`).
+/// A prompt of `tokens` ids: BOS, words, EOS (as `crate::jobs::bench`).
 fn prompt(tokens: usize, salt: u32) -> Vec<u32> {
     let mut ids: Vec<u32> = (0..tokens)
         .map(|i| 49406u32.min(320 + i as u32 * 101 + salt))
@@ -300,6 +301,7 @@ pub async fn bench_gpu(
     batch: usize,
     iters: usize,
     f32_weights: bool,
+    occlusion: Option<usize>,
 ) -> Result<GpuBench> {
     let iters = iters.max(1);
     let opts = GpuOptions { f32_weights };
@@ -327,6 +329,20 @@ pub async fn bench_gpu(
         batch,
     ));
     drop(pass);
+    // The patch map's head: post_layernorm + visual_projection over all B*T rows (the last two
+    // kernels of that pass) in place of gather + both over the B class rows (the last three).
+    let plain_total: f64 = ms.iter().sum();
+    let pooled_head: f64 = ms[ms.len().saturating_sub(3)..].iter().sum();
+    let (_, pass, _) = model.record_vision_head(&px, batch, VisionHead::AllTokens)?;
+    let all = time_ops(gpu, &pass, 1).await?;
+    drop(pass);
+    let head: f64 = all[all.len().saturating_sub(2)..].iter().sum();
+    rows.push(crate::jobs::bench::patch_head_row(
+        &cfg,
+        batch,
+        plain_total,
+        (head - pooled_head).max(0.0),
+    ));
     let ids: Vec<Vec<u32>> = (0..batch).map(|i| prompt(tt, i as u32)).collect();
     let (enc, pass, _) = model.record_text(&ids)?;
     gpu.queue.submit([enc.finish()]); // the token-row copies the kernels read
@@ -341,20 +357,43 @@ pub async fn bench_gpu(
     drop(pass);
 
     // Whole forward passes, wall clock including upload and readback.
-    let mut t = Vec::new();
+    // The plain pass and the one with the patch map (region maps) in turn, so that load hits
+    // both alike.
+    let (mut t, mut tp) = (Vec::new(), Vec::new());
     for it in 0..=iters {
         let t0 = Instant::now();
         model.image_features(&px, batch).await?;
+        let t1 = Instant::now();
+        model.image_and_patch_features(&px, batch).await?;
         if it > 0 {
-            t.push(t0.elapsed().as_secs_f64() * 1e3);
+            t.push((t1 - t0).as_secs_f64() * 1e3);
+            tp.push(t1.elapsed().as_secs_f64() * 1e3);
         }
     }
+    let plain = median(t);
     rows.push(row(
         format!("vision forward, batch {batch}"),
-        median(t),
+        plain,
         batch,
         vision_flops(&cfg) * batch as f64,
     ));
+    rows.push(crate::jobs::bench::patch_map_row(
+        &cfg,
+        batch,
+        plain,
+        median(tp),
+    ));
+    if let Some(g) = occlusion {
+        let s = cfg.vision.image_size;
+        let chunk = crate::jobs::explain::occlusion_chunk(crate::Backend::Gpu);
+        let cells = crate::jobs::explain::occluded_batch(&px[..3 * s * s], s, g, 0..g * g);
+        let t0 = Instant::now();
+        for part in cells.chunks(chunk * 3 * s * s) {
+            model.image_features(part, part.len() / (3 * s * s)).await?;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        rows.push(crate::jobs::bench::occlusion_row(&cfg, g, chunk, ms));
+    }
     let mut t = Vec::new();
     for it in 0..=iters {
         let t0 = Instant::now();

@@ -15,9 +15,6 @@
 //! packed pairs with `unpack2x16float`: reading them as `vec4<f16>` measured 14-20% slower on
 //! llvmpipe (257x1280x5120: 9.5-9.6 against 10.9-11.2 GFLOP/s, 16 x 8 blocks, identical output).
 
-mod forward;
-mod weights;
-
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(any(test, feature = "selftest"))]
@@ -25,11 +22,11 @@ pub mod selftest;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
 
-pub(crate) use forward::GpuModel;
-pub(crate) use weights::{GpuLayerNorm, GpuLinear};
+pub(crate) use crate::models::clip::gpu::GpuModel;
+pub(crate) use crate::models::clip::gpu_weights::{GpuLayerNorm, GpuLinear};
 
-use crate::config::Activation;
 use crate::error::{Error, Result};
+use crate::models::clip::config::Activation;
 use std::sync::{Arc, Mutex};
 
 /// Load-time choices of the GPU engine.

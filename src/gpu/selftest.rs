@@ -7,27 +7,27 @@
 //! of tolerance and otherwise returns a line of figures. Compiled for unit tests and with the
 //! `selftest` feature only.
 
-use super::weights::pack_rows;
 use super::*;
-use crate::config::ClipConfig;
-use crate::safetensors::Checkpoint;
-use crate::source::{read_all, ModelSource};
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::{read_all, ModelSource};
+use crate::models::clip::config::ClipConfig;
+use crate::models::clip::gpu_weights::pack_rows;
 
 /// The browser CPU path's packed product (`src/sgemm.rs`) against f64: in `tests/wasm_gpu.rs`
 /// this runs the SIMD128 micro-kernel, and the relaxed-SIMD one in a `relaxed-simd` build.
 #[cfg(feature = "selftest")]
 pub fn cpu_packed_product() -> String {
-    crate::sgemm::check_awkward_shapes()
+    crate::cpu::sgemm::check_awkward_shapes()
 }
 
 /// Where a ViT-H/14 vision layer's time goes on the CPU path: (stage, best ms of three runs
 /// after one that includes V8's tier-up).
 #[cfg(feature = "selftest")]
 pub fn cpu_layer_profile(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
-    crate::cpu::profile_vision_layer(now_ms);
-    let mut best = crate::cpu::profile_vision_layer(now_ms);
+    crate::models::clip::cpu::profile_vision_layer(now_ms);
+    let mut best = crate::models::clip::cpu::profile_vision_layer(now_ms);
     for _ in 0..2 {
-        let run = crate::cpu::profile_vision_layer(now_ms);
+        let run = crate::models::clip::cpu::profile_vision_layer(now_ms);
         for (b, (_, ms)) in best.iter_mut().zip(run) {
             b.1 = b.1.min(ms);
         }
@@ -44,7 +44,7 @@ pub fn cpu_product_timing(
     reps: usize,
     now_ms: &dyn Fn() -> f64,
 ) -> Vec<(String, f64, f64)> {
-    use crate::sgemm::{gemm_acc_with, Micro, Rows};
+    use crate::cpu::sgemm::{gemm_acc_with, Micro, Rows};
     let x = rand(m * k, 1, 1.0);
     let w: Vec<half::f16> = rand(n * k, 2, 1.0)
         .into_iter()
@@ -282,9 +282,9 @@ pub async fn layer_norm(g: &TestGpu) -> String {
         let mut pass = Pass::new(g);
         pass.layer_norm("ln", &ln, &xb, &yb, rows, d, eps);
         let got = run(g, pass, &yb, rows * d).await;
-        let want = crate::cpu::layer_norm(
+        let want = crate::models::clip::cpu::layer_norm(
             &x,
-            &crate::weights::LayerNorm {
+            &crate::models::clip::weights::LayerNorm {
                 weight: w.clone(),
                 bias: b.clone(),
             },
@@ -449,7 +449,7 @@ pub async fn text_embed_and_pooling(g: &TestGpu) -> String {
         pass.text_embed(
             &rb,
             f16,
-            super::weights::row_words(d, f16),
+            crate::models::clip::gpu_weights::row_words(d, f16),
             &pb,
             &x,
             b,

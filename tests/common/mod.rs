@@ -12,6 +12,9 @@ pub const SCORE_ABS_F32: f64 = 0.01;
 /// Hidden states: relative max-abs error vs the golden's magnitude. Both sides are f32 with
 /// different summation orders (SDPA, MKL vs gemm); 1e-4 is ~1000 ulp of headroom over 2-3 layers.
 pub const HIDDEN_REL_F32: f64 = 1e-4;
+/// The GPU's default f16 weights vs transformers f32: |score difference| (the contract of
+/// `src/gpu/selftest.rs` SCORE_ABS_F16: each weight rounded to 11 significant bits).
+pub const SCORE_ABS_F16: f64 = 0.1;
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -165,4 +168,47 @@ pub fn join(path: &Path, header: &serde_json::Map<String, Value>, data: &[u8]) {
     out.extend(h);
     out.extend(data);
     std::fs::write(path, out).unwrap();
+}
+
+/// The JSON records of a `sciscore batch` output file, one per line.
+pub fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The JSON on stdout of a command that must have succeeded.
+pub fn ok_json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `cmd`, killing it after `secs` (a bound far above the expected time, so that a
+/// regression to an endless loop fails the test instead of hanging it).
+pub fn run_bounded(mut cmd: std::process::Command, secs: u64) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{cmd:?} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }

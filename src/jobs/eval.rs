@@ -89,7 +89,7 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// Refuses output files (`(flag, path)`) that are one of the dataset's `files` or one another,
 /// before anything is written: writing one would destroy the other.
 pub fn check_outputs(files: &[PathBuf], outputs: &[(&str, &Path)]) -> Result<()> {
-    use crate::batch::same_regular_file;
+    use crate::jobs::batch::same_regular_file;
     for (i, &(flag, p)) in outputs.iter().enumerate() {
         if let Some(f) = files.iter().find(|f| same_regular_file(f, p)) {
             return Err(Error::Invalid(format!(
@@ -117,7 +117,7 @@ fn same_output(a: &Path, b: &Path) -> bool {
         let dir = dir.unwrap_or(Path::new(".")).canonicalize().ok()?;
         Some((dir, p.file_name()?.to_owned()))
     };
-    crate::batch::same_regular_file(a, b)
+    crate::jobs::batch::same_regular_file(a, b)
         || (!a.exists() && !b.exists() && place(a).is_some() && place(a) == place(b))
 }
 
@@ -227,7 +227,7 @@ fn first_image(row: &Row, col: &str) -> std::result::Result<(String, Vec<u8>), S
 fn prepare(
     r: &Row,
     row: usize,
-    pre: &crate::config::PreprocessorConfig,
+    pre: &crate::models::clip::config::PreprocessorConfig,
 ) -> std::result::Result<Prepared, String> {
     let (pe, e) = first_image(r, "explicit_image")?;
     let (ps, s) = first_image(r, "superficial_image")?;
@@ -306,7 +306,7 @@ pub async fn evaluate_in_memory(
 fn read_rows(
     files: Vec<PathBuf>,
     limit: Option<usize>,
-    pre: Arc<crate::config::PreprocessorConfig>,
+    pre: Arc<crate::models::clip::config::PreprocessorConfig>,
     tx: mpsc::SyncSender<(std::result::Result<Prepared, RowError>, f64)>,
 ) -> Result<()> {
     let mut row = 0usize;

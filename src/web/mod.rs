@@ -13,9 +13,9 @@
 //! ([`take_alloc_failure`]), so the worker can say what happened before the page restarts it.
 
 use crate::error::{Error, Hint, Result};
+use crate::io::random::RandomSource;
+use crate::io::source::{seal, unseal, F32Data, LocalFuture, MemorySource, ModelSource};
 use crate::model::{Backend, ImageInput, Model};
-use crate::random::RandomSource;
-use crate::source::{seal, unseal, F32Data, LocalFuture, MemorySource, ModelSource};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
@@ -32,6 +32,9 @@ use wasm_bindgen_futures::JsFuture;
 const CACHE_NAME: &str = "sciscore-models-v2";
 /// Progress callbacks at most this often (ms): a 900-tensor checkpoint must not flood the page.
 const PROGRESS_EVERY_MS: f64 = 100.0;
+
+/// Region maps (patch and occlusion maps) for the page's *Show regions*.
+mod explain;
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -474,7 +477,8 @@ impl HttpSource {
             }
         }
         let body = self.download(name, offset, len).await?;
-        match crate::safetensors::to_f16_bytes(name, crate::safetensors::DType::F32, &body) {
+        match crate::io::safetensors::to_f16_bytes(name, crate::io::safetensors::DType::F32, &body)
+        {
             Ok(Some(h)) => {
                 self.cache_put(&key, &h).await;
                 Ok(F32Data::F16(h))
@@ -885,7 +889,7 @@ impl SciScore {
                 Some(layers),
                 0x5c1,
                 RandomSource::new(&geometry, None, 0)?.checkpoint_bytes()
-                    > crate::weights::WASM_F32_LIMIT,
+                    > crate::models::clip::weights::WASM_F32_LIMIT,
             )?,
         };
         let model = Model::load(&src, backend).await?;
@@ -954,12 +958,13 @@ impl SciScore {
         // The headers and the config are small; a model that does not parse fails its load
         // anyway, and is counted here at full size.
         let halved = async {
-            let ckpt = crate::safetensors::Checkpoint::open(&src).await.ok()?;
-            let config = crate::source::read_all(&src, "config.json", 1 << 20)
+            let ckpt = crate::io::safetensors::Checkpoint::open(&src).await.ok()?;
+            let config = crate::io::source::read_all(&src, "config.json", 1 << 20)
                 .await
                 .ok()?;
             let cfg = crate::config::ClipConfig::from_json(&config).ok()?;
-            let (all, kept) = ckpt.bytes_with_f16_matrices(&crate::schema::ClipSchema::new(&cfg));
+            let (all, kept) =
+                ckpt.bytes_with_f16_matrices(&crate::models::clip::schema::ClipSchema::new(&cfg));
             Some(all - kept)
         };
         let store_bytes = total_bytes - halved.await.unwrap_or(0).min(total_bytes);
@@ -1067,7 +1072,7 @@ impl SciScore {
         wasm_bindgen_futures::future_to_promise(async move {
             let files = read_images(&files).map_err(to_js)?;
             let (report, per_row) =
-                crate::eval::evaluate_in_memory(&model, files, |done, total| {
+                crate::jobs::eval::evaluate_in_memory(&model, files, |done, total| {
                     if let Some(f) = &on_progress {
                         let p = js_sys::Object::new();
                         let _ = Reflect::set(&p, &"done".into(), &(done as f64).into());
@@ -1083,8 +1088,8 @@ impl SciScore {
                 overall_accuracy: f64,
                 category_accuracy: std::collections::BTreeMap<String, f64>,
                 law_accuracy: std::collections::BTreeMap<String, f64>,
-                errors: Vec<crate::eval::RowError>,
-                per_row: Vec<crate::eval::EvalRow>,
+                errors: Vec<crate::jobs::eval::RowError>,
+                per_row: Vec<crate::jobs::eval::EvalRow>,
             }
             let out = Out {
                 rows: report.rows,

@@ -7,8 +7,10 @@
 //! Matrix products go through the `gemm` crate natively (f32, blocked, SIMD, threads) and through
 //! `sgemm` (packed SIMD128, one thread) in the browser.
 
-use crate::config::{Activation, ClipConfig, TowerConfig};
-use crate::weights::{Attention, ClipWeights, EncoderLayer, LayerNorm, Linear, Matrix};
+use crate::models::clip::config::{Activation, ClipConfig, TowerConfig};
+use crate::models::clip::weights::{
+    Attention, ClipWeights, EncoderLayer, LayerNorm, Linear, Matrix,
+};
 
 /// Hidden states recorded during a forward pass (the `output_hidden_states` of transformers).
 #[derive(Default, Debug, Clone)]
@@ -45,7 +47,7 @@ fn gemm_nt(
         if !accumulate {
             out[..m * n].fill(0.0);
         }
-        crate::sgemm::gemm_acc(out, a, crate::sgemm::Rows::F32(b), m, n, k);
+        crate::cpu::sgemm::gemm_acc(out, a, crate::cpu::sgemm::Rows::F32(b), m, n, k);
     }
 }
 
@@ -124,7 +126,7 @@ pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
     };
     #[cfg(target_arch = "wasm32")]
     {
-        use crate::sgemm::{gemm_acc, Rows};
+        use crate::cpu::sgemm::{gemm_acc, Rows};
         let rows = match &l.weight {
             Matrix::F32(w) => Rows::F32(w),
             Matrix::F16(w) => Rows::F16(w),
@@ -407,6 +409,45 @@ impl CpuModel {
         b: usize,
         traces: Option<&mut Vec<Trace>>,
     ) -> crate::Result<Vec<f32>> {
+        Ok(self.vision(pixels, b, traces, false)?.0)
+    }
+
+    /// `get_image_features` (B, P) and, from the same pass, every patch token through the
+    /// image head, `visual_projection(post_layernorm(h[1 + i]))` (B*N, P): the patch map's input.
+    pub fn image_and_patch_features(
+        &self,
+        pixels: &[f32],
+        b: usize,
+    ) -> crate::Result<(Vec<f32>, Vec<f32>)> {
+        let (feats, patches) = self.vision(pixels, b, None, true)?;
+        Ok((feats, patches.unwrap_or_default()))
+    }
+
+    /// The patch map's extra work after the vision tower: each patch token of the last hidden
+    /// state x (B*T, D) through the image head, `visual_projection(post_layernorm(x[:, 1..]))`
+    /// (B*N, P).
+    pub(crate) fn patch_features(&self, x: &[f32], b: usize) -> Vec<f32> {
+        let vc = &self.cfg.vision;
+        let (d, t) = (vc.tower.hidden_size, vc.num_positions());
+        let rows: Vec<f32> = (0..b)
+            .flat_map(|img| x[(img * t + 1) * d..(img + 1) * t * d].iter().copied())
+            .collect();
+        let normed = layer_norm(
+            &rows,
+            &self.w.vision.post_layernorm,
+            vc.tower.layer_norm_eps,
+        );
+        linear(&normed, b * (t - 1), &self.w.visual_projection)
+    }
+
+    /// The vision tower; with `with_patches`, the patch tokens' projections too.
+    fn vision(
+        &self,
+        pixels: &[f32],
+        b: usize,
+        traces: Option<&mut Vec<Trace>>,
+        with_patches: bool,
+    ) -> crate::Result<(Vec<f32>, Option<Vec<f32>>)> {
         let vc = &self.cfg.vision;
         let (d, s, p, g) = (
             vc.tower.hidden_size,
@@ -483,6 +524,7 @@ impl CpuModel {
             .collect();
         let pooled = layer_norm(&cls, &vw.post_layernorm, eps);
         let feats = linear(&pooled, b, &self.w.visual_projection);
+        let patch_feats = with_patches.then(|| self.patch_features(&x, b));
         if let Some(tr) = traces {
             tr.clear();
             for img in 0..b {
@@ -494,7 +536,7 @@ impl CpuModel {
                 });
             }
         }
-        Ok(feats)
+        Ok((feats, patch_feats))
     }
 }
 
@@ -590,6 +632,21 @@ pub(crate) fn profile_vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CPU's erf (the shader's is checked on the device by `gelu_on_device_matches_f64`).
+    #[test]
+    fn erf_approximation_is_within_1e6_of_f64_erf() {
+        let mut worst = 0.0f64;
+        for i in -2_000_000..=2_000_000 {
+            let x = i as f32 * 5e-6; // [-10, 10] in steps of 5e-6
+            let c = erfc_nonneg(x.abs());
+            let erf = if x >= 0.0 { 1.0 - c } else { c - 1.0 };
+            worst = worst.max((erf as f64 - libm::erf(x as f64)).abs());
+        }
+        eprintln!("erf approximation: max |error| {worst:.3e} on [-10, 10]");
+        // A&S 7.1.26 is within 1.5e-7 in exact arithmetic; f32 evaluation adds a few ulp.
+        assert!(worst < 1e-6, "erf max error {worst}");
+    }
 
     #[test]
     fn gemm_nt_matches_naive_on_awkward_sizes() {

@@ -6,7 +6,7 @@
 //! [`ModelSource`], so a checkpoint is never held whole.
 
 use crate::error::{Error, Result};
-use crate::source::{read_all, F32Data, ModelSource};
+use crate::io::source::{read_all, F32Data, ModelSource};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -379,7 +379,10 @@ impl Checkpoint {
     /// `schema` halved, as the page's cache keeps them (values beyond f16's range, which stay
     /// f32, aside).
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the page's probe; tests
-    pub(crate) fn bytes_with_f16_matrices(&self, schema: &crate::schema::ClipSchema) -> (u64, u64) {
+    pub(crate) fn bytes_with_f16_matrices(
+        &self,
+        schema: &crate::models::clip::schema::ClipSchema,
+    ) -> (u64, u64) {
         let all: u64 = self.tensors.values().map(|t| t.len).sum();
         let halved: u64 = schema
             .matrices()
@@ -471,7 +474,7 @@ pub(crate) fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{LocalFuture, MemorySource};
+    use crate::io::source::{LocalFuture, MemorySource};
 
     #[test]
     fn f16_bytes_round_to_nearest_even_and_refuse_what_f16_cannot_hold() {
@@ -641,7 +644,7 @@ mod tests {
             64,
         );
         assert!(!m.contains(['\n', '\r']), "{m}");
-        let mut src = crate::source::MemorySource::new();
+        let mut src = crate::io::source::MemorySource::new();
         let index = r#"{"weight_map":{"w":"model-1.safe\ntensors"}}"#;
         src.insert("model.safetensors.index.json", index.as_bytes().to_vec());
         let m = pollster::block_on(Checkpoint::open(&src))

@@ -11,8 +11,8 @@
 //! into a temporary file in the new folder, renamed into place when complete.
 
 use crate::error::{Error, Result};
-use crate::safetensors::{to_f16_bytes, to_f32, Checkpoint, DType};
-use crate::source::DirSource;
+use crate::io::safetensors::{to_f16_bytes, to_f32, Checkpoint, DType};
+use crate::io::source::DirSource;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::Path;
@@ -55,7 +55,7 @@ fn io_err(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 pub fn to_f16(model: &Path, out: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Converted> {
     let src = DirSource::new(model)?;
     let ckpt = pollster::block_on(Checkpoint::open(&src))?;
-    let config = pollster::block_on(crate::source::read_all(
+    let config = pollster::block_on(crate::io::source::read_all(
         &src,
         "config.json",
         MAX_CONFIG_BYTES,
@@ -65,7 +65,9 @@ pub fn to_f16(model: &Path, out: &Path, mut progress: impl FnMut(u64, u64)) -> R
         _ => return Err(Error::config("config.json", "not a JSON object")),
     };
     // The model must load before it is worth converting: this checks every name and shape.
-    crate::config::ClipConfig::from_json(&serde_json::to_vec(&config).unwrap_or_default())?;
+    crate::models::clip::config::ClipConfig::from_json(
+        &serde_json::to_vec(&config).unwrap_or_default(),
+    )?;
     prepare_out(model, out)?;
 
     // The header: every tensor, F16 where its data is a float, at contiguous offsets.

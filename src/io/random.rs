@@ -3,8 +3,8 @@
 //! full CLIP ViT-H/14 geometry without downloading 3.9 GB.
 
 use crate::error::{Error, Result};
-use crate::schema::Role;
-use crate::source::{LocalFuture, ModelSource};
+use crate::io::source::{LocalFuture, ModelSource};
+use crate::models::clip::schema::Role;
 use serde_json::json;
 
 /// A random `CLIPModel` served as files.
@@ -92,8 +92,9 @@ impl RandomSource {
     pub fn with_dtype(name: &str, layers: Option<usize>, seed: u64, f16: bool) -> Result<Self> {
         let (dtype, elem) = if f16 { ("F16", 2u64) } else { ("F32", 4u64) };
         let config = preset(name, layers)?;
-        let cfg = crate::config::ClipConfig::from_json(config.to_string().as_bytes())?;
-        let schema = crate::schema::ClipSchema::new(&cfg);
+        let cfg =
+            crate::models::clip::config::ClipConfig::from_json(config.to_string().as_bytes())?;
+        let schema = crate::models::clip::schema::ClipSchema::new(&cfg);
         let list: Vec<(String, Vec<usize>, Kind)> = schema
             .tensors()
             .into_iter()
@@ -211,7 +212,7 @@ impl ModelSource for RandomSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::safetensors::Checkpoint;
+    use crate::io::safetensors::Checkpoint;
 
     /// What the page's Cache Storage holds for an f32 CLIP-H (SciScore, PickScore_v1): its
     /// matrices in f16, the rest (biases, norms, position and patch embeddings) in f32.
@@ -220,7 +221,8 @@ mod tests {
         let src = RandomSource::new("clip-h", None, 0).unwrap();
         let ckpt = pollster::block_on(Checkpoint::open(&src)).unwrap();
         let cfg = crate::config::ClipConfig::from_json(&src.config).unwrap();
-        let (all, cached) = ckpt.bytes_with_f16_matrices(&crate::schema::ClipSchema::new(&cfg));
+        let (all, cached) =
+            ckpt.bytes_with_f16_matrices(&crate::models::clip::schema::ClipSchema::new(&cfg));
         let ratio = cached as f64 / all as f64;
         println!("clip-h: {all} bytes of f32 tensors, {cached} cached ({ratio:.4})");
         assert_eq!((all, cached), (3_944_437_764, 1_976_260_612));
@@ -240,7 +242,7 @@ mod tests {
                 Checkpoint::open(&a).await.unwrap(),
                 Checkpoint::open(&b).await.unwrap(),
             );
-            let cfg = crate::config::ClipConfig::from_json(&a.config).unwrap();
+            let cfg = crate::models::clip::config::ClipConfig::from_json(&a.config).unwrap();
             let (d, f) = (
                 cfg.vision.tower.hidden_size,
                 cfg.vision.tower.intermediate_size,

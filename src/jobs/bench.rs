@@ -2,12 +2,12 @@
 //! weights, printing ms and GFLOP/s (FLOPs: 2*M*N*K for every matrix product, attention included;
 //! norms, softmax and activations are not counted).
 
-use crate::config::{ClipConfig, TowerConfig};
-use crate::cpu::{linear, CpuModel};
 use crate::error::{Error, Result};
-use crate::random::RandomSource;
-use crate::safetensors::Checkpoint;
-use crate::weights::{ClipWeights, Linear};
+use crate::io::random::RandomSource;
+use crate::io::safetensors::Checkpoint;
+use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::cpu::{linear, CpuModel};
+use crate::models::clip::weights::{ClipWeights, Linear};
 use std::time::Instant;
 
 pub use crate::gpu::bench::{bench_gpu, GpuBench};
@@ -64,6 +64,79 @@ fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
     Ok(median(ms))
 }
 
+/// Medians of `iters` runs of `a` and of `b` taken in turn after a warm-up of each, so that
+/// machine load hits both alike (the patch map's overhead over the plain pass).
+fn time_pair<A, B>(iters: usize, mut a: A, mut b: B) -> Result<(f64, f64)>
+where
+    A: FnMut() -> Result<()>,
+    B: FnMut() -> Result<()>,
+{
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for it in 0..=iters.max(1) {
+        for (f, t) in [
+            (&mut a as &mut dyn FnMut() -> Result<()>, &mut ta),
+            (&mut b, &mut tb),
+        ] {
+            let t0 = Instant::now();
+            f()?;
+            if it > 0 {
+                t.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok((median(ta), median(tb)))
+}
+
+/// The vision pass that also gives the patch map (`crate::jobs::explain`), beside the plain one.
+pub(crate) fn patch_map_row(cfg: &ClipConfig, batch: usize, plain_ms: f64, ms: f64) -> BenchRow {
+    let gflop = vision_flops(cfg) * batch as f64 / 1e9;
+    BenchRow {
+        case: format!(
+            "vision + patch map, batch {batch} ({:+.1}% over the plain pass)",
+            (ms / plain_ms - 1.0) * 100.0
+        ),
+        ms,
+        ms_per_item: ms / batch as f64,
+        gflop,
+        gflops: gflop / ms * 1e3,
+    }
+}
+
+/// The patch map's extra work alone (the image head over every patch row), timed apart from
+/// the tower: a steadier measure of its cost than the difference of two whole passes on a busy
+/// machine.
+pub(crate) fn patch_head_row(cfg: &ClipConfig, batch: usize, plain_ms: f64, ms: f64) -> BenchRow {
+    let rows = batch * (cfg.vision.num_positions() - 1);
+    let gflop = 2.0 * (rows * cfg.vision.tower.hidden_size * cfg.projection_dim) as f64 / 1e9;
+    BenchRow {
+        case: format!(
+            "patch map extra head work, {rows} rows ({:.2}% of the plain pass)",
+            ms / plain_ms * 100.0
+        ),
+        ms,
+        ms_per_item: ms / batch as f64,
+        gflop,
+        gflops: gflop / ms * 1e3,
+    }
+}
+
+/// An occlusion map of `grid` x `grid` cells: that many images through the vision tower in
+/// chunks of `chunk`, in `ms`.
+pub(crate) fn occlusion_row(cfg: &ClipConfig, grid: usize, chunk: usize, ms: f64) -> BenchRow {
+    let n = grid * grid;
+    let gflop = vision_flops(cfg) * n as f64 / 1e9;
+    BenchRow {
+        case: format!(
+            "occlusion {grid}x{grid}: {n} images in chunks of {chunk}, {:.2} images/s",
+            n as f64 / ms * 1e3
+        ),
+        ms,
+        ms_per_item: ms / n as f64,
+        gflop,
+        gflops: gflop / ms * 1e3,
+    }
+}
+
 /// Checks `linear` against an f64 dot product on sampled entries of a realistic shape.
 fn validate_linear(l: &Linear, rows: usize) -> Result<()> {
     let x: Vec<f32> = (0..rows * l.in_features)
@@ -96,9 +169,11 @@ pub async fn bench_cpu(
     layers: Option<usize>,
     batch: usize,
     iters: usize,
+    occlusion: Option<usize>,
 ) -> Result<(ClipConfig, Vec<BenchRow>)> {
     let src = RandomSource::new(preset, layers, 0x5c1)?;
-    let cfg = ClipConfig::from_json(&crate::source::read_all(&src, "config.json", 1 << 20).await?)?;
+    let cfg =
+        ClipConfig::from_json(&crate::io::source::read_all(&src, "config.json", 1 << 20).await?)?;
     let ckpt = Checkpoint::open(&src).await?;
     let w = ClipWeights::load(&cfg, &ckpt, &src).await?;
     let model = CpuModel {
@@ -119,9 +194,11 @@ pub async fn bench_cpu(
             "validation failed: non-finite image features".into(),
         ));
     }
-    let ms = time(iters, || {
-        model.image_features(&pixels, batch, None).map(|_| ())
-    })?;
+    let (ms, patch_ms) = time_pair(
+        iters,
+        || model.image_features(&pixels, batch, None).map(|_| ()),
+        || model.image_and_patch_features(&pixels, batch).map(|_| ()),
+    )?;
     let gflop = vision_flops(&cfg) * batch as f64 / 1e9;
     rows.push(BenchRow {
         case: format!("vision, batch {batch}"),
@@ -130,6 +207,26 @@ pub async fn bench_cpu(
         gflop,
         gflops: gflop / ms * 1e3,
     });
+    rows.push(patch_map_row(&cfg, batch, ms, patch_ms));
+    let (d, t) = (cfg.vision.tower.hidden_size, cfg.vision.num_positions());
+    let last: Vec<f32> = (0..batch * t * d)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let head_ms = time(iters.max(5), || {
+        std::hint::black_box(model.patch_features(&last, batch));
+        Ok(())
+    })?;
+    rows.push(patch_head_row(&cfg, batch, ms, head_ms));
+    if let Some(g) = occlusion {
+        let chunk = crate::jobs::explain::occlusion_chunk(crate::Backend::Cpu);
+        let batch = crate::jobs::explain::occluded_batch(&pixels[..3 * s * s], s, g, 0..g * g);
+        let t0 = Instant::now();
+        for part in batch.chunks(chunk * 3 * s * s) {
+            model.image_features(part, part.len() / (3 * s * s), None)?;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        rows.push(occlusion_row(&cfg, g, chunk, ms));
+    }
     for tokens in [77usize, 12] {
         let mut ids: Vec<u32> = (0..tokens)
             .map(|i| 49406u32.min(320 + i as u32 * 101))

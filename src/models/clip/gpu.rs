@@ -8,13 +8,13 @@
 //! Text prompts of different lengths share one pass, padded at the end to the longest: with the
 //! causal mask no real token attends to a pad, so the padded rows change nothing we read.
 
-use super::weights::{GpuEncoderLayer, GpuWeights};
-use super::{Epilogue, Gpu, GpuOptions, Pass};
-use crate::config::{ClipConfig, TowerConfig};
-use crate::cpu::pool_position;
+use super::gpu_weights::{GpuEncoderLayer, GpuWeights};
 use crate::error::{Error, Result};
-use crate::safetensors::Checkpoint;
-use crate::source::ModelSource;
+use crate::gpu::{Epilogue, Gpu, GpuOptions, Pass};
+use crate::io::safetensors::Checkpoint;
+use crate::io::source::ModelSource;
+use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::cpu::pool_position;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -300,6 +300,53 @@ impl GpuModel {
         pixels: &[f32],
         b: usize,
     ) -> Result<(wgpu::CommandEncoder, Pass<'_>, wgpu::Buffer)> {
+        self.record_vision_head(pixels, b, VisionHead::Pooled)
+    }
+
+    /// `get_image_features` of B preprocessed images (B, P) and, from the same pass, each patch
+    /// token's `visual_projection(post_layernorm(h[1 + i]))` (B*N, P), the patch map's input.
+    pub(crate) async fn image_and_patch_features(
+        &self,
+        pixels: &[f32],
+        b: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let vc = &self.cfg.vision;
+        let (s, t, p) = (vc.image_size, vc.num_positions(), self.cfg.projection_dim);
+        let per = 3 * s * s;
+        if pixels.len() != b * per {
+            return Err(Error::Invalid(format!(
+                "{} pixel values for {b} images of 3x{s}x{s}",
+                pixels.len()
+            )));
+        }
+        let patch_row = 3 * vc.patch_size * vc.patch_size;
+        let chunk = self.max_batch(&vc.tower, t, (t * patch_row).max(per));
+        let (mut feats, mut patches) = (Vec::new(), Vec::new());
+        for part in pixels.chunks(chunk * per) {
+            let n = part.len() / per;
+            let tokens = self
+                .run(
+                    || self.record_vision_head(part, n, VisionHead::AllTokens),
+                    n * t * p,
+                )
+                .await?;
+            // Row img*T is the class token (the image's features), the next N its patches.
+            for img in tokens.chunks_exact(t * p) {
+                feats.extend_from_slice(&img[..p]);
+                patches.extend_from_slice(&img[p..]);
+            }
+        }
+        Ok((feats, patches))
+    }
+
+    /// [`Self::record_vision`] with the image head applied to the class token only, or to every
+    /// token (the returned buffer is then (B*T, P)).
+    pub(crate) fn record_vision_head(
+        &self,
+        pixels: &[f32],
+        b: usize,
+        head: VisionHead,
+    ) -> Result<(wgpu::CommandEncoder, Pass<'_>, wgpu::Buffer)> {
         let (vc, w) = (&self.cfg.vision, &self.w.vision);
         let (d, s, p, t) = (
             vc.tower.hidden_size,
@@ -360,6 +407,29 @@ impl GpuModel {
         for l in &w.layers {
             encoder_layer(&mut pass, l, &a, b, t, &vc.tower, false);
         }
+        if head == VisionHead::AllTokens {
+            // tokens = visual_projection(post_layernorm(x))   (B*T, P), h as the normed scratch
+            let tokens = self.buf("token_feats", f32_bytes(b * t * self.cfg.projection_dim))?;
+            let eps = vc.tower.layer_norm_eps;
+            pass.layer_norm(
+                "post_layernorm",
+                &w.post_layernorm,
+                &a.x,
+                &a.h,
+                b * t,
+                d,
+                eps,
+            );
+            pass.linear(
+                "visual_projection",
+                &self.w.visual_projection,
+                &a.h,
+                &tokens,
+                b * t,
+                Epilogue::Store,
+            );
+            return Ok((enc, pass, tokens));
+        }
         // pooled = post_layernorm(x[:, 0])   (B, D)
         pass.gather_rows(&a.x, &index_buf, &pooled_raw, b, d);
         pass.layer_norm(
@@ -382,6 +452,15 @@ impl GpuModel {
         );
         Ok((enc, pass, feats))
     }
+}
+
+/// Which tokens the vision tower's head (`post_layernorm`, `visual_projection`) is applied to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VisionHead {
+    /// The class token: `get_image_features`.
+    Pooled,
+    /// Every token: the class token's features and each patch's (the patch map).
+    AllTokens,
 }
 
 /// One pre-norm encoder layer over B sequences of T tokens, on `a.x` (B*T, D) in place.

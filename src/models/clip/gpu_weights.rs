@@ -7,12 +7,12 @@
 //! ceil(in / 2) words with a zero pad half when `in` is odd (shaders/matmul.wgsl `ldw`).
 //! Vectors (biases, LayerNorm, class and position embeddings) are always f32.
 
-use super::Gpu;
-use crate::config::ClipConfig;
 use crate::error::Result;
-use crate::safetensors::{to_f32, Checkpoint};
-use crate::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor, TowerSpec};
-use crate::source::ModelSource;
+use crate::gpu::Gpu;
+use crate::io::safetensors::{to_f32, Checkpoint};
+use crate::io::source::ModelSource;
+use crate::models::clip::config::ClipConfig;
+use crate::models::clip::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor, TowerSpec};
 
 /// Source bytes read per chunk while streaming a matrix: bounds host memory (wasm32) at a few
 /// MB whatever the tensor (the token table is 101-202 MB).

@@ -2,11 +2,11 @@
 //! `modeling_clip.py` (transformers 4.50.3), so that each safetensors key lines up with one field.
 //! Every tensor is checked against the shape `config.json` implies when it is loaded.
 
-use crate::config::ClipConfig;
 use crate::error::Result;
-use crate::safetensors::{to_f32, Checkpoint, DType};
-use crate::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor, TowerSpec};
-use crate::source::ModelSource;
+use crate::io::safetensors::{to_f32, Checkpoint, DType};
+use crate::io::source::ModelSource;
+use crate::models::clip::config::ClipConfig;
+use crate::models::clip::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor, TowerSpec};
 use half::slice::HalfFloatSliceExt;
 use std::borrow::Cow;
 

@@ -3,7 +3,7 @@
 //! all walk this schema. Names as `modeling_clip.py` (transformers 4.50.3) spells its state dict,
 //! `pre_layrnorm` included; shapes as `config.json` implies them.
 
-use crate::config::{ClipConfig, TowerConfig};
+use crate::models::clip::config::{ClipConfig, TowerConfig};
 
 /// One tensor: its checkpoint name, the shape the config implies, and what it is.
 #[derive(Debug, Clone)]

@@ -55,7 +55,7 @@ impl Rows<'_> {
             }
             Rows::F16(v) => {
                 for (h, o) in v[at..].iter().zip(out.iter_mut().step_by(stride)) {
-                    *o = crate::weights::f16_bits_to_f32(h.to_bits());
+                    *o = crate::models::clip::weights::f16_bits_to_f32(h.to_bits());
                 }
             }
             Rows::BF16(v) => {
@@ -214,7 +214,7 @@ fn add_tile(y: &mut [f32], n: usize, tile: &[[f32; NR]; MR]) {
 
 /// Packs a full panel four k at a time: `out[kk * 8 + j] = W[at + j * k + kk]` for j < 8 and
 /// kk < kc rounded down to a multiple of 4, which it returns. Each row's four values are widened
-/// to f32 in one vector (f16 exactly as [`crate::weights::f16_bits_to_f32`], bf16 by a shift),
+/// to f32 in one vector (f16 exactly as [`crate::models::clip::weights::f16_bits_to_f32`], bf16 by a shift),
 /// then two 4 x 4 transposes give the panel's rows.
 #[cfg(target_arch = "wasm32")]
 fn pack_panel(w: Rows, at: usize, k: usize, kc: usize, out: &mut [f32]) -> usize {
@@ -286,7 +286,7 @@ fn pack_panel(w: Rows, at: usize, k: usize, kc: usize, out: &mut [f32]) -> usize
 }
 
 /// Four f16 bit patterns (zero-extended to u32 lanes) to f32, exactly as
-/// [`crate::weights::f16_bits_to_f32`] does one: magnitude shifted into place and scaled by
+/// [`crate::models::clip::weights::f16_bits_to_f32`] does one: magnitude shifted into place and scaled by
 /// 2^112 (subnormals become exact), the all-ones exponent for infinities and NaNs, the sign.
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]

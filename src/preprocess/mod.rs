@@ -32,8 +32,8 @@
 //! - Images 1 or 3 pixels tall, which transformers mistakes for channels-first arrays, are
 //!   processed as the images they are.
 
-use crate::config::{PreprocessorConfig, Resample, ResizeTo};
 use crate::error::{Error, Result};
+use crate::models::clip::config::{PreprocessorConfig, Resample, ResizeTo};
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 use std::io::Cursor;
 
