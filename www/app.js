@@ -11,11 +11,16 @@ const BACKEND_PREF = ['cpu', 'webgpu'].includes(params.get('backend')) ? params.
 /** Ask before downloading more than this (bytes) that is not already in Cache Storage. */
 const CONFIRM_BYTES = 200e6;
 /** The Cache Storage bucket src/web.rs fills with downloaded model files. */
-const CACHE_NAME = 'sciscore-models-v1';
+const CACHE_NAME = 'sciscore-models-v2';
 /** Files of a Hugging Face CLIPModel folder the loader reads. */
 const MODEL_FILE = /^(config\.json|preprocessor_config\.json|tokenizer\.json|vocab\.json|merges\.txt|model\.safetensors\.index\.json|.*\.safetensors)$/;
 
 const hf = (repo) => `https://huggingface.co/${repo}/resolve/main`;
+/**
+ * `url`: the base URL of any model folder in the Hugging Face layout, f16 copies made with
+ * `sciscore convert --dtype f16` included (half the download), hosted anywhere that allows
+ * cross-origin Range requests. Either way the cache keeps the matrices in f16.
+ */
 const PRESETS = [
   { id: 'sciscore', label: 'Jialuo21/SciScore (Science-T2I reward model, 3.9 GB)', url: hf('Jialuo21/SciScore') },
   { id: 'pickscore', label: 'yuvalkirstain/PickScore_v1 (3.9 GB)', url: hf('yuvalkirstain/PickScore_v1') },
@@ -290,21 +295,47 @@ async function loadUrl(url) {
     return;
   }
   if (seq !== state.loadSeq) return;
-  if (!local && !probe.cached && probe.total_bytes > CONFIRM_BYTES) {
-    const ok = await confirmDownload(`Download ${fmtBytes(probe.total_bytes)} (${probe.files.length} files) from ${abs.host}? `
-      + 'The files are kept in this browser for the next visit ("Clear downloaded models" removes them). Your images are not sent anywhere.');
+  let cache = !local;
+  const download = `Download ${fmtBytes(probe.total_bytes)} (${probe.files.length} files) from ${abs.host}? `;
+  const free = cache && !probe.cached ? await freeStorage() : Infinity;
+  if (seq !== state.loadSeq) return;
+  if (probe.store_bytes > free) {
+    // Not enough room to keep it: offer the download without the cache (the browser would
+    // otherwise fail the writes midway, or evict other sites' data).
+    const ok = await confirmDownload(`${download}Keeping this model for the next visit needs ${fmtBytes(probe.store_bytes)} `
+      + `of browser storage, but only ${fmtBytes(Math.max(0, free))} is free: it can be loaded without keeping it `
+      + '(downloaded again next time), or cancel and free some space ("Clear downloaded models", other sites\' data).', 'Load without keeping');
+    if (!ok) {
+      setStatus(`download cancelled: keeping the model needs ${fmtBytes(probe.store_bytes)} of storage, ${fmtBytes(Math.max(0, free))} is free`);
+      return;
+    }
+    cache = false;
+  } else if (cache && !probe.cached && probe.total_bytes > CONFIRM_BYTES) {
+    const ok = await confirmDownload(`${download}The model is kept in this browser for the next visit `
+      + `(${fmtBytes(probe.store_bytes)}, its matrices in f16; "Clear downloaded models" removes it). Your images are not sent anywhere.`);
     if (!ok) {
       setStatus('download cancelled: no model loaded');
       return;
     }
     navigator.storage?.persist?.().catch(() => {});
   }
-  load({ kind: 'url', url: href, cache: !local }, label);
+  load({ kind: 'url', url: href, cache }, label);
 }
 
-function confirmDownload(text) {
+/** Bytes this site may still store (quota - usage), or Infinity when the browser does not say. */
+async function freeStorage() {
+  try {
+    const est = await navigator.storage?.estimate?.();
+    return Number.isFinite(est?.quota) ? est.quota - (est.usage ?? 0) : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+function confirmDownload(text, action = 'Download') {
   const box = $('#confirm');
   $('#confirm-text').textContent = text;
+  $('#confirm-download').textContent = action;
   box.hidden = false;
   setStatus('waiting for your confirmation to download the model');
   return new Promise((resolve) => {

@@ -56,7 +56,9 @@ async function startWasm() {
 }
 
 /** Cache Storage bucket of downloaded model files (the name src/web.rs writes to). */
-const CACHE_NAME = 'sciscore-models-v1';
+const CACHE_NAME = 'sciscore-models-v2';
+// v1 kept f32 weights whole and unsealed; v2 (f16 matrices, checked entries) replaces it.
+self.caches?.delete('sciscore-models-v1').catch(() => {});
 
 let wasmReady = null;
 let model = null;
@@ -196,7 +198,11 @@ const ops = {
     if (!loaded) loaded = await loadWith(msg.source, 'cpu', progress);
     model?.free();
     model = loaded;
-    return { info: model.info(), notes, ms: performance.now() - t0 };
+    const info = model.info();
+    if (info.cache_repaired) {
+      notes.push(`${info.cache_repaired} damaged piece(s) of the model kept in this browser were deleted and downloaded again`);
+    }
+    return { info, notes, ms: performance.now() - t0 };
   },
 
   probe(msg) {

@@ -11,7 +11,7 @@
 //! into a temporary file in the new folder, renamed into place when complete.
 
 use crate::error::{Error, Result};
-use crate::io::safetensors::{to_f32, Checkpoint, DType};
+use crate::io::safetensors::{to_f16_bytes, to_f32, Checkpoint, DType};
 use crate::io::source::DirSource;
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -84,8 +84,7 @@ pub fn to_f16(model: &Path, out: &Path, mut progress: impl FnMut(u64, u64)) -> R
                 // Out of range values are only known once read: the first pass reads float
                 // tensors to see (cheap next to writing them; the page cache keeps them).
                 let (_, bytes) = pollster::block_on(ckpt.read_raw(&src, name, &t.shape))?;
-                let x = to_f32(name, t.dtype, &bytes)?;
-                if x.iter().all(|&v| half::f16::from_f32(v).is_finite()) {
+                if to_f16_bytes(name, t.dtype, &bytes)?.is_some() {
                     DType::F16
                 } else {
                     kept_f32.push(name.to_string());
@@ -119,10 +118,10 @@ pub fn to_f16(model: &Path, out: &Path, mut progress: impl FnMut(u64, u64)) -> R
     for (name, t, to) in &plan {
         let (_, bytes) = pollster::block_on(ckpt.read_raw(&src, name, &t.shape))?;
         let data = match (t.dtype, to) {
-            (DType::F32 | DType::BF16, DType::F16) => to_f32(name, t.dtype, &bytes)?
-                .iter()
-                .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
-                .collect(),
+            (DType::F32 | DType::BF16, DType::F16) => to_f16_bytes(name, t.dtype, &bytes)?
+                .ok_or_else(|| {
+                    Error::Invalid(format!("`{name}` changed while it was converted"))
+                })?,
             (DType::BF16, DType::F32) => to_f32(name, t.dtype, &bytes)?
                 .iter()
                 .flat_map(|x| x.to_le_bytes())

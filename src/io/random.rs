@@ -214,6 +214,21 @@ mod tests {
     use super::*;
     use crate::io::safetensors::Checkpoint;
 
+    /// What the page's Cache Storage holds for an f32 CLIP-H (SciScore, PickScore_v1): its
+    /// matrices in f16, the rest (biases, norms, position and patch embeddings) in f32.
+    #[test]
+    fn clip_h_cached_with_f16_matrices_is_about_half() {
+        let src = RandomSource::new("clip-h", None, 0).unwrap();
+        let ckpt = pollster::block_on(Checkpoint::open(&src)).unwrap();
+        let cfg = crate::config::ClipConfig::from_json(&src.config).unwrap();
+        let (all, cached) =
+            ckpt.bytes_with_f16_matrices(&crate::models::clip::schema::ClipSchema::new(&cfg));
+        let ratio = cached as f64 / all as f64;
+        println!("clip-h: {all} bytes of f32 tensors, {cached} cached ({ratio:.4})");
+        assert_eq!((all, cached), (3_944_437_764, 1_976_260_612));
+        assert!((0.5..0.502).contains(&ratio), "{ratio}");
+    }
+
     /// The F16 variant holds the F32 variant's values rounded to f16, header and all.
     #[test]
     fn f16_random_model_is_the_f32_one_rounded() {

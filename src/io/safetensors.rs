@@ -6,7 +6,7 @@
 //! [`ModelSource`], so a checkpoint is never held whole.
 
 use crate::error::{Error, Result};
-use crate::io::source::{read_all, ModelSource};
+use crate::io::source::{read_all, F32Data, ModelSource};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -341,6 +341,59 @@ impl Checkpoint {
         to_f32(name, t.dtype, &bytes)
     }
 
+    /// The bytes of a matrix the loaders may hold in f16, `len` bytes at `offset` within
+    /// tensor `t`, with their dtype: an F32 matrix comes back as F16 where the source keeps f16
+    /// copies ([`ModelSource::read_f32_or_f16`]), every other tensor as stored.
+    pub(crate) async fn read_matrix_bytes(
+        &self,
+        src: &dyn ModelSource,
+        name: &str,
+        t: &TensorInfo,
+        offset: u64,
+        len: u64,
+    ) -> Result<(DType, Vec<u8>)> {
+        if t.dtype != DType::F32 {
+            let bytes = src.read(&t.file, t.offset + offset, len).await;
+            return Ok((t.dtype, bytes.map_err(name_oom(name, t))?));
+        }
+        Ok(
+            match (src.read_f32_or_f16(&t.file, t.offset + offset, len).await)
+                .map_err(name_oom(name, t))?
+            {
+                F32Data::F32(b) => (DType::F32, b),
+                F32Data::F16(b) if b.len() as u64 * 2 == len => (DType::F16, b),
+                F32Data::F16(b) => {
+                    return Err(Error::Io {
+                        name: t.file.clone(),
+                        message: format!(
+                            "{} bytes of f16 for {len} bytes of f32 (a damaged cache?)",
+                            b.len()
+                        ),
+                    })
+                }
+            },
+        )
+    }
+
+    /// Bytes of tensor data (all files), and what they come to with the F32 matrices of
+    /// `schema` halved, as the page's cache keeps them (values beyond f16's range, which stay
+    /// f32, aside).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the page's probe; tests
+    pub(crate) fn bytes_with_f16_matrices(
+        &self,
+        schema: &crate::models::clip::schema::ClipSchema,
+    ) -> (u64, u64) {
+        let all: u64 = self.tensors.values().map(|t| t.len).sum();
+        let halved: u64 = schema
+            .matrices()
+            .iter()
+            .filter_map(|n| self.tensors.get(n))
+            .filter(|t| t.dtype == DType::F32)
+            .map(|t| t.len / 2)
+            .sum();
+        (all, all - halved)
+    }
+
     /// The stored bytes of `name`, checked against the shape the config implies.
     pub(crate) async fn read_raw(
         &self,
@@ -349,18 +402,35 @@ impl Checkpoint {
         expected: &[usize],
     ) -> Result<(&TensorInfo, Vec<u8>)> {
         let t = self.info(name, expected)?;
-        let bytes = src
-            .read(&t.file, t.offset, t.len)
-            .await
-            .map_err(|e| match e {
-                Error::OutOfMemory { bytes, .. } => Error::OutOfMemory {
-                    what: format!("weight `{name}` ({:?} x {:?})", t.dtype, t.shape),
-                    bytes,
-                },
-                e => e,
-            })?;
+        let bytes = (src.read(&t.file, t.offset, t.len).await).map_err(name_oom(name, t))?;
         Ok((t, bytes))
     }
+}
+
+/// An out-of-memory error reading weight `name` says which weight (and its size) it was.
+fn name_oom<'a>(name: &'a str, t: &'a TensorInfo) -> impl Fn(Error) -> Error + 'a {
+    move |e| match e {
+        Error::OutOfMemory { bytes, .. } => Error::OutOfMemory {
+            what: format!("weight `{name}` ({:?} x {:?})", t.dtype, t.shape),
+            bytes,
+        },
+        e => e,
+    }
+}
+
+/// F32 or BF16 bytes as little-endian F16 bytes, each value rounded to nearest even (as
+/// `torch.Tensor.half()`; `sciscore convert` and the page's f16 cache both use this), or `None`
+/// when a value is beyond f16's range (|x| > 65504: it would become an infinity), so the tensor
+/// stays f32. A NaN or an infinity is an error naming the weight, as in [`to_f32`].
+pub(crate) fn to_f16_bytes(name: &str, dtype: DType, bytes: &[u8]) -> Result<Option<Vec<u8>>> {
+    let x = to_f32(name, dtype, bytes)?;
+    let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+    if !h.iter().all(|v| v.is_finite()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        h.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
+    ))
 }
 
 /// Converts little-endian F32/F16/BF16 bytes to f32; a NaN or an infinity is an error naming
@@ -404,6 +474,101 @@ pub(crate) fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::source::{LocalFuture, MemorySource};
+
+    #[test]
+    fn f16_bytes_round_to_nearest_even_and_refuse_what_f16_cannot_hold() {
+        let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let bits = |b: Vec<u8>| -> Vec<u16> {
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect()
+        };
+        // 1 + 2^-11 is halfway between 1 and the next f16: ties go to even (1.0); 1 + 3*2^-11
+        // to 1 + 2^-9's neighbour above; 65504 is f16's largest; subnormals are kept.
+        let x = [
+            1.0 + 2f32.powi(-11),
+            1.0 + 3.0 * 2f32.powi(-11),
+            -65504.0,
+            2f32.powi(-24),
+        ];
+        let got = bits(to_f16_bytes("w", DType::F32, &le(&x)).unwrap().unwrap());
+        let want: Vec<u16> = x
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(got, [0x3c00, 0x3c02, 0xfbff, 0x0001]);
+        // 65520 rounds to infinity in f16: the tensor stays f32.
+        assert!(to_f16_bytes("w", DType::F32, &le(&[1.0, 65520.0]))
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            to_f16_bytes("w", DType::F32, &le(&[f32::NAN])),
+            Err(Error::NonFinite(_))
+        ));
+    }
+
+    /// A source that keeps f16 copies (as the page's cache does), for the matrix reads.
+    struct Halving(MemorySource, bool);
+
+    impl ModelSource for Halving {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn size<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Result<Option<u64>>> {
+            self.0.size(name)
+        }
+        fn read<'a>(&'a self, n: &'a str, o: u64, l: u64) -> LocalFuture<'a, Result<Vec<u8>>> {
+            self.0.read(n, o, l)
+        }
+        fn read_f32_or_f16<'a>(
+            &'a self,
+            n: &'a str,
+            o: u64,
+            l: u64,
+        ) -> LocalFuture<'a, Result<F32Data>> {
+            Box::pin(async move {
+                let b = self.0.read(n, o, l).await?;
+                let mut h = to_f16_bytes(n, DType::F32, &b)?.expect("in range");
+                if self.1 {
+                    h.pop(); // a damaged copy
+                }
+                Ok(F32Data::F16(h))
+            })
+        }
+    }
+
+    #[test]
+    fn matrices_come_as_f16_from_a_source_that_keeps_them_so() {
+        let json = r#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let mut file = (json.len() as u64).to_le_bytes().to_vec();
+        file.extend(json.as_bytes());
+        for v in [0.1f32, -2.5, 3.0e-3, 1000.7] {
+            file.extend(v.to_le_bytes());
+        }
+        let mut mem = MemorySource::new();
+        mem.insert("model.safetensors", file);
+        let src = Halving(mem, false);
+        let ckpt = pollster::block_on(Checkpoint::open(&src)).unwrap();
+        let t = ckpt.info("w", &[2, 2]).unwrap();
+        let (dtype, b) = pollster::block_on(ckpt.read_matrix_bytes(&src, "w", t, 4, 8)).unwrap();
+        assert_eq!(dtype, DType::F16);
+        let want: Vec<f32> = [-2.5f32, 3.0e-3]
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        assert_eq!(to_f32("w", dtype, &b).unwrap(), want);
+        // Vectors are read as stored.
+        assert_eq!(
+            pollster::block_on(ckpt.read_f32(&src, "w", &[2, 2])).unwrap()[0],
+            0.1
+        );
+        // A copy of the wrong length is an error, not a shifted matrix.
+        let bad = Halving(src.0, true);
+        let err = pollster::block_on(ckpt.read_matrix_bytes(&bad, "w", t, 0, 16)).unwrap_err();
+        assert!(err.to_string().contains("damaged cache"), "{err}");
+    }
 
     fn header(json: &str) -> Vec<(String, TensorInfo)> {
         parse_header(

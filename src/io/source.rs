@@ -20,9 +20,64 @@ pub trait ModelSource {
     /// `len` bytes of `name` starting at `offset`; an error if the file is shorter.
     fn read<'a>(&'a self, name: &'a str, offset: u64, len: u64)
         -> LocalFuture<'a, Result<Vec<u8>>>;
+    /// `len` bytes of F32 tensor data of `name` at `offset`, or the same values in f16 where
+    /// this source keeps f16 copies of f32 checkpoints (the page's Cache Storage). The loaders
+    /// ask this for the matrices they may hold in f16; biases and norms are read as stored.
+    /// Default: as stored.
+    fn read_f32_or_f16<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<F32Data>> {
+        Box::pin(async move { Ok(F32Data::F32(self.read(name, offset, len).await?)) })
+    }
     /// Called by the GPU loader as its compute pipelines compile (`compiled` of `total`), so
     /// a page can show that phase too. Default: nothing.
     fn shaders_compiled(&self, _compiled: usize, _total: usize) {}
+}
+
+/// What [`ModelSource::read_f32_or_f16`] hands back.
+pub enum F32Data {
+    /// The F32 bytes as stored.
+    F32(Vec<u8>),
+    /// Half as many bytes: the same values rounded to f16 (to nearest even, as
+    /// `half::f16::from_f32` and `torch.Tensor.half()` round), little-endian.
+    F16(Vec<u8>),
+}
+
+/// `body` followed by its length and a 64-bit checksum, as the page keeps byte ranges in Cache
+/// Storage: a truncated or altered entry is then noticed ([`unseal`]) instead of loaded.
+pub fn seal(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&checksum(body).to_le_bytes());
+    out
+}
+
+/// The body of a [`seal`]ed entry, or `None` when its length or checksum does not match.
+pub fn unseal(entry: &[u8]) -> Option<&[u8]> {
+    let n = entry.len().checked_sub(16)?;
+    let (body, tail) = entry.split_at(n);
+    let len = u64::from_le_bytes(tail[..8].try_into().ok()?);
+    let sum = u64::from_le_bytes(tail[8..].try_into().ok()?);
+    (len == n as u64 && sum == checksum(body)).then_some(body)
+}
+
+/// FNV-1a over 8-byte words (fast enough for gigabytes in wasm; not a cryptographic hash: it
+/// guards against damage, not against someone who can write the browser's storage anyway).
+fn checksum(b: &[u8]) -> u64 {
+    const PRIME: u64 = 0x100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        h = (h ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
+    }
+    for &x in words.remainder() {
+        h = (h ^ x as u64).wrapping_mul(PRIME);
+    }
+    h
 }
 
 /// Reads a whole (small) file: configs, tokenizer files.
@@ -176,5 +231,32 @@ impl ModelSource for MemorySource {
                 })?;
             Ok(f[offset as usize..end as usize].to_vec())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_entries_round_trip_and_damage_is_noticed() {
+        for body in [&b""[..], b"x", b"0123456789abcdef0123"] {
+            let e = seal(body);
+            assert_eq!(unseal(&e), Some(body));
+            // Truncated anywhere, or one byte altered anywhere: refused.
+            for cut in 0..e.len() {
+                assert_eq!(unseal(&e[..cut]), None, "cut at {cut}");
+            }
+            for i in 0..e.len() {
+                let mut bad = e.clone();
+                bad[i] ^= 0x10;
+                assert_eq!(unseal(&bad), None, "byte {i} altered");
+            }
+        }
+        // A whole other entry's body with its own tail is fine; a body swapped under a tail not.
+        let (a, b) = (seal(b"aaaaaaaa"), seal(b"bbbbbbbb"));
+        let mut swapped = b[..8].to_vec();
+        swapped.extend_from_slice(&a[8..]);
+        assert_eq!(unseal(&swapped), None);
     }
 }

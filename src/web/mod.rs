@@ -14,11 +14,11 @@
 
 use crate::error::{Error, Hint, Result};
 use crate::io::random::RandomSource;
-use crate::io::source::{LocalFuture, MemorySource, ModelSource};
+use crate::io::source::{seal, unseal, F32Data, LocalFuture, MemorySource, ModelSource};
 use crate::model::{Backend, ImageInput, Model};
 use js_sys::{Array, Function, Promise, Reflect, Uint8Array};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +27,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 /// The Cache Storage bucket for downloaded model files (`www/app.js` clears it by this name).
-const CACHE_NAME: &str = "sciscore-models-v1";
+/// v2: entries sealed with their length and a checksum; f32 matrices kept in f16. The worker
+/// deletes v1's bucket.
+const CACHE_NAME: &str = "sciscore-models-v2";
 /// Progress callbacks at most this often (ms): a 900-tensor checkpoint must not flood the page.
 const PROGRESS_EVERY_MS: f64 = 100.0;
 
@@ -239,10 +241,18 @@ async fn open_cache() -> Option<web_sys::Cache> {
 /// The files under a base URL (a Hugging Face `resolve/main` URL, or the local server), read
 /// with one Range request per call; responses optionally kept in Cache Storage, keyed by URL and
 /// byte range, so the same load works offline next time.
+///
+/// In the cache, the ranges of f32 matrices are kept in f16 (half the disk; see
+/// [`ModelSource::read_f32_or_f16`]), under a key of their own (`h<a>-<b>`, the f32 range), and
+/// the load that fills the cache uses those f16 values too, so a first and a second visit score
+/// alike. Every entry is sealed with its length and a checksum ([`seal`]): a damaged one is
+/// deleted, downloaded again and counted in `repaired`, never loaded.
 struct HttpSource {
     base: String,
     cache: Option<web_sys::Cache>,
     sizes: RefCell<HashMap<String, Option<u64>>>,
+    /// Damaged cache entries found (and fetched again) during this load.
+    repaired: Cell<u32>,
 }
 
 impl HttpSource {
@@ -256,6 +266,7 @@ impl HttpSource {
             base: format!("{}/", base.trim_end_matches('/')),
             cache,
             sizes: RefCell::new(HashMap::new()),
+            repaired: Cell::new(0),
         })
     }
 
@@ -273,19 +284,34 @@ impl HttpSource {
         format!("{url}{sep}sciscore={tag}")
     }
 
-    async fn cache_get(&self, key: &str) -> Option<Uint8Array> {
+    /// The cached body under `key`, if there is one and it is intact (a damaged entry is
+    /// deleted and counted: the caller downloads it again).
+    async fn cache_get(&self, key: &str) -> Option<Vec<u8>> {
         let cache = self.cache.as_ref()?;
         let hit = JsFuture::from(cache.match_with_str(key)).await.ok()?;
         let resp: web_sys::Response = hit.dyn_into().ok()?;
-        let buf = JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
-        Some(Uint8Array::new(&buf))
+        let entry = match JsFuture::from(resp.array_buffer().ok()?).await {
+            Ok(buf) => Uint8Array::new(&buf).to_vec(),
+            Err(_) => Vec::new(),
+        };
+        if let Some(body) = unseal(&entry) {
+            return Some(body.to_vec());
+        }
+        web_sys_warn(&format!(
+            "sciscore: a damaged cache entry ({key}, {} bytes) was deleted and is downloaded again",
+            entry.len()
+        ));
+        self.repaired.set(self.repaired.get() + 1);
+        let _ = JsFuture::from(cache.delete_with_str(key)).await;
+        None
     }
 
-    async fn cache_put(&self, key: &str, body: &Uint8Array) {
+    async fn cache_put(&self, key: &str, body: &[u8]) {
         let Some(cache) = self.cache.as_ref() else {
             return;
         };
-        let Ok(resp) = web_sys::Response::new_with_opt_buffer_source(Some(body)) else {
+        let sealed = Uint8Array::from(&seal(body)[..]);
+        let Ok(resp) = web_sys::Response::new_with_opt_buffer_source(Some(&sealed)) else {
             return;
         };
         // A full disk or quota only costs the next visit a download: warn, do not fail.
@@ -354,7 +380,7 @@ impl HttpSource {
         let url = self.url(name);
         let key = Self::cache_key(&url, "size");
         if let Some(b) = self.cache_get(&key).await {
-            let s = String::from_utf8(b.to_vec()).unwrap_or_default();
+            let s = String::from_utf8(b).unwrap_or_default();
             return Ok(if s == "missing" { None } else { s.parse().ok() });
         }
         let resp = self.send(name, &self.request(&url, "HEAD", None)?).await?;
@@ -375,8 +401,7 @@ impl HttpSource {
             s => return Err(Self::status_error(name, &url, s)),
         };
         let tag = size.map_or("missing".to_string(), |n| n.to_string());
-        self.cache_put(&key, &Uint8Array::from(tag.as_bytes()))
-            .await;
+        self.cache_put(&key, tag.as_bytes()).await;
         Ok(size)
     }
 
@@ -405,20 +430,72 @@ impl HttpSource {
         }
     }
 
+    /// The cache key of bytes `offset..+len` of `name` (`f16`: their f16 copy).
+    fn range_key(&self, name: &str, offset: u64, len: u64, f16: bool) -> Result<String> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| io(name, "byte range overflows"))?;
+        let tag = if f16 { "h" } else { "" };
+        Ok(Self::cache_key(
+            &self.url(name),
+            &format!("{tag}{offset}-{end}"),
+        ))
+    }
+
     async fn fetch_range(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
+        let key = self.range_key(name, offset, len, false)?;
+        if let Some(b) = self.cache_get(&key).await {
+            if b.len() as u64 == len {
+                return Ok(b);
+            }
+        }
+        let body = self.download(name, offset, len).await?;
+        self.cache_put(&key, &body).await;
+        Ok(body)
+    }
+
+    /// F32 data: its f16 copy from the cache, or downloaded and (when caching) rounded to f16,
+    /// which is kept and returned; a range with values beyond f16's range (or not finite, which
+    /// the loader then reports) is kept and returned as f32.
+    async fn fetch_f32_or_f16(&self, name: &str, offset: u64, len: u64) -> Result<F32Data> {
+        if self.cache.is_none() || len == 0 || len % 4 != 0 {
+            return Ok(F32Data::F32(self.fetch_range(name, offset, len).await?));
+        }
+        let key = self.range_key(name, offset, len, true)?;
+        if let Some(b) = self.cache_get(&key).await {
+            if b.len() as u64 * 2 == len {
+                return Ok(F32Data::F16(b));
+            }
+        }
+        let plain = self.range_key(name, offset, len, false)?;
+        if let Some(b) = self.cache_get(&plain).await {
+            if b.len() as u64 == len {
+                return Ok(F32Data::F32(b));
+            }
+        }
+        let body = self.download(name, offset, len).await?;
+        match crate::io::safetensors::to_f16_bytes(name, crate::io::safetensors::DType::F32, &body)
+        {
+            Ok(Some(h)) => {
+                self.cache_put(&key, &h).await;
+                Ok(F32Data::F16(h))
+            }
+            _ => {
+                self.cache_put(&plain, &body).await;
+                Ok(F32Data::F32(body))
+            }
+        }
+    }
+
+    /// Bytes `offset..+len` of `name` from the server (one Range request), not cached.
+    async fn download(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let url = self.url(name);
         let end = offset
             .checked_add(len)
             .ok_or_else(|| io(name, "byte range overflows"))?;
-        let key = Self::cache_key(&url, &format!("{offset}-{end}"));
-        if let Some(b) = self.cache_get(&key).await {
-            if b.length() as u64 == len {
-                return Ok(b.to_vec());
-            }
-        }
         let resp = self
             .send(name, &self.request(&url, "GET", Some((offset, end)))?)
             .await?;
@@ -456,7 +533,6 @@ impl HttpSource {
                 format!("{url}: got {} bytes for a {len}-byte range", body.length()),
             ));
         }
-        self.cache_put(&key, &body).await;
         Ok(body.to_vec())
     }
 }
@@ -482,6 +558,14 @@ impl ModelSource for HttpSource {
         len: u64,
     ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(self.fetch_range(name, offset, len))
+    }
+    fn read_f32_or_f16<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<F32Data>> {
+        Box::pin(self.fetch_f32_or_f16(name, offset, len))
     }
 }
 
@@ -571,7 +655,9 @@ impl<S: ModelSource> Progress<S> {
         }
     }
 
-    fn note(&self, name: &str, offset: u64, bytes: &[u8]) {
+    /// `bytes` were read at `offset` of `name`, standing for `len` bytes of it (fewer when an
+    /// f32 range came as f16).
+    fn note(&self, name: &str, offset: u64, bytes: &[u8], len: u64) {
         let mut st = self.state.borrow_mut();
         st.file = name.to_string();
         if name.ends_with(".safetensors") {
@@ -593,7 +679,7 @@ impl<S: ModelSource> Progress<S> {
                 }
             } else if offset > 8 {
                 st.tensors += 1;
-                st.bytes += bytes.len() as u64;
+                st.bytes += len;
             }
         } else if name.starts_with("tokenizer") || name == "vocab.json" || name == "merges.txt" {
             st.phase = "tokenizer";
@@ -634,8 +720,21 @@ impl<S: ModelSource> ModelSource for Progress<S> {
     ) -> LocalFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             let bytes = self.inner.read(name, offset, len).await?;
-            self.note(name, offset, &bytes);
+            self.note(name, offset, &bytes, len);
             Ok(bytes)
+        })
+    }
+    fn read_f32_or_f16<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> LocalFuture<'a, Result<F32Data>> {
+        Box::pin(async move {
+            let data = self.inner.read_f32_or_f16(name, offset, len).await?;
+            let (F32Data::F32(b) | F32Data::F16(b)) = &data;
+            self.note(name, offset, b, len);
+            Ok(data)
         })
     }
     fn shaders_compiled(&self, compiled: usize, total: usize) {
@@ -681,6 +780,8 @@ struct ModelInfo {
     logit_scale: f32,
     /// Bytes of wasm linear memory (it only grows): what the engine holds on the CPU side.
     wasm_memory_bytes: f64,
+    /// Damaged cache entries the load found and downloaded again (0 for most loads).
+    cache_repaired: u32,
 }
 
 /// The files of a model at a URL, and their sizes, before downloading anything.
@@ -688,6 +789,9 @@ struct ModelInfo {
 struct Probe {
     files: Vec<ProbeFile>,
     total_bytes: u64,
+    /// Bytes Cache Storage will hold once the model is loaded with the cache: `total_bytes`
+    /// with the f32 matrices in f16 (about half of an f32 checkpoint).
+    store_bytes: u64,
     /// A previous load from this URL completed into Cache Storage.
     cached: bool,
 }
@@ -703,6 +807,8 @@ struct ProbeFile {
 pub struct SciScore {
     model: Rc<Model>,
     backend: Backend,
+    /// Damaged Cache Storage entries found, deleted and downloaded again by the load.
+    cache_repaired: u32,
 }
 
 #[wasm_bindgen]
@@ -731,6 +837,7 @@ impl SciScore {
         Ok(SciScore {
             model: Rc::new(model),
             backend,
+            cache_repaired: 0,
         })
     }
 
@@ -748,12 +855,11 @@ impl SciScore {
         let complete = HttpSource::cache_key(&http.base, "complete");
         let src = Progress::new(http, on_progress);
         let model = Model::load(&src, backend).await?;
-        src.inner
-            .cache_put(&complete, &Uint8Array::from(&b"1"[..]))
-            .await;
+        src.inner.cache_put(&complete, b"1").await;
         Ok(SciScore {
             model: Rc::new(model),
             backend,
+            cache_repaired: src.inner.repaired.get(),
         })
     }
 
@@ -790,6 +896,7 @@ impl SciScore {
         Ok(SciScore {
             model: Rc::new(model),
             backend,
+            cache_repaired: 0,
         })
     }
 
@@ -847,10 +954,24 @@ impl SciScore {
             .cache_get(&HttpSource::cache_key(&src.base, "complete"))
             .await
             .is_some();
-        let total_bytes = files.iter().map(|f| f.size).sum();
+        let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+        // The headers and the config are small; a model that does not parse fails its load
+        // anyway, and is counted here at full size.
+        let halved = async {
+            let ckpt = crate::io::safetensors::Checkpoint::open(&src).await.ok()?;
+            let config = crate::io::source::read_all(&src, "config.json", 1 << 20)
+                .await
+                .ok()?;
+            let cfg = crate::config::ClipConfig::from_json(&config).ok()?;
+            let (all, kept) =
+                ckpt.bytes_with_f16_matrices(&crate::models::clip::schema::ClipSchema::new(&cfg));
+            Some(all - kept)
+        };
+        let store_bytes = total_bytes - halved.await.unwrap_or(0).min(total_bytes);
         Ok(serde_wasm_bindgen::to_value(&Probe {
             files,
             total_bytes,
+            store_bytes,
             cached,
         })?)
     }
@@ -888,6 +1009,7 @@ impl SciScore {
                         .unchecked_into::<js_sys::ArrayBuffer>()
                         .byte_length() as f64
                 }),
+            cache_repaired: self.cache_repaired,
         };
         Ok(serde_wasm_bindgen::to_value(&info)?)
     }

@@ -199,15 +199,17 @@ impl Uploader<'_> {
         let mut r = 0;
         while r < rows {
             let n = chunk.min(rows - r);
-            let bytes = self
-                .src
-                .read(
-                    &t.file,
-                    t.offset + r as u64 * row_bytes,
-                    n as u64 * row_bytes,
-                )
-                .await?;
-            let vals = to_f32(name, t.dtype, &bytes)?;
+            let (at, len) = (r as u64 * row_bytes, n as u64 * row_bytes);
+            // f16 weights may come as f16 (the page's cache keeps them so): the same values
+            // `pack_rows` rounds to. f32 weights on the GPU are read as stored.
+            let (dtype, bytes) = if f16 {
+                self.ckpt
+                    .read_matrix_bytes(self.src, name, t, at, len)
+                    .await?
+            } else {
+                (t.dtype, self.src.read(&t.file, t.offset + at, len).await?)
+            };
+            let vals = to_f32(name, dtype, &bytes)?;
             if f16 && vals.iter().any(|v| v.is_finite() && v.abs() > F16_MAX) {
                 return Err(crate::Error::Invalid(format!(
                     "weight `{name}` has values beyond the f16 range (|x| > {F16_MAX}); \

@@ -217,6 +217,20 @@ impl ClipSchema {
         ]);
         out
     }
+
+    /// The names of the matrices the loaders may hold in f16 (the token embedding and every
+    /// linear layer's weight; the GPU also the patch embedding): what the page's cache keeps in
+    /// f16 for an f32 checkpoint.
+    pub(crate) fn matrices(&self) -> Vec<String> {
+        self.tensors()
+            .into_iter()
+            .filter(|t| {
+                matches!(t.role, Role::Weight { .. }) && t.shape.len() == 2
+                    || t.name == self.token_embedding.name
+            })
+            .map(|t| t.name)
+            .collect()
+    }
 }
 
 #[cfg(test)]

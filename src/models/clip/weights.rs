@@ -157,7 +157,11 @@ impl Loader<'_> {
 
     /// A matrix in its stored precision (or f32 as f16 when `f32_as_f16`; see [`Matrix`]).
     pub async fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
-        let (t, bytes) = self.ckpt.read_raw(self.src, name, shape).await?;
+        let t = self.ckpt.info(name, shape)?;
+        let (dtype, bytes) = self
+            .ckpt
+            .read_matrix_bytes(self.src, name, t, 0, t.len)
+            .await?;
         // All-ones exponent bits: NaN or an infinity (checked as `to_f32` does for f32 data).
         let halves = |b: &[u8], exponent: u16| -> Result<Vec<u16>> {
             let h: Vec<u16> = b
@@ -169,7 +173,7 @@ impl Loader<'_> {
             }
             Ok(h)
         };
-        Ok(match t.dtype {
+        Ok(match dtype {
             DType::F16 => Matrix::F16(
                 halves(&bytes, 0x7c00)?
                     .into_iter()
