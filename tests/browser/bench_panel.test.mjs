@@ -2,32 +2,21 @@
 // browser (wasm CPU path), must give exactly the accuracies of transformers
 // (tests/fixtures/goldens/eval_tiny224.json), as `sciscore eval` does.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEMO_FILES, FIXTURES, launch, openPage, startServer, waitReady } from './harness.mjs';
+import { DEMO_FILES, FIXTURES, openPage, serveAndLaunch, waitReady } from './harness.mjs';
 
 const EVAL_GOLDEN = JSON.parse(readFileSync(join(FIXTURES, 'goldens/eval_tiny224.json'), 'utf8'));
 const SHARDS = ['test-00000-of-00002.parquet', 'test-00001-of-00002.parquet'].map((n) => join(FIXTURES, 'science_t2i', n));
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serveAndLaunch();
 
 test('cpu: the Benchmark panel evaluates both fixture shards with the accuracies of transformers', async () => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
+  const { page, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
-    await page.goto(`${server.url}?backend=cpu`);
+    await page.goto(`${env.server.url}?backend=cpu`);
     await page.setInputFiles('#model-files', DEMO_FILES);
     const loaded = await waitReady(page);
     assert.equal(await page.textContent('#backend'), 'cpu');

@@ -5,11 +5,11 @@
 // and PNG export.
 // SCISCORE_BIN=target/debug/sciscore node --test --test-concurrency=1 tests/browser/explain.test.mjs
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEMO_FILES, FIXTURES, GOLDEN, LOAD_TIMEOUT_MS, ROOT, openPage, results, serverAndBrowser, waitReady } from './harness.mjs';
+import { DEMO_FILES, FIXTURES, GOLDEN, LOAD_TIMEOUT_MS, ROOT, openPage, results, serveAndLaunch, waitReady } from './harness.mjs';
 
 const REGIONS = JSON.parse(readFileSync(join(FIXTURES, 'goldens/regions_tiny224.json'), 'utf8'));
 /** The scores' tolerances of page.test.mjs: the wasm CPU path is the native f32 reference... */
@@ -19,7 +19,7 @@ const GPU_TOL = 0.05;
 /** Fixtures whose decoding is bit-exact with PIL, with golden region maps. */
 const NAMES = ['rgb_gradient.png', 'tiny.png'];
 
-const env = serverAndBrowser(before, after);
+const env = serveAndLaunch();
 
 function golden(prompt, image) {
   const e = REGIONS.entries.find((x) => x.prompt === prompt && x.image === image);
@@ -61,9 +61,9 @@ function checkPatchMaps(got, prompt, tol) {
 for (const backend of ['cpu', 'webgpu']) {
   test(`${backend}: patch maps and the occlusion map match transformers; opacity, cancel, PNG export`, async (t) => {
     const tol = backend === 'cpu' ? CPU_TOL : GPU_TOL;
-    const { page, outside, logs, context } = await openPage(env.browser(), env.server().url);
+    const { page, outside, logs, context } = await openPage(env.browser, env.server.url);
     try {
-      await page.goto(`${env.server().url}?backend=${backend}`);
+      await page.goto(`${env.server.url}?backend=${backend}`);
       await page.setInputFiles('#model-files', DEMO_FILES);
       await waitReady(page);
       assert.equal(await page.textContent('#backend'), backend);

@@ -59,24 +59,6 @@ export function startServer() {
   });
 }
 
-/**
- * Starts the server and Chromium before a test file's tests and stops them after (node:test's
- * `before` and `after` passed in); returns getters for both.
- */
-export function serverAndBrowser(before, after) {
-  let server;
-  let browser;
-  before(async () => {
-    server = await startServer();
-    browser = await launch();
-  });
-  after(async () => {
-    await browser?.close();
-    server?.stop();
-  });
-  return { server: () => server, browser: () => browser };
-}
-
 export function launch() {
   return chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true });
 }

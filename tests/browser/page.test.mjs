@@ -3,31 +3,20 @@
 // (tests/fixtures/goldens/tiny224.json), on the CPU (wasm) and on WebGPU (SwiftShader).
 // Run by scripts/test after cargo test: node --test tests/browser/
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  CPU_SCORE_TOL, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, goldenScores, launch, openPage, results,
-  softmax, startServer, waitReady,
+  CPU_SCORE_TOL, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, goldenScores, openPage, results,
+  serveAndLaunch, softmax, waitReady,
 } from './harness.mjs';
 
 /** Fixture images whose decoding is bit-exact with PIL (JPEG may differ by one level). */
 const IMAGES = ['rgb_gradient.png', 'rgba_alpha.png', 'palette_p.png', 'lossless.webp', 'frame.gif', 'gray_l.png'];
 const img = (n) => join(FIXTURES, 'images', n);
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
+const env = serveAndLaunch();
 
 function checkScores(got, prompt, names, { scoreTol, probTol }) {
   const want = goldenScores(prompt, names);
@@ -50,7 +39,7 @@ async function rescore(page, prompt) {
 }
 
 async function loadDemoFiles(page, backend) {
-  await page.goto(backend ? `${server.url}?backend=${backend}` : server.url);
+  await page.goto(backend ? `${env.server.url}?backend=${backend}` : env.server.url);
   await page.setInputFiles('#model-files', DEMO_FILES);
   const t0 = Date.now();
   const status = await waitReady(page);
@@ -67,7 +56,7 @@ async function scoreImages(page, prompt, names) {
 }
 
 test('cpu: the demo model from #model-files scores like transformers; a new prompt re-scores; pairwise', async (t) => {
-  const { page, requests, outside, logs, context } = await openPage(browser, server.url);
+  const { page, requests, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
     const load = await loadDemoFiles(page, 'cpu');
     assert.equal(await page.textContent('#backend'), 'cpu');
@@ -131,9 +120,9 @@ test('cpu: the demo model from #model-files scores like transformers; a new prom
 });
 
 test('cpu, ?wasm=simd128: the plain SIMD128 build (browsers without relaxed SIMD) scores like transformers', async (t) => {
-  const { page, requests, outside, logs, context } = await openPage(browser, server.url);
+  const { page, requests, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
-    await page.goto(`${server.url}?backend=cpu&wasm=simd128`);
+    await page.goto(`${env.server.url}?backend=cpu&wasm=simd128`);
     await page.setInputFiles('#model-files', DEMO_FILES);
     await waitReady(page);
     assert.match(await page.textContent('#backend-note'), /cpu \(wasm SIMD128\)/);
@@ -153,7 +142,7 @@ test('cpu, ?wasm=simd128: the plain SIMD128 build (browsers without relaxed SIMD
 });
 
 test('automatic backend; a file that is not an image shows an error, the others score, and the next scoring works', async () => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
+  const { page, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
     await loadDemoFiles(page, null);
     // Without ?backend=, a software-only WebGPU adapter (SwiftShader here) means the CPU path.
@@ -191,9 +180,9 @@ test('automatic backend; a file that is not an image shows an error, the others 
 });
 
 test('?model=<base URL> loads the demo model over HTTP Range requests; Cache Storage keeps it', async () => {
-  const { page, requests, outside, logs, context } = await openPage(browser, server.url);
+  const { page, requests, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
-    await page.goto(`${server.url}?backend=cpu&model=models/demo/`);
+    await page.goto(`${env.server.url}?backend=cpu&model=models/demo/`);
     await waitReady(page);
     assert.ok(requests.some((u) => u.endsWith('/models/demo/model.safetensors')), 'weights fetched from the server');
     const names = ['rgb_gradient.png', 'palette_p.png'];
@@ -217,7 +206,7 @@ test('?model=<base URL> loads the demo model over HTTP Range requests; Cache Sto
         w.terminate();
       }
     }, url);
-    const url = `${server.url}models/demo/`;
+    const url = `${env.server.url}models/demo/`;
     const n0 = weights();
     const first = await loadCached(url);
     const n1 = weights();
@@ -257,9 +246,9 @@ async function dropFiles(page, selector, paths, kind = 'drop') {
 }
 
 test('a broken model folder is an error; dropping a model folder and images, and pasting an image, work', async () => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
+  const { page, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
-    await page.goto(`${server.url}?backend=cpu`);
+    await page.goto(`${env.server.url}?backend=cpu`);
     await page.setInputFiles('#model-files', DEMO_FILES.filter((f) => !f.endsWith('model.safetensors')));
     assert.match(await waitReady(page, { allowError: true }), /error.*model\.safetensors/);
     await page.setInputFiles('#model-files', [join(FIXTURES, 'images/tiny.png')]);
@@ -286,7 +275,7 @@ test('a broken model folder is an error; dropping a model folder and images, and
 });
 
 test('a multi-GB preset asks before downloading (Hugging Face answered by a local mock)', async () => {
-  const { page, context, outside, logs } = await openPage(browser, server.url);
+  const { page, context, outside, logs } = await openPage(env.browser, env.server.url);
   try {
     // Sizes as HEAD answers them (no download happens: the test cancels). Registered last, this
     // route answers before the catch-all one; nothing reaches the network.
@@ -300,7 +289,7 @@ test('a multi-GB preset asks before downloading (Hugging Face answered by a loca
       if (size === undefined) return route.fulfill({ status: 404, headers: cors, body: '' });
       return route.fulfill({ status: 200, headers: { ...cors, 'content-length': String(size) }, body: '' });
     });
-    await page.goto(`${server.url}?backend=cpu`);
+    await page.goto(`${env.server.url}?backend=cpu`);
     assert.equal(await page.inputValue('#preset'), 'sciscore', 'SciScore is the default preset');
     await page.click('#load-preset');
     await page.waitForSelector('#confirm:not([hidden])');
@@ -326,7 +315,7 @@ test('a multi-GB preset asks before downloading (Hugging Face answered by a loca
 });
 
 test('webgpu (SwiftShader): ?backend=webgpu scores like transformers, or says it fell back to the CPU', async (t) => {
-  const { page, outside, logs, context } = await openPage(browser, server.url);
+  const { page, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
     // Every text the progress line shows while loading (the shader phase is brief).
     await page.addInitScript(() => {
