@@ -23,6 +23,7 @@ mod model;
 pub mod models;
 pub mod preprocess;
 pub mod score;
+pub mod stats;
 #[cfg(target_arch = "wasm32")]
 mod web;
 

@@ -17,6 +17,7 @@ use crate::models::clip::config::{ClipConfig, TowerConfig};
 use crate::models::clip::cpu::CpuModel;
 use crate::models::clip::gpu::VisionHead;
 use crate::models::clip::weights::ClipWeights;
+use crate::stats::{cosine, median};
 use std::time::Instant;
 
 /// GPU vs CPU reference on one random layer per tower: f16 weights move the embedding by about
@@ -34,18 +35,6 @@ pub struct GpuBench {
     /// (what, cosine GPU vs CPU) of the validation run.
     pub validation: Vec<(String, f64)>,
     pub rows: Vec<BenchRow>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(f64::MIN_POSITIVE)
 }
 
 fn row(case: String, ms: f64, items: usize, flops: f64) -> BenchRow {

@@ -12,6 +12,7 @@ use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, ModelSource};
 use crate::models::clip::config::ClipConfig;
 use crate::models::clip::gpu_weights::pack_rows;
+use crate::stats::cosine;
 
 /// The browser CPU path's packed product (`src/sgemm.rs`) against f64: in `tests/wasm_gpu.rs`
 /// this runs the SIMD128 micro-kernel, and the relaxed-SIMD one in a `relaxed-simd` build.
@@ -488,13 +489,6 @@ fn golden_tensor(bytes: &[u8], name: &str) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 /// The goldens of one fixture model (tests/fixtures/goldens): `<model>.json`,

@@ -8,6 +8,7 @@ use crate::io::safetensors::Checkpoint;
 use crate::models::clip::config::{ClipConfig, TowerConfig};
 use crate::models::clip::cpu::{linear, CpuModel};
 use crate::models::clip::weights::{ClipWeights, Linear};
+use crate::stats::median;
 use std::time::Instant;
 
 pub use crate::gpu::bench::{bench_gpu, GpuBench};
@@ -46,11 +47,6 @@ pub fn vision_flops(c: &ClipConfig) -> f64 {
 /// FLOPs of `get_text_features` for one prompt of `tokens` ids.
 pub fn text_flops(c: &ClipConfig, tokens: usize) -> f64 {
     tower_flops(&c.text.tower, tokens) + 2.0 * (c.text.tower.hidden_size * c.projection_dim) as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {

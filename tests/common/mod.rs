@@ -76,21 +76,8 @@ pub fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
-/// Max |a - b|, with its index.
-pub fn max_abs(a: &[f32], b: &[f32]) -> (f64, usize) {
-    a.iter()
-        .zip(b)
-        .enumerate()
-        .map(|(i, (&x, &y))| ((x as f64 - y as f64).abs(), i))
-        .fold((0.0, 0), |m, v| if v.0 > m.0 { v } else { m })
-}
+#[allow(unused_imports)] // not every test file compares vectors
+pub use sciscore::stats::{cosine, max_abs};
 
 /// Asserts `ours` equals `theirs` within `rel * (1 + max|theirs|)`, printing where it broke.
 pub fn assert_close(what: &str, ours: &[f32], theirs: &[f32], rel: f64) -> f64 {
