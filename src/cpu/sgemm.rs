@@ -4,28 +4,26 @@
 //!
 //! It packs K blocks of x into 4-row panels (zero rows past M) and, per 8 output columns, the
 //! same K block of W into an 8-column panel widened to f32 from whatever W is stored in (f32,
-//! f16 or bf16: the f16-held CLIP-H weights need no separate widening pass), four k at a time
-//! in SIMD on wasm (done value by value with stride 8 it cost 13% of the product), and adds full
-//! tiles into y in SIMD. The micro-kernel keeps eight `v128` accumulators and two W vectors
-//! live. With loop strength reduction on, LLVM hoisted every broadcast of a k step ahead of its
-//! products, so a 6 x 8 tile needed 20 registers of the 15 V8 allocates on x86-64 and spilled
-//! (13.5 GFLOP/s against 18.5 for 4 x 8 on the CLIP-H shapes in Chromium here). The wasm build
-//! now turns LSR off (.cargo/config.toml: load offsets fold into memargs) and the broadcasts
-//! interleave, but 5 x 8 and 6 x 8 still measured slower than 4 x 8 (24.5 against 26 GFLOP/s).
+//! f16 or bf16: half-precision weights need no separate widening pass), four k at a time in SIMD
+//! on wasm, and adds full tiles into y in SIMD. The micro-kernel keeps eight `v128` accumulators
+//! and two W vectors live: wider tiles (5 x 8, 6 x 8) need more of the 15 `v128` registers V8
+//! allocates on x86-64 and measured slower. The wasm build turns LLVM's loop strength reduction
+//! off (.cargo/config.toml) so that load offsets fold into memargs.
 //!
 //! Two builds of the same kernel: plain SIMD128 (multiply, then add) for every browser with
 //! WebAssembly SIMD, and, with the `relaxed-simd` feature, `f32x4.relaxed_madd`, a fused
-//! multiply-add where the CPU has FMA (29 GFLOP/s here, 20 for plain SIMD128). A module holding relaxed SIMD
-//! instructions fails to compile where they are unknown, so www/worker.js loads that build only
-//! where `WebAssembly.validate` accepts one. Native builds compile the same packing with a
-//! portable micro-kernel (the unit tests), but use the `gemm` crate, which is faster there.
+//! multiply-add where the CPU has FMA (faster there). A module holding relaxed SIMD instructions
+//! fails to compile where they are unknown, so www/worker.js loads that build only where
+//! `WebAssembly.validate` accepts one. Native builds compile the same packing with a portable
+//! micro-kernel (for the tests), but use the `gemm` crate, which is faster there.
+//! The checks against f64 are in `super::selftest`.
 
 /// Rows of a packed x panel.
 const MR: usize = 4;
 /// Columns of a packed W panel.
 const NR: usize = 8;
 /// K per block: an 8-column W panel of 256 (8 KiB) stays in L1 while all x panels stream by
-/// (128 and 512 measured slower or no better; so did unrolling k by two).
+/// (the best of the block sizes measured).
 const KC: usize = 256;
 
 /// W (N, K) row-major, in its storage precision.
@@ -55,7 +53,7 @@ impl Rows<'_> {
             }
             Rows::F16(v) => {
                 for (h, o) in v[at..].iter().zip(out.iter_mut().step_by(stride)) {
-                    *o = crate::models::clip::weights::f16_bits_to_f32(h.to_bits());
+                    *o = f16_bits_to_f32(h.to_bits());
                 }
             }
             Rows::BF16(v) => {
@@ -65,6 +63,23 @@ impl Rows<'_> {
             }
         }
     }
+}
+
+/// Exact f16 -> f32 without branches (so that it vectorizes to SIMD128, where `half` converts
+/// value by value): the magnitude bits moved to f32's place and scaled by 2^112 (the exponent
+/// bias difference; f16 subnormals become exact f32 values, as wasm does not flush them),
+/// infinities and NaNs given f32's all-ones exponent, then the sign.
+#[inline]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let mag = (h & 0x7fff) << 13;
+    let scaled = (f32::from_bits(mag) * f32::from_bits(0x7780_0000)).to_bits(); // x 2^112
+    let bits = if h & 0x7c00 == 0x7c00 {
+        mag | 0x7f80_0000
+    } else {
+        scaled
+    };
+    f32::from_bits(bits | ((h & 0x8000) << 16))
 }
 
 thread_local! {
@@ -102,7 +117,7 @@ impl Micro {
 }
 
 /// `y (M, N) += x (M, K) . W^T`, y row-major with row stride N.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // natively only the checks
+#[cfg(target_arch = "wasm32")]
 pub(crate) fn gemm_acc(y: &mut [f32], x: &[f32], w: Rows, m: usize, n: usize, k: usize) {
     gemm_acc_with(Micro::BEST, y, x, w, m, n, k)
 }
@@ -146,8 +161,8 @@ pub(crate) fn gemm_acc_with(
                 if nr < NR {
                     bpack.fill(0.0);
                 }
-                // Full panels four k at a time in SIMD (a scalar widen with stride 8 cost 13% of
-                // the f16 products), the rest (partial panels, the last k % 4) value by value.
+                // Full panels four k at a time in SIMD (a scalar widen with stride 8 is slow), the
+                // rest (partial panels, the last k % 4) value by value.
                 let done = if nr == NR {
                     pack_panel(w, j0 * k + k0, k, kc, &mut bpack[..kc * NR])
                 } else {
@@ -214,8 +229,8 @@ fn add_tile(y: &mut [f32], n: usize, tile: &[[f32; NR]; MR]) {
 
 /// Packs a full panel four k at a time: `out[kk * 8 + j] = W[at + j * k + kk]` for j < 8 and
 /// kk < kc rounded down to a multiple of 4, which it returns. Each row's four values are widened
-/// to f32 in one vector (f16 exactly as [`crate::models::clip::weights::f16_bits_to_f32`], bf16 by a shift),
-/// then two 4 x 4 transposes give the panel's rows.
+/// to f32 in one vector (f16 exactly as [`f16_bits_to_f32`], bf16 by a shift), then two 4 x 4
+/// transposes give the panel's rows.
 #[cfg(target_arch = "wasm32")]
 fn pack_panel(w: Rows, at: usize, k: usize, kc: usize, out: &mut [f32]) -> usize {
     use core::arch::wasm32::*;
@@ -285,12 +300,12 @@ fn pack_panel(w: Rows, at: usize, k: usize, kc: usize, out: &mut [f32]) -> usize
     kc4
 }
 
-/// Four f16 bit patterns (zero-extended to u32 lanes) to f32, exactly as
-/// [`crate::models::clip::weights::f16_bits_to_f32`] does one: magnitude shifted into place and scaled by
-/// 2^112 (subnormals become exact), the all-ones exponent for infinities and NaNs, the sign.
+/// Four f16 bit patterns (zero-extended to u32 lanes) to f32, exactly as [`f16_bits_to_f32`]
+/// does one: magnitude shifted into place and scaled by 2^112 (subnormals become exact), the
+/// all-ones exponent for infinities and NaNs, the sign.
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
-fn f16x4_to_f32(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+pub(super) fn f16x4_to_f32(h: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
     let mag = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
     let scaled = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000)));
@@ -391,100 +406,5 @@ fn micro(_: Micro, kc: usize, a: &[f32], b: &[f32], tile: &mut [[f32; NR]; MR]) 
                 *t += av * b[kk * NR + j];
             }
         }
-    }
-}
-
-/// Checks `gemm_acc` against an f64 product on awkward shapes, W in f32, f16 and bf16 (panics
-/// on a mismatch): the unit tests natively, `tests/wasm_gpu.rs` with the SIMD128 micro-kernel.
-#[cfg(any(test, feature = "selftest"))]
-pub(crate) fn check_awkward_shapes() -> String {
-    // Edges of every kind: M and N not multiples of the panels, K over several blocks with a
-    // partial last one, single rows and columns, ViT-H's 257 rows.
-    let shapes = [
-        (1, 1, 1),
-        (6, 8, 256),
-        (7, 9, 257),
-        (13, 17, 600),
-        (257, 20, 33),
-        (5, 70, 1280),
-        (77, 8, 3),
-        (9, 24, 270),
-    ];
-    for (m, n, k) in shapes {
-        check(m, n, k);
-    }
-    #[cfg(target_arch = "wasm32")]
-    check_f16x4_all_values();
-    format!(
-        "packed CPU product: {} shapes x 3 weight types x {:?} match",
-        shapes.len(),
-        Micro::available()
-    )
-}
-
-/// The SIMD f16 widening against `half` on all 65536 bit patterns (NaNs: any NaN).
-#[cfg(all(target_arch = "wasm32", any(test, feature = "selftest")))]
-fn check_f16x4_all_values() {
-    use core::arch::wasm32::*;
-    for b in (0..=u16::MAX as u32).step_by(4) {
-        let got = f16x4_to_f32(u32x4(b, b + 1, b + 2, b + 3));
-        let got = [
-            f32x4_extract_lane::<0>(got),
-            f32x4_extract_lane::<1>(got),
-            f32x4_extract_lane::<2>(got),
-            f32x4_extract_lane::<3>(got),
-        ];
-        for (i, g) in got.into_iter().enumerate() {
-            let want = half::f16::from_bits((b + i as u32) as u16).to_f32();
-            assert!(
-                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
-                "f16x4_to_f32({:#06x}): {g} vs {want}",
-                b + i as u32
-            );
-        }
-    }
-}
-
-#[cfg(any(test, feature = "selftest"))]
-fn check(m: usize, n: usize, k: usize) {
-    {
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
-            .collect();
-        // Multiples of 1/8 in [-0.75, 0.75]: exact in f32, f16 and bf16.
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 17 % 13) as f32 - 6.0) * 0.125)
-            .collect();
-        let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-        let wb: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
-        let all = [Rows::F32(&w), Rows::F16(&w16), Rows::BF16(&wb)];
-        for (&kernel, rows) in Micro::available()
-            .iter()
-            .flat_map(|k| all.iter().map(move |r| (k, *r)))
-        {
-            let mut y: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.01).collect();
-            gemm_acc_with(kernel, &mut y, &x, rows, m, n, k);
-            for i in 0..m {
-                for j in 0..n {
-                    let want = (i * n + j) as f64 * 0.01f32 as f64
-                        + (0..k)
-                            .map(|t| x[i * k + t] as f64 * w[j * k + t] as f64)
-                            .sum::<f64>();
-                    let got = y[i * n + j] as f64;
-                    assert!(
-                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
-                        "{kernel:?} {m}x{n}x{k} ({i},{j}): {got} vs {want}"
-                    );
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn packed_product_matches_f64_on_awkward_shapes() {
-        super::check_awkward_shapes();
     }
 }

@@ -18,17 +18,17 @@ use crate::stats::cosine;
 /// this runs the SIMD128 micro-kernel, and the relaxed-SIMD one in a `relaxed-simd` build.
 #[cfg(feature = "selftest")]
 pub fn cpu_packed_product() -> String {
-    crate::cpu::sgemm::check_awkward_shapes()
+    crate::cpu::selftest::sgemm_awkward_shapes()
 }
 
 /// Where a ViT-H/14 vision layer's time goes on the CPU path: (stage, best ms of three runs
 /// after one that includes V8's tier-up).
 #[cfg(feature = "selftest")]
 pub fn cpu_layer_profile(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
-    crate::models::clip::cpu::profile_vision_layer(now_ms);
-    let mut best = crate::models::clip::cpu::profile_vision_layer(now_ms);
+    crate::models::clip::cpu_profile::vision_layer(now_ms);
+    let mut best = crate::models::clip::cpu_profile::vision_layer(now_ms);
     for _ in 0..2 {
-        let run = crate::models::clip::cpu::profile_vision_layer(now_ms);
+        let run = crate::models::clip::cpu_profile::vision_layer(now_ms);
         for (b, (_, ms)) in best.iter_mut().zip(run) {
             b.1 = b.1.min(ms);
         }
@@ -283,9 +283,9 @@ pub async fn layer_norm(g: &TestGpu) -> String {
         let mut pass = Pass::new(g);
         pass.layer_norm("ln", &ln, &xb, &yb, rows, d, eps);
         let got = run(g, pass, &yb, rows * d).await;
-        let want = crate::models::clip::cpu::layer_norm(
+        let want = crate::cpu::layer_norm(
             &x,
-            &crate::models::clip::weights::LayerNorm {
+            &crate::cpu::LayerNorm {
                 weight: w.clone(),
                 bias: b.clone(),
             },

@@ -2,12 +2,13 @@
 //! weights, printing ms and GFLOP/s (FLOPs: 2*M*N*K for every matrix product, attention included;
 //! norms, softmax and activations are not counted).
 
+use crate::cpu::{linear, Linear};
 use crate::error::{Error, Result};
 use crate::io::random::RandomSource;
 use crate::io::safetensors::Checkpoint;
 use crate::models::clip::config::{ClipConfig, TowerConfig};
-use crate::models::clip::cpu::{linear, CpuModel};
-use crate::models::clip::weights::{ClipWeights, Linear};
+use crate::models::clip::cpu::CpuModel;
+use crate::models::clip::weights::ClipWeights;
 use crate::stats::median;
 use std::time::Instant;
 

@@ -14,7 +14,7 @@ use crate::gpu::{Epilogue, Gpu, GpuOptions, Pass};
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::ModelSource;
 use crate::models::clip::config::{ClipConfig, TowerConfig};
-use crate::models::clip::cpu::pool_position;
+use crate::models::clip::pool_position;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

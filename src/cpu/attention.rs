@@ -1,0 +1,75 @@
+//! Multi-head scaled dot-product attention of one sequence, head by head (on all cores
+//! natively): scores `q k^T`, a max-subtracted softmax, then the weighted sum of `v`.
+
+use super::matmul::gemm_nt;
+use super::pointwise::exp_nonpos;
+use super::threads::par_map;
+
+/// `ctx (T, D) = softmax(q k^T / sqrt(Dh) + mask) v` for each of `heads` heads of Dh = D / heads,
+/// side by side in the columns of q, k, v and ctx (T, D) as in PyTorch's `(T, H, Dh)` view. The
+/// `causal` mask lets token i see tokens 0..=i.
+pub(crate) fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    heads: usize,
+    causal: bool,
+) -> Vec<f32> {
+    let d = q.len() / t.max(1);
+    let dh = d / heads;
+    assert!(
+        dh * heads == d && q.len() == t * d && k.len() == t * d && v.len() == t * d,
+        "attention: operand sizes"
+    );
+    let scale = (dh as f32).powf(-0.5); // transformers scales q by head_dim^-0.5
+    let per_head: Vec<Vec<f32>> = par_map(heads, |head| {
+        // Gather this head's (T, Dh) slices contiguously, then scores = q k^T (T, T).
+        let slice = |m: &[f32]| -> Vec<f32> {
+            let mut out = Vec::with_capacity(t * dh);
+            for r in 0..t {
+                out.extend_from_slice(&m[r * d + head * dh..][..dh]);
+            }
+            out
+        };
+        let (mut qh, kh, vh) = (slice(q), slice(k), slice(v));
+        qh.iter_mut().for_each(|x| *x *= scale);
+        let mut s = vec![0.0f32; t * t];
+        gemm_nt(&mut s, &qh, &kh, t, t, dh, false, false);
+        for (i, row) in s.chunks_exact_mut(t).enumerate() {
+            softmax_row(row, if causal { i + 1 } else { t });
+        }
+        // out_h (T, Dh) = s (T, T) . vh (T, Dh): transpose vh to (Dh, T) for gemm_nt.
+        let mut vt = vec![0.0f32; dh * t];
+        for r in 0..t {
+            for c in 0..dh {
+                vt[c * t + r] = vh[r * dh + c];
+            }
+        }
+        let mut o = vec![0.0f32; t * dh];
+        gemm_nt(&mut o, &s, &vt, t, dh, t, false, false);
+        o
+    });
+    let mut ctx = vec![0.0f32; t * d]; // (T, D), heads side by side
+    for (head, o) in per_head.iter().enumerate() {
+        for r in 0..t {
+            ctx[r * d + head * dh..][..dh].copy_from_slice(&o[r * dh..][..dh]);
+        }
+    }
+    ctx
+}
+
+/// Max-subtracted softmax over `row[..valid]`; the masked rest becomes 0.
+pub(crate) fn softmax_row(row: &mut [f32], valid: usize) {
+    let max = row[..valid]
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // The exponentials in a loop of their own (it vectorizes), then the f64 sum.
+    for v in row[..valid].iter_mut() {
+        *v = exp_nonpos(*v - max);
+    }
+    let sum: f64 = row[..valid].iter().map(|&v| v as f64).sum();
+    let inv = (1.0 / sum) as f32;
+    row[..valid].iter_mut().for_each(|v| *v *= inv);
+    row[valid..].iter_mut().for_each(|v| *v = 0.0);
+}

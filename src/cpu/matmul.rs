@@ -1,0 +1,191 @@
+//! Matrix products: `gemm_nt` (`out = a . b^T`) and `linear` (`y = x W^T + b`, PyTorch's
+//! `nn.Linear`). Natively the `gemm` crate (f32, blocked, SIMD, threads); in the browser the
+//! packed SIMD128 product of [`super::sgemm`] (one thread).
+
+/// A weight matrix kept in the checkpoint's precision: f16/bf16 checkpoints stay half size in
+/// memory, and on wasm32 a large f32 checkpoint is held as f16 too (CLIP-H in f32, 3.9 GB, does
+/// not fit in wasm32's 4 GiB). Products still compute in f32: [`linear`] widens W block by block.
+pub(crate) enum Matrix {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    BF16(Vec<half::bf16>),
+}
+
+impl Matrix {
+    /// The whole matrix in f32 (borrowed when it is stored so).
+    #[cfg(not(target_arch = "wasm32"))] // the native CPU benchmark's validation
+    pub fn f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        use half::slice::HalfFloatSliceExt;
+        use std::borrow::Cow;
+        match self {
+            Matrix::F32(v) => Cow::Borrowed(v),
+            Matrix::F16(v) => {
+                let mut out = vec![0.0; v.len()];
+                v.convert_to_f32_slice(&mut out);
+                Cow::Owned(out)
+            }
+            Matrix::BF16(v) => {
+                let mut out = vec![0.0; v.len()];
+                v.convert_to_f32_slice(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Elements `[start, start + out.len())` in f32.
+    pub fn read_into(&self, start: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = out.len();
+        match self {
+            Matrix::F32(v) => out.copy_from_slice(&v[start..start + n]),
+            Matrix::F16(v) => widen_f16(&v[start..start + n], out),
+            Matrix::BF16(v) => v[start..start + n].convert_to_f32_slice(out),
+        }
+    }
+}
+
+/// f16 -> f32. On wasm32 `half` has no hardware conversion (x86's F16C, ARM's FCVT) and
+/// converts value by value with branches; the branch-free [`super::sgemm::f16_bits_to_f32`]
+/// vectorizes to SIMD128 there.
+fn widen_f16(src: &[half::f16], out: &mut [f32]) {
+    #[cfg(target_arch = "wasm32")]
+    for (o, h) in out.iter_mut().zip(src) {
+        *o = super::sgemm::f16_bits_to_f32(h.to_bits());
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, out);
+}
+
+/// `y = x W^T + b`, W: (out, in) row-major as stored by PyTorch.
+pub(crate) struct Linear {
+    pub weight: Matrix,         // (out, in)
+    pub bias: Option<Vec<f32>>, // (out,)
+    pub out_features: usize,
+    pub in_features: usize,
+}
+
+/// `out (M, N) = a (M, K) . b^T` with `b (N, K)` row-major, plus `out` when `accumulate`.
+/// `threads`: let gemm use all cores (off inside an already parallel loop).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_nt(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    threads: bool,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    gemm_nt_ld(out, n, a, b, m, n, k, accumulate, threads);
+    // The browser: the packed SIMD product of `sgemm` (single thread).
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = threads;
+        assert!(out.len() >= m * n, "gemm_nt: operand sizes");
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        super::sgemm::gemm_acc(out, a, super::sgemm::Rows::F32(b), m, n, k);
+    }
+}
+
+/// `gemm_nt` into an `out` whose rows are `ldc` apart (a column block of a wider matrix).
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+fn gemm_nt_ld(
+    out: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    threads: bool,
+) {
+    assert!(
+        ldc >= n
+            && (m == 0 || out.len() >= (m - 1) * ldc + n)
+            && a.len() >= m * k
+            && b.len() >= n * k,
+        "gemm_nt: operand sizes"
+    );
+    let par = if threads && m * n * k > 1 << 16 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertion above keeps every access within the three slices; strides describe
+    // row-major a (M, K), column access of b (N, K) as (K, N), and row-major out (M, N).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Rows of a half-precision weight widened to f32 at a time (256 x 5120 f32 = 5 MiB).
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) const WIDEN_ROWS: usize = 256;
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    /// The reused f32 block of [`linear`] for half-precision weights.
+    static WIDEN: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `y (M, out) = x (M, in) W^T + b`. Natively the `gemm` crate (threads); half-precision W is
+/// widened block by block into a reused buffer, so a product never allocates a full f32 copy of
+/// its weight (fc1 of CLIP-H: 26 MB). On wasm32 the packed SIMD128 product of `sgemm`, which
+/// widens W as it packs it.
+pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
+    let (n, k) = (l.out_features, l.in_features);
+    let mut y = match &l.bias {
+        Some(b) => b.repeat(m),
+        None => vec![0.0; m * n],
+    };
+    #[cfg(target_arch = "wasm32")]
+    {
+        use super::sgemm::{gemm_acc, Rows};
+        let rows = match &l.weight {
+            Matrix::F32(w) => Rows::F32(w),
+            Matrix::F16(w) => Rows::F16(w),
+            Matrix::BF16(w) => Rows::BF16(w),
+        };
+        gemm_acc(&mut y, x, rows, m, n, k);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    match &l.weight {
+        Matrix::F32(w) => gemm_nt(&mut y, x, w, m, n, k, true, true),
+        half => WIDEN.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            for j0 in (0..n).step_by(WIDEN_ROWS) {
+                let nb = WIDEN_ROWS.min(n - j0);
+                buf.resize(nb * k, 0.0);
+                half.read_into(j0 * k, &mut buf[..nb * k]);
+                gemm_nt_ld(&mut y[j0..], n, x, &buf[..nb * k], m, nb, k, true, true);
+            }
+        }),
+    }
+    y
+}

@@ -1,0 +1,88 @@
+//! Where a ViT-H/14 vision layer's time goes on the CPU path: a benchmark harness for the
+//! browser (`crate::selftest::cpu_layer_profile`, run by `tests/wasm_gpu.rs`), compiled with the
+//! `selftest` feature only.
+//!
+//! Legend: T = 257 tokens, D = 1280, H = 16, Dh = 80, F = 5120 (one image).
+
+use crate::cpu::{gelu, gemm_nt, layer_norm, linear, softmax_row, LayerNorm, Linear, Matrix};
+use crate::models::clip::cpu::self_attention;
+use crate::models::clip::weights::Attention;
+
+/// (stage, ms) of one vision layer with f16-held random weights, stage by stage.
+pub(crate) fn vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
+    let (t, d, f, heads) = (257, 1280, 5120, 16);
+    use crate::gpu::selftest::rand;
+    let mut seed = 0;
+    let mut rand = |n: usize, scale: f32| {
+        seed += 1;
+        rand(n, seed, scale)
+    };
+    let mut lin = |out: usize, inp: usize| Linear {
+        weight: Matrix::F16(
+            rand(out * inp, (3.0 / inp as f32).sqrt())
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect(),
+        ),
+        bias: Some(vec![0.01; out]),
+        out_features: out,
+        in_features: inp,
+    };
+    let attn = Attention {
+        q_proj: lin(d, d),
+        k_proj: lin(d, d),
+        v_proj: lin(d, d),
+        out_proj: lin(d, d),
+    };
+    let (fc1, fc2) = (lin(f, d), lin(d, f));
+    let ln = LayerNorm {
+        weight: vec![1.0; d],
+        bias: vec![0.0; d],
+    };
+    let x: Vec<f32> = (0..t * d) // (T, D)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut out = Vec::new();
+    let mut time = |name: &'static str, f: &mut dyn FnMut()| {
+        let t0 = now_ms();
+        f();
+        out.push((name, now_ms() - t0));
+    };
+    let mut h = Vec::new(); // (T, D)
+    time("layer_norm", &mut || h = layer_norm(&x, &ln, 1e-5));
+    time("q/k/v/out products", &mut || {
+        for l in [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj] {
+            std::hint::black_box(linear(&h, t, l));
+        }
+    });
+    time("attention (with its 4 products)", &mut || {
+        std::hint::black_box(self_attention(&h, t, &attn, heads, false));
+    });
+    // The attention's pieces for 16 heads of 80.
+    let dh = d / heads;
+    let qh = rand(t * dh, 0.5); // (T, Dh)
+    let mut sc = vec![0.0f32; t * t]; // (T, T)
+    time("  16 x scores q k^T (257x257x80)", &mut || {
+        for _ in 0..heads {
+            gemm_nt(&mut sc, &qh, &qh, t, t, dh, false, false);
+        }
+    });
+    time("  16 x softmax rows", &mut || {
+        for _ in 0..heads {
+            sc.chunks_exact_mut(t).for_each(|row| softmax_row(row, t));
+        }
+    });
+    let mut o = vec![0.0f32; t * dh]; // (T, Dh)
+    time("  16 x context s v (257x80x257)", &mut || {
+        for _ in 0..heads {
+            gemm_nt(&mut o, &sc, &qh, t, dh, t, false, false);
+        }
+    });
+    let mut g = Vec::new(); // (T, F)
+    time("fc1", &mut || g = linear(&h, t, &fc1));
+    time("gelu", &mut || gelu(&mut g));
+    time("fc2", &mut || {
+        std::hint::black_box(linear(&g, t, &fc2));
+    });
+    out
+}
