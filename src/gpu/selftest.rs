@@ -8,8 +8,10 @@
 //! `selftest` feature only.
 
 use super::*;
+use crate::error::Result;
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, ModelSource};
+use crate::models::clip::config::Activation;
 use crate::models::clip::config::ClipConfig;
 use crate::models::clip::gpu_weights::pack_rows;
 use crate::stats::cosine;

@@ -4,10 +4,13 @@
 //! Without an adapter a test prints a skip line and passes, unless SCISCORE_REQUIRE_GPU=1
 //! (CI with lavapipe), where it fails.
 
+use super::kernels::{module_source, MATMUL_WGSL};
 use super::selftest::{self, rand, upload, Goldens, TestGpu, SCORE_ABS_F16};
 use super::*;
+use crate::error::Error;
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, DirSource};
+use crate::models::clip::config::Activation;
 use crate::models::clip::config::ClipConfig;
 use std::path::PathBuf;
 use std::sync::OnceLock;
