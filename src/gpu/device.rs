@@ -1,6 +1,6 @@
 //! The wgpu device: adapter and limits, optional features, error mapping, buffers and readback.
 
-use super::kernels::{compile_all, Kernel, ShaderFeatures};
+use super::kernels::{compile_all, Kernel, Pipelines, ShaderFeatures};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +18,7 @@ pub(crate) struct Gpu {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     info: String,
-    pipes: Vec<wgpu::ComputePipeline>,
+    pipes: Pipelines,
     /// Set by the device-lost callback; every later call fails with this message.
     lost: Arc<Mutex<Option<String>>>,
     /// The first validation / out-of-memory error no error scope caught.
@@ -295,6 +295,6 @@ impl Gpu {
     }
 
     pub(super) fn pipe(&self, k: Kernel) -> &wgpu::ComputePipeline {
-        &self.pipes[k as usize]
+        self.pipes.get(k)
     }
 }

@@ -2,9 +2,10 @@
 //! and the WGSL composition of each file with the shared parts it uses.
 
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 
 /// The compute pipelines, one per WGSL entry point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
     MatmulF16,
     MatmulF32,
@@ -25,104 +26,131 @@ pub(crate) enum Kernel {
     GatherRows,
 }
 
-pub(super) const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
-const TILE8X8_WGSL: &str = include_str!("../../shaders/tile8x8.wgsl");
-const MATMUL_EPILOGUE_WGSL: &str = include_str!("../../shaders/matmul_epilogue.wgsl");
-const WTILE_F16_WGSL: &str = include_str!("../../shaders/wtile_f16.wgsl");
-const WTILE_F32_WGSL: &str = include_str!("../../shaders/wtile_f32.wgsl");
-const MATMUL_DIRECT_WGSL: &str = include_str!("../../shaders/matmul_direct.wgsl");
-const LAYERNORM_WGSL: &str = include_str!("../../shaders/layernorm.wgsl");
-const REDUCE_WGSL: &str = include_str!("../../shaders/reduce.wgsl");
-const REDUCE_SUBGROUPS_WGSL: &str = include_str!("../../shaders/reduce_subgroups.wgsl");
-const ATTENTION_WGSL: &str = include_str!("../../shaders/attention.wgsl");
-const EMBED_WGSL: &str = include_str!("../../shaders/embed.wgsl");
-const POOL_WGSL: &str = include_str!("../../shaders/pool.wgsl");
+/// A shared WGSL file that kernel files are compiled with, put in front of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The f16 kernels' W-tile type `WTile16`: `wtile_f16.wgsl` on a device with `shader-f16`,
+    /// `wtile_f32.wgsl` otherwise. First in a module: it may start with `enable f16;`.
+    WTile16,
+    /// `tile8x8.wgsl`: the 8 x 8 register-block tile product, `tile_product`.
+    Tile8x8,
+    /// `matmul_epilogue.wgsl`: the matmul's Params, activations, bias and residual, `store4`.
+    MatmulEpilogue,
+    /// `reduce_sum` / `reduce_max`: `reduce_subgroups.wgsl` on a device with `subgroups`,
+    /// `reduce.wgsl` (workgroup memory only) otherwise.
+    Reduce,
+}
 
-/// (kernel, shader file, source, entry point), in `Kernel` order.
-const KERNELS: [(Kernel, &str, &str, &str); 17] = [
-    (Kernel::MatmulF16, "matmul.wgsl", MATMUL_WGSL, "matmul_f16"),
-    (Kernel::MatmulF32, "matmul.wgsl", MATMUL_WGSL, "matmul_f32"),
-    (
-        Kernel::MatmulF16Rows16,
-        "matmul.wgsl",
-        MATMUL_WGSL,
-        "matmul_f16_rows16",
-    ),
-    (
-        Kernel::MatmulF32Rows16,
-        "matmul.wgsl",
-        MATMUL_WGSL,
-        "matmul_f32_rows16",
-    ),
-    (
-        Kernel::MatmulDirectF16,
-        "matmul_direct.wgsl",
-        MATMUL_DIRECT_WGSL,
-        "matmul_direct_f16",
-    ),
-    (
-        Kernel::MatmulDirectF32,
-        "matmul_direct.wgsl",
-        MATMUL_DIRECT_WGSL,
-        "matmul_direct_f32",
-    ),
-    (
-        Kernel::LayerNorm,
-        "layernorm.wgsl",
-        LAYERNORM_WGSL,
-        "layer_norm",
-    ),
-    (
-        Kernel::AttnScores,
-        "attention.wgsl",
-        ATTENTION_WGSL,
-        "attn_scores",
-    ),
-    (
-        Kernel::AttnSoftmax,
-        "attention.wgsl",
-        ATTENTION_WGSL,
-        "attn_softmax",
-    ),
-    (
-        Kernel::AttnContext,
-        "attention.wgsl",
-        ATTENTION_WGSL,
-        "attn_context",
-    ),
-    (
-        Kernel::AttnScoresDirect,
-        "attention.wgsl",
-        ATTENTION_WGSL,
-        "attn_scores_direct",
-    ),
-    (
-        Kernel::AttnContextDirect,
-        "attention.wgsl",
-        ATTENTION_WGSL,
-        "attn_context_direct",
-    ),
-    (Kernel::Im2col, "embed.wgsl", EMBED_WGSL, "im2col"),
-    (
-        Kernel::VisionEmbed,
-        "embed.wgsl",
-        EMBED_WGSL,
-        "vision_embed",
-    ),
-    (
-        Kernel::TextEmbedF16,
-        "embed.wgsl",
-        EMBED_WGSL,
-        "text_embed_f16",
-    ),
-    (
-        Kernel::TextEmbedF32,
-        "embed.wgsl",
-        EMBED_WGSL,
-        "text_embed_f32",
-    ),
-    (Kernel::GatherRows, "pool.wgsl", POOL_WGSL, "gather_rows"),
+impl Part {
+    /// (file name, WGSL) of this part on a device with features `f`.
+    fn wgsl(self, f: ShaderFeatures) -> (&'static str, &'static str) {
+        match self {
+            Part::WTile16 if f.shader_f16 => (
+                "wtile_f16.wgsl",
+                include_str!("../../shaders/wtile_f16.wgsl"),
+            ),
+            Part::WTile16 => (
+                "wtile_f32.wgsl",
+                include_str!("../../shaders/wtile_f32.wgsl"),
+            ),
+            Part::Tile8x8 => ("tile8x8.wgsl", include_str!("../../shaders/tile8x8.wgsl")),
+            Part::MatmulEpilogue => (
+                "matmul_epilogue.wgsl",
+                include_str!("../../shaders/matmul_epilogue.wgsl"),
+            ),
+            Part::Reduce if f.subgroups => (
+                "reduce_subgroups.wgsl",
+                include_str!("../../shaders/reduce_subgroups.wgsl"),
+            ),
+            Part::Reduce => ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
+        }
+    }
+}
+
+/// A kernel file of `shaders/` and the parts put in front of it, in this order.
+pub(super) struct KernelFile {
+    pub name: &'static str,
+    pub wgsl: &'static str,
+    pub parts: &'static [Part],
+}
+
+pub(super) const MATMUL: KernelFile = KernelFile {
+    name: "matmul.wgsl",
+    wgsl: include_str!("../../shaders/matmul.wgsl"),
+    parts: &[Part::WTile16, Part::Tile8x8, Part::MatmulEpilogue],
+};
+const MATMUL_DIRECT: KernelFile = KernelFile {
+    name: "matmul_direct.wgsl",
+    wgsl: include_str!("../../shaders/matmul_direct.wgsl"),
+    parts: &[Part::MatmulEpilogue],
+};
+const LAYERNORM: KernelFile = KernelFile {
+    name: "layernorm.wgsl",
+    wgsl: include_str!("../../shaders/layernorm.wgsl"),
+    parts: &[Part::Reduce],
+};
+const ATTENTION: KernelFile = KernelFile {
+    name: "attention.wgsl",
+    wgsl: include_str!("../../shaders/attention.wgsl"),
+    parts: &[Part::Tile8x8, Part::Reduce],
+};
+const EMBED: KernelFile = KernelFile {
+    name: "embed.wgsl",
+    wgsl: include_str!("../../shaders/embed.wgsl"),
+    parts: &[],
+};
+const POOL: KernelFile = KernelFile {
+    name: "pool.wgsl",
+    wgsl: include_str!("../../shaders/pool.wgsl"),
+    parts: &[],
+};
+
+/// One compute pipeline: its kernel file and entry point.
+struct KernelSpec {
+    kernel: Kernel,
+    file: &'static KernelFile,
+    entry: &'static str,
+}
+
+const fn spec(kernel: Kernel, file: &'static KernelFile, entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        kernel,
+        file,
+        entry,
+    }
+}
+
+/// Every kernel the engine compiles (in any order; modules are compiled in order of first use).
+const KERNELS: &[KernelSpec] = &[
+    spec(Kernel::MatmulF16, &MATMUL, "matmul_f16"),
+    spec(Kernel::MatmulF32, &MATMUL, "matmul_f32"),
+    spec(Kernel::MatmulF16Rows16, &MATMUL, "matmul_f16_rows16"),
+    spec(Kernel::MatmulF32Rows16, &MATMUL, "matmul_f32_rows16"),
+    spec(Kernel::MatmulDirectF16, &MATMUL_DIRECT, "matmul_direct_f16"),
+    spec(Kernel::MatmulDirectF32, &MATMUL_DIRECT, "matmul_direct_f32"),
+    spec(Kernel::LayerNorm, &LAYERNORM, "layer_norm"),
+    spec(Kernel::AttnScores, &ATTENTION, "attn_scores"),
+    spec(Kernel::AttnSoftmax, &ATTENTION, "attn_softmax"),
+    spec(Kernel::AttnContext, &ATTENTION, "attn_context"),
+    spec(Kernel::AttnScoresDirect, &ATTENTION, "attn_scores_direct"),
+    spec(Kernel::AttnContextDirect, &ATTENTION, "attn_context_direct"),
+    spec(Kernel::Im2col, &EMBED, "im2col"),
+    spec(Kernel::VisionEmbed, &EMBED, "vision_embed"),
+    spec(Kernel::TextEmbedF16, &EMBED, "text_embed_f16"),
+    spec(Kernel::TextEmbedF32, &EMBED, "text_embed_f32"),
+    spec(Kernel::GatherRows, &POOL, "gather_rows"),
 ];
+
+/// The compiled pipeline of every kernel.
+pub(super) struct Pipelines(HashMap<Kernel, wgpu::ComputePipeline>);
+
+impl Pipelines {
+    pub(super) fn get(&self, k: Kernel) -> &wgpu::ComputePipeline {
+        self.0
+            .get(&k)
+            .unwrap_or_else(|| panic!("{k:?} has no row in the kernel table (gpu/kernels.rs)"))
+    }
+}
 
 /// Optional device features that change the WGSL the kernels are compiled from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,70 +175,67 @@ impl ShaderFeatures {
     }
 }
 
-/// The WGSL of a kernel file as compiled: the parts it uses go in front of it. A file that names
-/// `WTile16` gets `shaders/wtile_f16.wgsl` on a device with `shader-f16` and `wtile_f32.wgsl`
-/// otherwise (first: it may start with `enable f16;`); one that calls `tile_product(` gets
-/// `tile8x8.wgsl`; one that calls `store4(` gets `matmul_epilogue.wgsl`; one that calls
-/// `reduce_sum` / `reduce_max` gets `reduce_subgroups.wgsl` on a device with subgroups and
-/// `reduce.wgsl` (workgroup memory only) otherwise. Returns (label naming the parts, source);
-/// line numbers in messages count from the first part.
-pub(super) fn module_source(file: &str, src: &str, f: ShaderFeatures) -> (String, String) {
-    let mut parts: Vec<(&str, &str)> = Vec::new();
-    if src.contains("WTile16") {
-        parts.push(if f.shader_f16 {
-            ("wtile_f16.wgsl", WTILE_F16_WGSL)
-        } else {
-            ("wtile_f32.wgsl", WTILE_F32_WGSL)
-        });
-    }
-    if src.contains("tile_product(") {
-        parts.push(("tile8x8.wgsl", TILE8X8_WGSL));
-    }
-    if src.contains("store4(") {
-        parts.push(("matmul_epilogue.wgsl", MATMUL_EPILOGUE_WGSL));
-    }
-    if src.contains("reduce_sum(") || src.contains("reduce_max(") {
-        parts.push(if f.subgroups {
-            ("reduce_subgroups.wgsl", REDUCE_SUBGROUPS_WGSL)
-        } else {
-            ("reduce.wgsl", REDUCE_WGSL)
-        });
-    }
-    parts.push((file, src));
-    let label = parts.iter().map(|p| p.0).collect::<Vec<_>>().join(" + ");
-    let source = parts.iter().map(|p| p.1).collect::<Vec<_>>().join("\n");
+/// The WGSL of kernel file `file` (`src`, under the label `name`) as compiled on a device with
+/// features `f`: its parts, then the file. Returns (label naming the files, source); line numbers
+/// in messages count from the first part.
+pub(super) fn module_source(
+    name: &str,
+    src: &str,
+    parts: &[Part],
+    f: ShaderFeatures,
+) -> (String, String) {
+    let mut files: Vec<(&str, &str)> = parts.iter().map(|p| p.wgsl(f)).collect();
+    files.push((name, src));
+    let label = files.iter().map(|p| p.0).collect::<Vec<_>>().join(" + ");
+    let source = files.iter().map(|p| p.1).collect::<Vec<_>>().join("\n");
     (label, source)
+}
+
+/// The kernel files in order of first use in the table, each once.
+fn kernel_files() -> Vec<&'static KernelFile> {
+    let mut files: Vec<&'static KernelFile> = Vec::new();
+    for k in KERNELS {
+        if !files.iter().any(|f| f.name == k.file.name) {
+            files.push(k.file);
+        }
+    }
+    files
+}
+
+/// The parts of the kernel file called `name` (e.g. `matmul_direct.wgsl`); matmul.wgsl's for a
+/// name the table does not have (the kernel-tuning harness's variants).
+#[cfg(test)]
+pub(super) fn parts_of(name: &str) -> &'static [Part] {
+    kernel_files()
+        .into_iter()
+        .find(|f| f.name == name)
+        .map_or(MATMUL.parts, |f| f.parts)
 }
 
 /// Every kernel module as the engine compiles it on a device with features `f`: (label naming
 /// its `shaders/` files, WGSL). For validators (tests/shaders.rs).
 pub fn shader_modules(f: ShaderFeatures) -> Vec<(String, String)> {
-    let mut files: Vec<(&str, &str)> = Vec::new();
-    for &(_, file, src, _) in KERNELS.iter() {
-        if !files.iter().any(|(f, _)| *f == file) {
-            files.push((file, src));
-        }
-    }
-    files
+    kernel_files()
         .into_iter()
-        .map(|(file, src)| module_source(file, src, f))
+        .map(|k| module_source(k.name, k.wgsl, k.parts, f))
         .collect()
 }
 
 /// Compiles every kernel; a shader or pipeline error becomes `Error::Shader` with the file and
-/// the compiler's message (naga natively, Tint in the browser).
+/// the compiler's message (naga natively, Tint in the browser). `progress(compiled, total)` is
+/// called before the first pipeline and after each.
 pub(super) async fn compile_all(
     device: &wgpu::Device,
     features: ShaderFeatures,
     progress: &dyn Fn(usize, usize),
-) -> Result<Vec<wgpu::ComputePipeline>> {
+) -> Result<Pipelines> {
     let mut modules: Vec<(&str, wgpu::ShaderModule)> = Vec::new();
-    let mut pipes = Vec::with_capacity(KERNELS.len());
+    let mut pipes = HashMap::with_capacity(KERNELS.len());
     progress(0, KERNELS.len());
-    for (i, &(k, file, src, entry)) in KERNELS.iter().enumerate() {
-        debug_assert_eq!(k as usize, i);
+    for k in KERNELS {
+        let file = k.file.name;
         if !modules.iter().any(|(f, _)| *f == file) {
-            let (label, source) = module_source(file, src, features);
+            let (label, source) = module_source(file, k.file.wgsl, k.file.parts, features);
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
@@ -245,6 +270,7 @@ pub(super) async fn compile_all(
             .find(|(f, _)| *f == file)
             .expect("compiled above")
             .1;
+        let entry = k.entry;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -260,8 +286,23 @@ pub(super) async fn compile_all(
                 message: e.to_string(),
             });
         }
-        pipes.push(p);
+        pipes.insert(k.kernel, p);
         progress(pipes.len(), KERNELS.len());
     }
-    Ok(pipes)
+    Ok(Pipelines(pipes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_each_kernel_and_entry_point_once() {
+        for (i, a) in KERNELS.iter().enumerate() {
+            for b in &KERNELS[..i] {
+                assert_ne!(a.kernel, b.kernel, "{:?} has two rows", a.kernel);
+                assert_ne!(a.entry, b.entry, "entry point {} has two rows", a.entry);
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! Without an adapter a test prints a skip line and passes, unless SCISCORE_REQUIRE_GPU=1
 //! (CI with lavapipe), where it fails.
 
-use super::kernels::{module_source, MATMUL_WGSL};
+use super::kernels::{module_source, parts_of, MATMUL};
 use super::selftest::{self, rand, upload, Goldens, TestGpu, SCORE_ABS_F16};
 use super::*;
 use crate::error::Error;
@@ -276,6 +276,8 @@ fn env_list(var: &str, default: &str) -> Vec<usize> {
 /// files get their parts as the engine composes them (`module_source`) for the device's
 /// features, the baseline for core WebGPU instead with MATMUL_BASE_FEATURES=core (so the two
 /// W-tile types of matmul.wgsl run side by side with MATMUL_VARIANT=shaders/matmul.wgsl).
+/// A file gets the parts of the engine's kernel file of the same name (`matmul_direct.wgsl`),
+/// matmul.wgsl's under any other name.
 /// `MATMUL_VARIANT=/tmp/v.wgsl cargo test --lib matmul_variant -- --ignored --nocapture`
 #[test]
 #[ignore]
@@ -285,21 +287,31 @@ fn matmul_variant_timing() {
     let Ok(path) = std::env::var("MATMUL_VARIANT") else {
         return;
     };
-    let variant = module_source(&path, &std::fs::read_to_string(&path).unwrap(), g.features).1;
+    let file_name = |p: &str| {
+        std::path::Path::new(p)
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+    };
+    let variant_src = std::fs::read_to_string(&path).unwrap();
+    let variant = module_source(&path, &variant_src, parts_of(&file_name(&path)), g.features).1;
     let shape = env_list("MATMUL_SHAPE", "257,1280,1280");
     let (m, k, n) = (shape[0], shape[1], shape[2]);
     let f16 = std::env::var("MATMUL_F32").is_err();
     let tile = env_list("MATMUL_VARIANT_TILE", "64,64");
     let entry = std::env::var("MATMUL_ENTRY")
         .unwrap_or_else(|_| if f16 { "matmul_f16" } else { "matmul_f32" }.into());
-    let base = std::env::var("MATMUL_BASE")
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap_or_else(|_| MATMUL_WGSL.into());
+    let (base, base_parts) = match std::env::var("MATMUL_BASE") {
+        Ok(p) => (
+            std::fs::read_to_string(&p).unwrap(),
+            parts_of(&file_name(&p)),
+        ),
+        Err(_) => (MATMUL.wgsl.to_string(), MATMUL.parts),
+    };
     let base_features = match std::env::var("MATMUL_BASE_FEATURES").as_deref() {
         Ok("core") => ShaderFeatures::default(),
         _ => g.features,
     };
-    let base = module_source("baseline", &base, base_features).1;
+    let base = module_source("baseline", &base, base_parts, base_features).1;
     let base_tile = env_list("MATMUL_BASE_TILE", "64,64");
     let make = |src: &str| {
         let module = g.device.create_shader_module(wgpu::ShaderModuleDescriptor {
