@@ -1,6 +1,6 @@
 //! The wgpu device: adapter and limits, optional features, error mapping, buffers and readback.
 
-use super::kernels::{compile_all, Kernel, Pipelines, ShaderFeatures};
+use super::kernels::{compile_all, Kernel, KernelFamily, Pipelines, ShaderFeatures};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +28,8 @@ pub(crate) struct Gpu {
     pub timestamp_period: Option<f32>,
     /// A 16-byte buffer bound where a kernel reads nothing (a matmul without bias).
     pub(super) dummy: wgpu::Buffer,
-    /// Use `shaders/matmul_direct.wgsl` where K allows: adapters that run on the CPU.
-    pub(super) direct_matmul: bool,
+    /// The kernels of the matrix products on this device.
+    pub(super) family: KernelFamily,
     /// The optional features the kernels were compiled for.
     pub(super) features: ShaderFeatures,
 }
@@ -136,13 +136,6 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        // The barrier-free kernel for CPU adapters (lavapipe, SwiftShader; in the browser a
-        // fallback adapter reports Cpu); SCISCORE_MATMUL=tiled|direct overrides (benchmarks).
-        let direct_matmul = match std::env::var("SCISCORE_MATMUL").as_deref() {
-            Ok("tiled") => false,
-            Ok("direct") => true,
-            _ => i.device_type == wgpu::DeviceType::Cpu,
-        };
         let gpu = Gpu {
             device,
             queue,
@@ -153,7 +146,7 @@ impl Gpu {
             uncaptured,
             timestamp_period,
             dummy,
-            direct_matmul,
+            family: KernelFamily::for_adapter(i.device_type),
             features: shader,
         };
         gpu.check()?;

@@ -26,6 +26,33 @@ pub(crate) enum Kernel {
     GatherRows,
 }
 
+/// Which kernels compute the matrix products (linear layers, attention's two products): one
+/// family per device, chosen when it opens ([`KernelFamily::for_adapter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KernelFamily {
+    /// 64 x 64 tiles through workgroup memory (`matmul.wgsl`, `attn_scores` / `attn_context`):
+    /// the design for GPUs.
+    Tiled,
+    /// For adapters that run on the CPU (lavapipe, SwiftShader; in the browser a fallback
+    /// adapter): barrier-free register blocks read straight from memory (`matmul_direct.wgsl`,
+    /// `attn_*_direct`), since there barriers and workgroup memory cost more than the CPU's
+    /// caches save.
+    CpuAdapter,
+}
+
+impl KernelFamily {
+    /// `CpuAdapter` on an adapter that runs on the CPU, `Tiled` otherwise;
+    /// SCISCORE_MATMUL=tiled|direct overrides (benchmarks, tests).
+    pub(super) fn for_adapter(device_type: wgpu::DeviceType) -> KernelFamily {
+        match std::env::var("SCISCORE_MATMUL").as_deref() {
+            Ok("tiled") => KernelFamily::Tiled,
+            Ok("direct") => KernelFamily::CpuAdapter,
+            _ if device_type == wgpu::DeviceType::Cpu => KernelFamily::CpuAdapter,
+            _ => KernelFamily::Tiled,
+        }
+    }
+}
+
 /// A shared WGSL file that kernel files are compiled with, put in front of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Part {

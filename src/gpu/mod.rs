@@ -30,5 +30,7 @@ mod kernels;
 mod pass;
 
 pub(crate) use device::{Gpu, GpuOptions};
+#[cfg(any(test, feature = "selftest"))]
+pub(crate) use kernels::KernelFamily;
 pub use kernels::{shader_modules, ShaderFeatures};
 pub(crate) use pass::{Epilogue, Pass};

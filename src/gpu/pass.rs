@@ -1,7 +1,7 @@
 //! The recorder: kernel calls with their uniforms and bindings, encoded into one compute pass.
 
 use super::device::Gpu;
-use super::kernels::Kernel;
+use super::kernels::{Kernel, KernelFamily};
 use super::{GpuLayerNorm, GpuLinear};
 use crate::error::{Error, Result};
 use crate::models::clip::config::Activation;
@@ -42,7 +42,7 @@ pub(crate) struct Pass<'g> {
     gpu: &'g Gpu,
     ops: Vec<Op>,
     params: Vec<u8>,
-    direct_matmul: bool,
+    family: KernelFamily,
 }
 
 /// `[x, y, 1]` workgroups covering `groups` in a grid whose x is at most 65535.
@@ -62,14 +62,18 @@ impl<'g> Pass<'g> {
             gpu,
             ops: Vec::new(),
             params: Vec::new(),
-            direct_matmul: gpu.direct_matmul,
+            family: gpu.family,
         }
     }
 
-    /// Chooses the matmul family for this pass (the tests run both on every adapter).
+    /// A pass with the matrix products of `family` instead of the device's (the tests run both
+    /// families on every adapter).
     #[cfg(any(test, feature = "selftest"))]
-    pub fn set_direct_matmul(&mut self, on: bool) {
-        self.direct_matmul = on;
+    pub fn with_family(gpu: &'g Gpu, family: KernelFamily) -> Self {
+        Pass {
+            family,
+            ..Pass::new(gpu)
+        }
     }
 
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
@@ -118,7 +122,7 @@ impl<'g> Pass<'g> {
         });
     }
 
-    /// y (M, N) = epilogue(x (M, K) . W^T + b). On CPU adapters, when K allows, 16-row strips
+    /// y (M, N) = epilogue(x (M, K) . W^T + b). For CPU adapters, when K allows, 16-row strips
     /// of `matmul_direct.wgsl`; otherwise matmul.wgsl's 64 x 64 tiles, and 16 x 64 tiles for
     /// the last M % 64 rows when there are at most 48 of them: zero rows computed in a tile
     /// cost as much as real ones (77 rows: 64 + 16 computed instead of 128).
@@ -155,7 +159,7 @@ impl<'g> Pass<'g> {
         let bufs = [(1, x), (w_binding, &l.weight), (4, bias), (5, y)];
         let flops = |rows: usize| 2.0 * rows as f64 * l.out_features as f64 * l.in_features as f64;
         let direct_k = if l.f16 { 8 } else { 4 };
-        if self.direct_matmul && l.in_features % direct_k == 0 {
+        if self.family == KernelFamily::CpuAdapter && l.in_features % direct_k == 0 {
             let kernel = if l.f16 {
                 Kernel::MatmulDirectF16
             } else {
@@ -206,8 +210,8 @@ impl<'g> Pass<'g> {
     }
 
     /// ctx (B*T, D) = attention(qkv (B*T, 3D)), H heads of width Dh, through the scores
-    /// (B*H, T, T); the products in 64 x 64 tiles, or on CPU adapters (`set_direct_matmul`) in
-    /// the barrier-free 16 x 32 blocks of `attn_*_direct`.
+    /// (B*H, T, T); the products in 64 x 64 tiles, or for CPU adapters in the barrier-free
+    /// 16 x 32 blocks of `attn_*_direct`.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &mut self,
@@ -235,16 +239,16 @@ impl<'g> Pass<'g> {
         // q k^T and p v: 2 T^2 D each per sequence (causal counted in full, as bench.rs does).
         let flops = 2.0 * (b * t * t * d) as f64;
         let z = u(b * heads);
-        // CPU adapters: the barrier-free 16 x 32 blocks; GPUs: 64 x 64 tiles.
-        let (scores_k, context_k, rows, cols) = if self.direct_matmul {
-            (Kernel::AttnScoresDirect, Kernel::AttnContextDirect, 16, 32)
-        } else {
-            (
+        let (scores_k, context_k, rows, cols) = match self.family {
+            KernelFamily::Tiled => (
                 Kernel::AttnScores,
                 Kernel::AttnContext,
                 MATMUL_TILE,
                 MATMUL_TILE,
-            )
+            ),
+            KernelFamily::CpuAdapter => {
+                (Kernel::AttnScoresDirect, Kernel::AttnContextDirect, 16, 32)
+            }
         };
         let row_groups = u(t.div_ceil(rows));
         self.call_counted(

@@ -155,7 +155,7 @@ fn gelu64(v: f64) -> f64 {
 #[allow(clippy::too_many_arguments)]
 async fn check_matmul(
     gpu: &Gpu,
-    direct: bool,
+    family: KernelFamily,
     m: usize,
     n: usize,
     k: usize,
@@ -170,8 +170,7 @@ async fn check_matmul(
     let y0 = rand(m * n, seed + 3, 1.0);
     let lin = GpuLinear::from_f32(gpu, &w, bias.then_some(&b[..]), n, k, f16).unwrap();
     let (xb, yb) = (upload(gpu, &x), upload(gpu, &y0));
-    let mut pass = Pass::new(gpu);
-    pass.set_direct_matmul(direct);
+    let mut pass = Pass::with_family(gpu, family);
     pass.linear("test", &lin, &xb, &yb, m, epi);
     let got = run(gpu, pass, &yb, m * n).await;
     let we = if f16 { f16_round(&w) } else { w.clone() };
@@ -204,7 +203,7 @@ async fn check_matmul(
             );
         }
     }
-    format!("matmul {m}x{n}x{k} f16={f16} bias={bias} {epi:?} direct={direct}: worst |diff| / tol = {worst:.3}")
+    format!("matmul {m}x{n}x{k} f16={f16} bias={bias} {epi:?} {family:?}: worst |diff| / tol = {worst:.3}")
 }
 
 pub async fn matmul(g: &TestGpu) -> String {
@@ -216,8 +215,8 @@ pub async fn matmul(g: &TestGpu) -> String {
     // multiples, no bias, both activations. Row counts cover every tiling: 64-row tiles plus
     // 16-row tiles for the rest (257, 77, 65), 16-row tiles only (3, 1), 64-row tiles only
     // (128 exact, 50 and 120 with a remainder over 48); K % 8 == 0 and K % 4 == 0 reach the
-    // direct kernels (f16 and f32), other K fall back to the tiled ones. Both families run on
-    // every adapter.
+    // CPU adapters' kernels (f16 and f32), other K fall back to the tiled ones. Both families
+    // run on every adapter.
     for (i, (m, n, kk, f16, bias, epi)) in [
         (257, 70, 1280, true, true, Epilogue::Store),
         (257, 33, 5120, true, true, Epilogue::Residual),
@@ -236,8 +235,8 @@ pub async fn matmul(g: &TestGpu) -> String {
     .into_iter()
     .enumerate()
     {
-        for direct in [false, true] {
-            out.push(check_matmul(g, direct, m, n, kk, f16, bias, epi, i as u64 + 1).await);
+        for family in [KernelFamily::Tiled, KernelFamily::CpuAdapter] {
+            out.push(check_matmul(g, family, m, n, kk, f16, bias, epi, i as u64 + 1).await);
         }
     }
     out.join("\n")
@@ -357,12 +356,11 @@ pub async fn attention(g: &TestGpu) -> String {
         let qkv = rand(b * t * 3 * d, seed, 2.0);
         let qb = upload(g, &qkv);
         let want = attention_ref(&qkv, b, t, d, h, causal);
-        for direct in [false, true] {
+        for family in [KernelFamily::Tiled, KernelFamily::CpuAdapter] {
             // Fresh (zeroed) outputs: nothing left over from the other kernel family.
             let cb = g.storage("ctx", (b * t * d * 4) as u64).unwrap();
             let sb = g.storage("scores", (b * h * t * t * 4) as u64).unwrap();
-            let mut pass = Pass::new(g);
-            pass.set_direct_matmul(direct);
+            let mut pass = Pass::with_family(g, family);
             pass.attention(&qb, &sb, &cb, b, t, d, h, causal);
             let got = run(g, pass, &cb, b * t * d).await;
             for i in 0..got.len() {
@@ -370,14 +368,14 @@ pub async fn attention(g: &TestGpu) -> String {
                 worst = worst.max(dd);
                 assert!(
                     dd <= KERNEL_ABS * (1.0 + want[i].abs() as f64),
-                    "attention b{b} t{t} d{d} h{h} causal {causal} direct {direct}: [{i}] {} vs {}",
+                    "attention b{b} t{t} d{d} h{h} causal {causal} {family:?}: [{i}] {} vs {}",
                     got[i],
                     want[i]
                 );
             }
         }
     }
-    format!("attention: 6 shapes, tiled and direct, max |diff| {worst:.3e}")
+    format!("attention: 6 shapes, both kernel families, max |diff| {worst:.3e}")
 }
 
 pub async fn vision_embeddings(g: &TestGpu) -> String {

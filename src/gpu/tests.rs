@@ -132,8 +132,7 @@ fn f16_weight_tiles_give_the_f32_tiles_products_bit_for_bit() {
             .map(|dev| {
                 let lin = GpuLinear::from_f32(dev, &w, Some(&b), n, k, true).unwrap();
                 let (xb, yb) = (upload(dev, &x), upload(dev, &y0));
-                let mut pass = Pass::new(dev);
-                pass.set_direct_matmul(false);
+                let mut pass = Pass::with_family(dev, KernelFamily::Tiled);
                 pass.linear("test", &lin, &xb, &yb, m, epi);
                 let mut enc = dev.device.create_command_encoder(&Default::default());
                 pass.encode(&mut enc).unwrap();
