@@ -2,11 +2,11 @@
 //! One async API for native and wasm; native callers block on it with `pollster`.
 
 use crate::error::{Error, Hint, Result};
-use crate::gpu::{GpuModel, GpuOptions};
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, ModelSource};
 use crate::models::clip::config::{ClipConfig, PreprocessorConfig};
 use crate::models::clip::cpu::{CpuModel, Trace};
+use crate::models::clip::gpu::{GpuModel, GpuOptions};
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::clip::weights::ClipWeights;
 use crate::score::{self, ScoreMatrix};

@@ -7,7 +7,7 @@
 //! overhead, ~0.1 ms, to each kernel). FLOPs: 2 M N K per matmul, 4 T^2 D per attention; norms,
 //! softmax, embeddings and activations are not counted (as in `crate::jobs::bench`).
 
-use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass};
+use super::{Epilogue, Gpu, GpuLinear, Pass};
 use crate::error::{Error, Result};
 use crate::io::random::RandomSource;
 use crate::io::safetensors::Checkpoint;
@@ -15,7 +15,7 @@ use crate::io::source::read_all;
 use crate::jobs::bench::{text_flops, vision_flops, BenchRow};
 use crate::models::clip::config::{ClipConfig, TowerConfig};
 use crate::models::clip::cpu::CpuModel;
-use crate::models::clip::gpu::VisionHead;
+use crate::models::clip::gpu::{GpuModel, GpuOptions, VisionHead};
 use crate::models::clip::weights::ClipWeights;
 use crate::stats::{cosine, median};
 use std::time::Instant;

@@ -4,14 +4,6 @@ use super::kernels::{compile_all, Kernel, KernelFamily, Pipelines, ShaderFeature
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
-/// Load-time choices of the GPU engine.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct GpuOptions {
-    /// Keep matrix weights in f32 instead of packed f16 (twice the memory; bit-faithful to f32
-    /// checkpoints).
-    pub f32_weights: bool,
-}
-
 /// A wgpu device with the pipelines of every kernel.
 pub(crate) struct Gpu {
     pub device: wgpu::Device,

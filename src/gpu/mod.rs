@@ -22,14 +22,13 @@ pub mod selftest;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
 
-pub(crate) use crate::models::clip::gpu::GpuModel;
-pub(crate) use crate::models::clip::gpu_weights::{GpuLayerNorm, GpuLinear};
-
+mod buffers;
 mod device;
 mod kernels;
 mod pass;
 
-pub(crate) use device::{Gpu, GpuOptions};
+pub(crate) use buffers::{pack_rows, row_words, GpuLayerNorm, GpuLinear};
+pub(crate) use device::Gpu;
 #[cfg(any(test, feature = "selftest"))]
 pub(crate) use kernels::KernelFamily;
 pub use kernels::{shader_modules, ShaderFeatures};

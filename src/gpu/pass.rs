@@ -1,10 +1,9 @@
 //! The recorder: kernel calls with their uniforms and bindings, encoded into one compute pass.
 
+use super::buffers::{GpuLayerNorm, GpuLinear};
 use super::device::Gpu;
 use super::kernels::{Kernel, KernelFamily};
-use super::{GpuLayerNorm, GpuLinear};
 use crate::error::{Error, Result};
-use crate::models::clip::config::Activation;
 
 /// The matmul tile edge (shaders/matmul.wgsl): one workgroup per 64 x 64 block of y.
 const MATMUL_TILE: usize = 64;
@@ -18,8 +17,10 @@ const MATMUL_DIRECT_ROWS: usize = 16;
 pub(crate) enum Epilogue {
     /// y = x W^T + b
     Store,
-    /// y = act(x W^T + b)
-    Act(Activation),
+    /// y = gelu(x W^T + b), the exact (erf) GELU
+    Gelu,
+    /// y = quick_gelu(x W^T + b) = z sigmoid(1.702 z)
+    QuickGelu,
     /// y = y + x W^T + b (the residual stream)
     Residual,
 }
@@ -137,8 +138,8 @@ impl<'g> Pass<'g> {
     ) {
         let (act, acc) = match epi {
             Epilogue::Store => (0, 0),
-            Epilogue::Act(Activation::Gelu) => (1, 0),
-            Epilogue::Act(Activation::QuickGelu) => (2, 0),
+            Epilogue::Gelu => (1, 0),
+            Epilogue::QuickGelu => (2, 0),
             Epilogue::Residual => (0, 1),
         };
         let bias = l.bias.as_ref().unwrap_or(&self.gpu.dummy);

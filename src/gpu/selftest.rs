@@ -11,9 +11,8 @@ use super::*;
 use crate::error::Result;
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, ModelSource};
-use crate::models::clip::config::Activation;
 use crate::models::clip::config::ClipConfig;
-use crate::models::clip::gpu_weights::pack_rows;
+use crate::models::clip::gpu::{GpuModel, GpuOptions};
 use crate::stats::cosine;
 
 /// The browser CPU path's packed product (`src/sgemm.rs`) against f64: in `tests/wasm_gpu.rs`
@@ -189,8 +188,8 @@ async fn check_matmul(
             }
             let want = match epi {
                 Epilogue::Store => acc,
-                Epilogue::Act(Activation::Gelu) => gelu64(acc),
-                Epilogue::Act(Activation::QuickGelu) => acc / (1.0 + (-1.702 * acc).exp()),
+                Epilogue::Gelu => gelu64(acc),
+                Epilogue::QuickGelu => acc / (1.0 + (-1.702 * acc).exp()),
                 Epilogue::Residual => acc + y0[i * n + j] as f64,
             };
             let tol = matmul_tol(k, abs) + ERF_ABS * (1.0 + want.abs());
@@ -208,7 +207,6 @@ async fn check_matmul(
 
 pub async fn matmul(g: &TestGpu) -> String {
     let g = &g.0;
-    use Activation::{Gelu, QuickGelu};
     let mut out = Vec::new();
     // (M, N, K, f16, bias, epilogue): ViT-H rows (257) with K = 1280 and K = 5120 but few
     // columns, to keep software adapters quick; odd K (packed pad half), N and M not tile
@@ -220,15 +218,15 @@ pub async fn matmul(g: &TestGpu) -> String {
     for (i, (m, n, kk, f16, bias, epi)) in [
         (257, 70, 1280, true, true, Epilogue::Store),
         (257, 33, 5120, true, true, Epilogue::Residual),
-        (257, 70, 1280, false, true, Epilogue::Act(Gelu)),
-        (77, 130, 67, true, false, Epilogue::Act(QuickGelu)),
-        (65, 129, 33, false, false, Epilogue::Act(QuickGelu)),
-        (3, 5, 1, true, true, Epilogue::Act(Gelu)),
+        (257, 70, 1280, false, true, Epilogue::Gelu),
+        (77, 130, 67, true, false, Epilogue::QuickGelu),
+        (65, 129, 33, false, false, Epilogue::QuickGelu),
+        (3, 5, 1, true, true, Epilogue::Gelu),
         (1, 1, 15, false, true, Epilogue::Residual),
         (128, 65, 40, true, true, Epilogue::Residual),
         (50, 64, 24, false, true, Epilogue::Store),
-        (120, 3, 31, true, false, Epilogue::Act(Gelu)),
-        (77, 100, 1024, true, true, Epilogue::Act(QuickGelu)),
+        (120, 3, 31, true, false, Epilogue::Gelu),
+        (77, 100, 1024, true, true, Epilogue::QuickGelu),
         (9, 70, 20, false, true, Epilogue::Residual),
         (17, 66, 24, true, false, Epilogue::Store),
     ]
@@ -250,7 +248,7 @@ pub async fn gelu(g: &TestGpu) -> String {
     let lin = GpuLinear::from_f32(g, &[1.0], None, 1, 1, false).unwrap();
     let (xb, yb) = (upload(g, &x), g.storage("y", (m * 4) as u64).unwrap());
     let mut pass = Pass::new(g);
-    pass.linear("gelu", &lin, &xb, &yb, m, Epilogue::Act(Activation::Gelu));
+    pass.linear("gelu", &lin, &xb, &yb, m, Epilogue::Gelu);
     let got = run(g, pass, &yb, m).await;
     let mut worst = 0.0f64;
     for (i, &v) in x.iter().enumerate() {
@@ -447,16 +445,7 @@ pub async fn text_embed_and_pooling(g: &TestGpu) -> String {
             .unwrap();
         let out = g.storage("out", (2 * d * 4) as u64).unwrap();
         let mut pass = Pass::new(g);
-        pass.text_embed(
-            &rb,
-            f16,
-            crate::models::clip::gpu_weights::row_words(d, f16),
-            &pb,
-            &x,
-            b,
-            t,
-            d,
-        );
+        pass.text_embed(&rb, f16, row_words(d, f16), &pb, &x, b, t, d);
         pass.gather_rows(&x, &index, &out, 2, d);
         let got = run(g, pass, &out, 2 * d).await;
         let rv = if f16 { f16_round(&rows) } else { rows.clone() };

@@ -10,8 +10,8 @@ use super::*;
 use crate::error::Error;
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, DirSource};
-use crate::models::clip::config::Activation;
 use crate::models::clip::config::ClipConfig;
+use crate::models::clip::gpu::{GpuModel, GpuOptions};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -114,12 +114,7 @@ fn f16_weight_tiles_give_the_f32_tiles_products_bit_for_bit() {
     }
     // 257 rows (64-row and 16-row tiles), K = 1280, an odd K (the pad half), N off the tile.
     for (m, n, k, epi) in [
-        (
-            257usize,
-            70usize,
-            1280usize,
-            Epilogue::Act(Activation::Gelu),
-        ),
+        (257usize, 70usize, 1280usize, Epilogue::Gelu),
         (77, 130, 67, Epilogue::Residual),
         (3, 5, 1, Epilogue::Store),
     ] {

@@ -10,10 +10,10 @@
 
 use super::gpu_weights::{GpuEncoderLayer, GpuWeights};
 use crate::error::{Error, Result};
-use crate::gpu::{Epilogue, Gpu, GpuOptions, Pass};
+use crate::gpu::{Epilogue, Gpu, Pass};
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::ModelSource;
-use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::config::{Activation, ClipConfig, TowerConfig};
 use crate::models::clip::cpu::pool_position;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -50,6 +50,14 @@ struct Acts {
     scores: wgpu::Buffer, // (B*H, T, T) f32, attention scores, then probabilities
     ctx: wgpu::Buffer,    // (B*T, D) f32, attention output (heads side by side)
     f: wgpu::Buffer,      // (B*T, F) f32, MLP hidden
+}
+
+/// Load-time choices of the GPU forward.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GpuOptions {
+    /// Keep matrix weights in f32 instead of packed f16 (twice the memory; bit-faithful to f32
+    /// checkpoints).
+    pub f32_weights: bool,
 }
 
 /// The f16 (default) or f32 weights of a `CLIPModel` on a GPU, with its pipelines.
@@ -501,7 +509,10 @@ fn encoder_layer(
         &a.h,
         &a.f,
         rows,
-        Epilogue::Act(tower.act),
+        match tower.act {
+            Activation::Gelu => Epilogue::Gelu,
+            Activation::QuickGelu => Epilogue::QuickGelu,
+        },
     );
     pass.linear("fc2", &l.mlp.fc2, &a.f, &a.x, rows, Epilogue::Residual);
 }
