@@ -79,7 +79,7 @@ async fn random_model(
 /// two prompts of different lengths in one padded pass.
 async fn validate(preset: &str, opts: GpuOptions) -> Result<Vec<(String, f64)>> {
     let (src, cfg, ckpt) = random_model(preset, Some(1)).await?;
-    let gpu = GpuModel::load(&cfg, &ckpt, &src, opts).await?;
+    let gpu = GpuModel::load(&cfg, &ckpt, &src, opts, &|_, _| {}).await?;
     let cpu = CpuModel {
         cfg: cfg.clone(),
         w: ClipWeights::load(&cfg, &ckpt, &src).await?,
@@ -296,7 +296,7 @@ pub async fn bench_gpu(
     let opts = GpuOptions { f32_weights };
     let validation = validate(preset, opts).await?;
     let (src, cfg, ckpt) = random_model(preset, layers).await?;
-    let model = GpuModel::load(&cfg, &ckpt, &src, opts).await?;
+    let model = GpuModel::load(&cfg, &ckpt, &src, opts, &|_, _| {}).await?;
     drop(ckpt);
     let gpu = &model.gpu;
     let f16 = !opts.f32_weights;

@@ -500,7 +500,7 @@ pub async fn end_to_end(
 ) -> String {
     let cfg = ClipConfig::from_json(&read_all(src, "config.json", 1 << 20).await.unwrap()).unwrap();
     let ckpt = Checkpoint::open(src).await.unwrap();
-    let gm = GpuModel::load(&cfg, &ckpt, src, GpuOptions { f32_weights })
+    let gm = GpuModel::load(&cfg, &ckpt, src, GpuOptions { f32_weights }, &|_, _| {})
         .await
         .unwrap();
     let g: serde_json::Value = serde_json::from_slice(goldens.json).unwrap();

@@ -431,7 +431,7 @@ fn clip_h_memory_at_batch_1() {
     let gm = pollster::block_on(async {
         let cfg = ClipConfig::from_json(&read_all(&src, "config.json", 1 << 20).await?)?;
         let ckpt = Checkpoint::open(&src).await?;
-        GpuModel::load(&cfg, &ckpt, &src, GpuOptions::default()).await
+        GpuModel::load(&cfg, &ckpt, &src, GpuOptions::default(), &|_, _| {}).await
     })
     .unwrap();
     let weights = gm.gpu_bytes();

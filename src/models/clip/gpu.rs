@@ -73,14 +73,16 @@ fn f32_bytes(n: usize) -> usize {
 }
 
 impl GpuModel {
-    /// Opens a device, compiles the kernels and streams the weights in.
+    /// Opens a device, compiles the kernels (calling `shaders_compiled(compiled, total)`) and
+    /// streams the weights in.
     pub(crate) async fn load(
         cfg: &ClipConfig,
         ckpt: &Checkpoint,
         src: &dyn ModelSource,
         opts: GpuOptions,
+        shaders_compiled: &dyn Fn(usize, usize),
     ) -> Result<GpuModel> {
-        let gpu = Gpu::with_progress(&|done, total| src.shaders_compiled(done, total)).await?;
+        let gpu = Gpu::with_progress(shaders_compiled).await?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let w = GpuWeights::load(&gpu, cfg, ckpt, src, !opts.f32_weights).await;
         if let Some(e) = scope.pop().await {
