@@ -17,8 +17,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
-#[cfg(any(test, feature = "selftest"))]
-pub mod selftest;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod dev;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests;
 

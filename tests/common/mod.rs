@@ -13,7 +13,7 @@ pub const SCORE_ABS_F32: f64 = 0.01;
 /// different summation orders (SDPA, MKL vs gemm); 1e-4 is ~1000 ulp of headroom over 2-3 layers.
 pub const HIDDEN_REL_F32: f64 = 1e-4;
 /// The GPU's default f16 weights vs transformers f32: |score difference| (the contract of
-/// `src/gpu/selftest.rs` SCORE_ABS_F16: each weight rounded to 11 significant bits).
+/// `src/testing/end_to_end.rs` SCORE_ABS_F16: each weight rounded to 11 significant bits).
 pub const SCORE_ABS_F16: f64 = 0.1;
 
 pub fn fixtures() -> PathBuf {

@@ -8,6 +8,9 @@
 //! Text prompts of different lengths share one pass, padded at the end to the longest: with the
 //! causal mask no real token attends to a pad, so the padded rows change nothing we read.
 
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;
+
 use super::gpu_weights::{GpuEncoderLayer, GpuWeights};
 use crate::error::{Error, Result};
 use crate::gpu::{Epilogue, Gpu, Pass};
