@@ -15,8 +15,6 @@
 //! packed pairs with `unpack2x16float`: reading them as `vec4<f16>` measured 14-20% slower on
 //! llvmpipe (257x1280x5120: 9.5-9.6 against 10.9-11.2 GFLOP/s, 16 x 8 blocks, identical output).
 
-#[cfg(not(target_arch = "wasm32"))]
-pub mod bench;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod dev;
 #[cfg(all(test, not(target_arch = "wasm32")))]
