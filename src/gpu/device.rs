@@ -15,14 +15,16 @@ pub(crate) struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
     /// The first validation / out-of-memory error no error scope caught.
     uncaptured: Arc<Mutex<Option<String>>>,
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the benchmark is native-only
-    /// Timestamp period in ns per tick, where the adapter has `timestamp-query`.
+    /// Timestamp period in ns per tick, where the adapter has `timestamp-query` (the native
+    /// benchmark's per-kernel times).
+    #[cfg(not(target_arch = "wasm32"))]
     pub timestamp_period: Option<f32>,
     /// A 16-byte buffer bound where a kernel reads nothing (a matmul without bias).
     pub(super) dummy: wgpu::Buffer,
     /// The kernels of the matrix products on this device.
     pub(super) family: KernelFamily,
-    /// The optional features the kernels were compiled for.
+    /// The optional features the kernels were compiled for (the tests ask; `info` names them).
+    #[cfg(test)]
     pub(super) features: ShaderFeatures,
 }
 
@@ -118,6 +120,7 @@ impl Gpu {
             i.driver_info,
             shader.describe()
         );
+        #[cfg(not(target_arch = "wasm32"))]
         let timestamp_period = features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
             .then(|| queue.get_timestamp_period());
@@ -136,9 +139,11 @@ impl Gpu {
             pipes,
             lost,
             uncaptured,
+            #[cfg(not(target_arch = "wasm32"))]
             timestamp_period,
             dummy,
             family: KernelFamily::for_adapter(i.device_type),
+            #[cfg(test)]
             features: shader,
         };
         gpu.check()?;
@@ -151,13 +156,13 @@ impl Gpu {
     }
 
     /// Whether the reductions use subgroup operations (`shaders/reduce_subgroups.wgsl`).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub fn subgroups(&self) -> bool {
         self.features.subgroups
     }
 
     /// Whether the tiled matmul holds f16 weight tiles as f16 (`shaders/wtile_f16.wgsl`).
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub fn shader_f16(&self) -> bool {
         self.features.shader_f16
     }
