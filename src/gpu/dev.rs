@@ -2,6 +2,7 @@
 
 use super::kernels::{module_source, parts_of, ShaderFeatures, MATMUL};
 use super::GpuLinear;
+use crate::stats::max_abs;
 use crate::testing::devices::gpu;
 use crate::testing::{rand, upload};
 
@@ -152,11 +153,7 @@ fn matmul_variant_timing() {
             }
         }
     }
-    let diff = outs[0]
-        .iter()
-        .zip(&outs[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let diff = max_abs(&outs[0], &outs[1]).0;
     let gf = 2.0 * (m * n * k) as f64 / 1e6;
     for (v, name) in ["baseline", "variant"].iter().enumerate() {
         let best = times[v].iter().cloned().fold(f64::MAX, f64::min);

@@ -1,10 +1,10 @@
 //! The whole GPU forward of the fixture models against their transformers goldens.
 
-use crate::io::safetensors::Checkpoint;
+use crate::io::safetensors::{read_f32_tensors, Checkpoint};
 use crate::io::source::{read_all, ModelSource};
 use crate::models::clip::config::ClipConfig;
 use crate::models::clip::gpu::{GpuModel, GpuOptions};
-use crate::stats::cosine;
+use crate::stats::{cosine, max_abs};
 
 /// f32 weights vs transformers f32: the CPU reference's contract (tests/common EMBED_COS_F32).
 const EMBED_COS_F32: f64 = 0.99999;
@@ -15,20 +15,6 @@ const SCORE_ABS_F32: f64 = 0.01;
 const EMBED_COS_F16: f64 = 0.9995;
 /// f16 weights: |score difference| (score = exp(logit_scale) cos, ~100 cos).
 pub(crate) const SCORE_ABS_F16: f64 = 0.1;
-
-fn golden_tensor(bytes: &[u8], name: &str) -> Vec<f32> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let o = &header[name]["data_offsets"];
-    let (a, b) = (
-        o[0].as_u64().unwrap() as usize,
-        o[1].as_u64().unwrap() as usize,
-    );
-    bytes[8 + n + a..8 + n + b]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
 
 /// The goldens of one fixture model (tests/fixtures/goldens): `<model>.json`,
 /// `<model>.safetensors`, and the safetensors holding its `pixel_values.<image>` (bf16 shares
@@ -73,17 +59,21 @@ pub async fn end_to_end(
         .iter()
         .map(|s| s.as_str().unwrap().to_string())
         .collect();
+    let golden_pixels = read_f32_tensors("pixels", goldens.pixels).unwrap();
     let pixels: Vec<f32> = names
         .iter()
-        .flat_map(|n| golden_tensor(goldens.pixels, &format!("pixel_values.{n}")))
+        .flat_map(|n| {
+            golden_pixels[&format!("pixel_values.{n}")]
+                .1
+                .iter()
+                .copied()
+        })
         .collect();
     // All prompts in one (padded) pass, all images in one batch.
     let text = gm.text_features(&ids).await.unwrap();
     let image = gm.image_features(&pixels, names.len()).await.unwrap();
-    let (want_t, want_v) = (
-        golden_tensor(goldens.tensors, "text_embeds"),
-        golden_tensor(goldens.tensors, "image_embeds"),
-    );
+    let golden = read_f32_tensors(model, goldens.tensors).unwrap();
+    let (want_t, want_v) = (&golden["text_embeds"].1, &golden["image_embeds"].1);
     let cos_min = if f32_weights {
         EMBED_COS_F32
     } else {
@@ -99,12 +89,7 @@ pub async fn end_to_end(
         let w = &want_t[i * p..][..p];
         let c = cosine(t, w);
         ct = ct.min(c);
-        mabs = mabs.max(
-            t.iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .fold(0.0, f64::max),
-        );
+        mabs = mabs.max(max_abs(t, w).0);
         assert!(
             c >= cos_min,
             "{model} f32_weights={f32_weights}: text_embeds[{i}] cos {c}"
@@ -115,12 +100,7 @@ pub async fn end_to_end(
         let w = &want_v[i * p..][..p];
         let c = cosine(v, w);
         cv = cv.min(c);
-        mabs = mabs.max(
-            v.iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .fold(0.0, f64::max),
-        );
+        mabs = mabs.max(max_abs(v, w).0);
         assert!(
             c >= cos_min,
             "{model} f32_weights={f32_weights}: image_embeds[{i}] ({}) cos {c}",
