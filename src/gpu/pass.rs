@@ -19,7 +19,7 @@ pub(crate) enum Epilogue {
     Store,
     /// y = gelu(x W^T + b), the exact (erf) GELU
     Gelu,
-    /// y = quick_gelu(x W^T + b) = z sigmoid(1.702 z)
+    /// y = quick_gelu(z) = z sigmoid(1.702 z), z = x W^T + b
     QuickGelu,
     /// y = y + x W^T + b (the residual stream)
     Residual,
