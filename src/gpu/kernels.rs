@@ -202,9 +202,9 @@ impl ShaderFeatures {
     }
 }
 
-/// The WGSL of kernel file `file` (`src`, under the label `name`) as compiled on a device with
-/// features `f`: its parts, then the file. Returns (label naming the files, source); line numbers
-/// in messages count from the first part.
+/// The WGSL of the kernel file `name` (source `src`) as compiled on a device with features `f`:
+/// its `parts`, then the file. Returns (label naming the files, source); line numbers in messages
+/// count from the first part.
 pub(super) fn module_source(
     name: &str,
     src: &str,

@@ -7,4 +7,4 @@ pub mod random;
 pub(crate) mod safetensors;
 pub mod source;
 
-pub use safetensors::read_f32_tensors;
+pub use safetensors::{read_f32_tensors, F32Tensors};

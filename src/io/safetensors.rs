@@ -190,13 +190,12 @@ pub(crate) fn parse_header(
     Ok(out)
 }
 
-/// Every tensor of a safetensors file held whole in memory (the goldens of the tests), by name:
-/// (shape, values). F32 only: another dtype is an error naming the tensor. `file` names the file
-/// in messages.
-pub fn read_f32_tensors(
-    file: &str,
-    bytes: &[u8],
-) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+/// Tensors by name: (shape, values).
+pub type F32Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every tensor of a safetensors file held whole in memory (the goldens of the tests). F32 only:
+/// another dtype is an error naming the tensor. `file` names the file in messages.
+pub fn read_f32_tensors(file: &str, bytes: &[u8]) -> Result<F32Tensors> {
     let size = bytes.len() as u64;
     let Some(len) = bytes.get(..8) else {
         return Err(Error::safetensors(
