@@ -25,6 +25,8 @@ pub mod models;
 pub mod preprocess;
 pub mod score;
 pub mod stats;
+#[cfg(any(test, feature = "selftest"))]
+mod testing;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
@@ -50,7 +52,9 @@ pub use models::clip::config;
 /// Kernel and end-to-end GPU checks shared by the native and the browser tests.
 #[cfg(feature = "selftest")]
 #[doc(hidden)]
-pub use gpu::selftest;
+pub mod selftest {
+    pub use crate::testing::*;
+}
 /// The kernels' WGSL as the GPU engine composes it for a device's features (shader validators).
 #[doc(hidden)]
 pub use gpu::{shader_modules, ShaderFeatures};

@@ -2,11 +2,11 @@
 //! One async API for native and wasm; native callers block on it with `pollster`.
 
 use crate::error::{Error, Hint, Result};
-use crate::gpu::{GpuModel, GpuOptions};
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, ModelSource};
 use crate::models::clip::config::{ClipConfig, PreprocessorConfig};
 use crate::models::clip::cpu::{CpuModel, Trace};
+use crate::models::clip::gpu::{GpuModel, GpuOptions};
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::clip::weights::ClipWeights;
 use crate::score::{self, ScoreMatrix};
@@ -94,6 +94,17 @@ const CPU_DEVICE: &str = if cfg!(not(target_arch = "wasm32")) {
 impl Model {
     /// Loads config, tokenizer, preprocessor settings and weights from `src`, tensor by tensor.
     pub async fn load(src: &dyn ModelSource, backend: Backend) -> Result<Model> {
+        Self::load_with_progress(src, backend, &|_, _| {}).await
+    }
+
+    /// [`Model::load`], calling `shaders_compiled(compiled, total)` as the GPU backend compiles
+    /// its compute pipelines (a phase that can take seconds on a software adapter), so a page
+    /// can show it; the weights' progress shows in the reads of `src`.
+    pub async fn load_with_progress(
+        src: &dyn ModelSource,
+        backend: Backend,
+        shaders_compiled: &dyn Fn(usize, usize),
+    ) -> Result<Model> {
         let cfg = ClipConfig::from_json(&read_all(src, "config.json", MAX_CONFIG_BYTES).await?)?;
         let pre = load_preprocessor(src).await?;
         if pre.crop_size != (cfg.vision.image_size, cfg.vision.image_size) {
@@ -113,7 +124,7 @@ impl Model {
                 w: ClipWeights::load(&cfg, &ckpt, src).await?,
             })),
             Backend::Gpu => Engine::Gpu(Box::new(
-                GpuModel::load(&cfg, &ckpt, src, GpuOptions::default()).await?,
+                GpuModel::load(&cfg, &ckpt, src, GpuOptions::default(), shaders_compiled).await?,
             )),
         };
         Ok(Model {

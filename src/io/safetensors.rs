@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::io::source::{read_all, F32Data, ModelSource};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The safetensors reference implementation refuses headers over 100 MB; so do we, before
 /// allocating anything for one.
@@ -186,6 +186,47 @@ pub(crate) fn parse_header(
                 w[1].2.escape_debug()
             )));
         }
+    }
+    Ok(out)
+}
+
+/// Tensors by name: (shape, values).
+pub type F32Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every tensor of a safetensors file held whole in memory (the goldens of the tests). F32 only:
+/// another dtype is an error naming the tensor. `file` names the file in messages.
+pub fn read_f32_tensors(file: &str, bytes: &[u8]) -> Result<F32Tensors> {
+    let size = bytes.len() as u64;
+    let Some(len) = bytes.get(..8) else {
+        return Err(Error::safetensors(
+            file,
+            format!("the file has {size} bytes; a safetensors file has at least 8"),
+        ));
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    if n > MAX_HEADER_BYTES || n > size - 8 {
+        return Err(Error::safetensors(
+            file,
+            format!(
+                "header length {n} is past the end of the {size}-byte file (corrupt or truncated)"
+            ),
+        ));
+    }
+    let mut out = HashMap::new();
+    for (name, t) in parse_header(file, &bytes[8..8 + n as usize], 8 + n, size)? {
+        if t.dtype != DType::F32 {
+            return Err(Error::safetensors(
+                file,
+                format!(
+                    "tensor `{}` is {}, not F32",
+                    name.escape_debug(),
+                    t.dtype.name()
+                ),
+            ));
+        }
+        let data = &bytes[t.offset as usize..(t.offset + t.len) as usize];
+        let values = to_f32(&name, t.dtype, data)?;
+        out.insert(name, (t.shape, values));
     }
     Ok(out)
 }

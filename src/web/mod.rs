@@ -737,6 +737,10 @@ impl<S: ModelSource> ModelSource for Progress<S> {
             Ok(data)
         })
     }
+}
+
+impl<S: ModelSource> Progress<S> {
+    /// The GPU backend compiled `compiled` of its `total` compute pipelines.
     fn shaders_compiled(&self, compiled: usize, total: usize) {
         {
             let mut st = self.state.borrow_mut();
@@ -833,7 +837,8 @@ impl SciScore {
             return Err(JsError::new("no model files chosen: pick the files of a model folder (config.json, model.safetensors, tokenizer.json, preprocessor_config.json)"));
         }
         let src = Progress::new(FileSource { files: list }, on_progress);
-        let model = Model::load(&src, backend).await?;
+        let model =
+            Model::load_with_progress(&src, backend, &|c, t| src.shaders_compiled(c, t)).await?;
         Ok(SciScore {
             model: Rc::new(model),
             backend,
@@ -854,7 +859,8 @@ impl SciScore {
         let http = HttpSource::new(&base, use_cache).await?;
         let complete = HttpSource::cache_key(&http.base, "complete");
         let src = Progress::new(http, on_progress);
-        let model = Model::load(&src, backend).await?;
+        let model =
+            Model::load_with_progress(&src, backend, &|c, t| src.shaders_compiled(c, t)).await?;
         src.inner.cache_put(&complete, b"1").await;
         Ok(SciScore {
             model: Rc::new(model),

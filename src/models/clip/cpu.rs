@@ -553,7 +553,7 @@ pub(crate) fn profile_vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static st
         layer_norm_eps: 1e-5,
         act: Activation::Gelu,
     };
-    use crate::gpu::selftest::rand;
+    use crate::testing::rand;
     let mut seed = 0;
     let mut rand = |n: usize, scale: f32| {
         seed += 1;
