@@ -3,6 +3,7 @@
 // textContent, never as HTML. Element ids are a contract (docs/contracts.md, "Page").
 
 import { initExplain } from './explain.js';
+import { CACHE_NAME } from './storage.js';
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -10,8 +11,6 @@ const params = new URLSearchParams(location.search);
 const BACKEND_PREF = ['cpu', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
 /** Ask before downloading more than this (bytes) that is not already in Cache Storage. */
 const CONFIRM_BYTES = 200e6;
-/** The Cache Storage bucket src/web.rs fills with downloaded model files. */
-const CACHE_NAME = 'sciscore-models-v2';
 /** Files of a Hugging Face CLIPModel folder the loader reads. */
 const MODEL_FILE = /^(config\.json|preprocessor_config\.json|tokenizer\.json|vocab\.json|merges\.txt|model\.safetensors\.index\.json|.*\.safetensors)$/;
 

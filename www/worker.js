@@ -13,6 +13,8 @@
 // `gpu: true` means the GPU failed under the model (device lost): the model is dropped, so the
 // page loads it again. Requests run one at a time, in order.
 
+import { CACHE_NAME, OLD_CACHE_NAMES } from './storage.js';
+
 /** The loaded build's module (its class SciScore and free functions), once started. */
 let wasm = null;
 /** The instance's linear memory (to report its size when it runs out). */
@@ -55,10 +57,7 @@ async function startWasm() {
   throw last;
 }
 
-/** Cache Storage bucket of downloaded model files (the name src/web.rs writes to). */
-const CACHE_NAME = 'sciscore-models-v2';
-// v1 kept f32 weights whole and unsealed; v2 (f16 matrices, checked entries) replaces it.
-self.caches?.delete('sciscore-models-v1').catch(() => {});
+for (const old of OLD_CACHE_NAMES) self.caches?.delete(old).catch(() => {});
 
 let wasmReady = null;
 let model = null;
@@ -178,7 +177,7 @@ async function chooseBackend(pref, why) {
 
 function loadWith(source, backend, progress) {
   if (source.kind === 'files') return wasm.SciScore.loadFiles(source.files, backend, progress);
-  return wasm.SciScore.loadUrl(source.url, backend, source.cache, progress);
+  return wasm.SciScore.loadUrl(source.url, backend, source.cache ? CACHE_NAME : undefined, progress);
 }
 
 const ops = {
@@ -206,7 +205,7 @@ const ops = {
   },
 
   probe(msg) {
-    return wasm.SciScore.probeUrl(msg.url, msg.cache);
+    return wasm.SciScore.probeUrl(msg.url, msg.cache ? CACHE_NAME : undefined);
   },
 
   /**
