@@ -2,7 +2,7 @@
 // here, so the page never freezes. WebGPU is used from this worker when a hardware adapter exists
 // (or when ?backend=webgpu forces it); otherwise the wasm CPU path (SIMD128). Two builds: www/pkg/
 // (SIMD128, every browser with WebAssembly SIMD) and www/pkg-relaxed/ (the same with a fused
-// multiply-add CPU kernel, about 1.4x faster; its module only compiles where relaxed SIMD exists).
+// multiply-add CPU kernel, faster; its module only compiles where relaxed SIMD exists).
 // This worker takes the relaxed one where WebAssembly.validate accepts relaxed SIMD, unless the
 // worker URL says ?wasm=simd128.
 //
