@@ -31,7 +31,7 @@ mod testing;
 mod web;
 
 pub use error::{shown, Error, Result};
-pub use model::{Backend, Encoded, ImageInput, ImageScore, Model};
+pub use model::{Backend, Encoded, ImageInput, ImageScore, Model, Scores};
 pub use models::clip::config::{ClipConfig, PreprocessorConfig};
 pub use models::clip::cpu::Trace;
 pub use models::clip::tokenizer::Tokenizer;

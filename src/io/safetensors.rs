@@ -231,6 +231,55 @@ pub fn read_f32_tensors(file: &str, bytes: &[u8]) -> Result<F32Tensors> {
     Ok(out)
 }
 
+/// A checkpoint in one file.
+const SINGLE: &str = "model.safetensors";
+/// The index of a checkpoint in shards: `{"weight_map": {tensor: shard file}}`.
+pub(crate) const INDEX: &str = "model.safetensors.index.json";
+
+/// The safetensors files of the checkpoint in `src`: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` names, each once, in the index's order.
+pub(crate) async fn checkpoint_files(src: &dyn ModelSource) -> Result<Vec<String>> {
+    let mut files: Vec<String> = Vec::new();
+    if src.size(INDEX).await?.is_some() {
+        let bytes = read_all(src, INDEX, MAX_INDEX_BYTES).await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::safetensors(INDEX, format!("invalid JSON ({e})")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::safetensors(INDEX, "no `weight_map` object"))?;
+        for f in map.values() {
+            let f = f
+                .as_str()
+                .ok_or_else(|| Error::safetensors(INDEX, "a weight_map value is not a string"))?;
+            // Every later message names the shard: one with a line break would split them.
+            if f.contains(char::is_control) {
+                return Err(Error::safetensors(
+                    INDEX,
+                    format!("weight_map names a file with control characters: {f:?}"),
+                ));
+            }
+            if !files.iter().any(|g| g == f) {
+                files.push(f.to_string());
+            }
+        }
+    } else if src.size(SINGLE).await?.is_some() {
+        files.push(SINGLE.to_string());
+    } else {
+        let hint = if src.size("pytorch_model.bin").await?.is_some() {
+            "only pytorch_model.bin is there: sciscore reads safetensors; convert with \
+             `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
+        } else {
+            "expected model.safetensors or model.safetensors.index.json"
+        };
+        return Err(Error::MissingFile {
+            name: SINGLE.to_string(),
+            hint: crate::error::Hint(Some(hint.to_string())),
+        });
+    }
+    Ok(files)
+}
+
 /// All tensors of a checkpoint (one file or shards), by name.
 pub(crate) struct Checkpoint {
     tensors: BTreeMap<String, TensorInfo>,
@@ -239,46 +288,7 @@ pub(crate) struct Checkpoint {
 impl Checkpoint {
     /// Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
     pub(crate) async fn open(src: &dyn ModelSource) -> Result<Self> {
-        const SINGLE: &str = "model.safetensors";
-        const INDEX: &str = "model.safetensors.index.json";
-        let mut files: Vec<String> = Vec::new();
-        if src.size(INDEX).await?.is_some() {
-            let bytes = read_all(src, INDEX, MAX_INDEX_BYTES).await?;
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::safetensors(INDEX, format!("invalid JSON ({e})")))?;
-            let map = v
-                .get("weight_map")
-                .and_then(Value::as_object)
-                .ok_or_else(|| Error::safetensors(INDEX, "no `weight_map` object"))?;
-            for f in map.values() {
-                let f = f.as_str().ok_or_else(|| {
-                    Error::safetensors(INDEX, "a weight_map value is not a string")
-                })?;
-                // Every later message names the shard: one with a line break would split them.
-                if f.contains(char::is_control) {
-                    return Err(Error::safetensors(
-                        INDEX,
-                        format!("weight_map names a file with control characters: {f:?}"),
-                    ));
-                }
-                if !files.iter().any(|g| g == f) {
-                    files.push(f.to_string());
-                }
-            }
-        } else if src.size(SINGLE).await?.is_some() {
-            files.push(SINGLE.to_string());
-        } else {
-            let hint = if src.size("pytorch_model.bin").await?.is_some() {
-                "only pytorch_model.bin is there: sciscore reads safetensors; convert with \
-                 `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
-            } else {
-                "expected model.safetensors or model.safetensors.index.json"
-            };
-            return Err(Error::MissingFile {
-                name: SINGLE.to_string(),
-                hint: crate::error::Hint(Some(hint.to_string())),
-            });
-        }
+        let files = checkpoint_files(src).await?;
         let mut tensors = BTreeMap::new();
         for f in &files {
             for (name, info) in Self::read_header(src, f).await? {
