@@ -16,9 +16,8 @@
 // 8 x 8 register block, K stepping 16 at a time through workgroup memory: tile8x8.wgsl, which
 // the host puts in front of this file (as it does for matmul.wgsl).
 // Adapters that run on the CPU get `attn_scores_direct` / `attn_context_direct` instead (at the
-// end of the file): smaller blocks read straight from memory, measured on llvmpipe side by side
-// at ViT-H's shape (T 257, 16 heads of 80): scores 121-139 -> 97-103 ms, context 124-158 ->
-// 79-89 ms per layer; text (T 77, causal): 11-24 -> 5 ms and 8-18 -> 4 ms.
+// end of the file): smaller blocks read straight from memory, faster there for the reason
+// matmul_direct.wgsl gives.
 
 struct Params {
     t: u32,       // tokens per sequence

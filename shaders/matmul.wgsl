@@ -9,19 +9,16 @@
 // SwiftShader compile loops over private arrays to slow scratch memory). K advances 16 at a time
 // through two 16 x 64 tiles in workgroup memory (at most 2 x 4 KiB, well under the 16 KiB
 // default).
-// Why 8 x 8 and not 4 x 4 per invocation: on lavapipe every workgroup-memory load costs about
-// one scalar load per lane and component, so the cost follows loads per FMA: 4 vec4 loads feed
-// 64 FMAs here against 2 per 16 with 4 x 4 (measured on llvmpipe, 257x1280x1280 f16: 5.0 vs
-// 2.8 GFLOP/s, `matmul_variant_timing`). Discrete GPUs keep 64 threads x 64 accumulators in
-// registers comfortably.
+// Why 8 x 8 and not 4 x 4 per invocation: software adapters pay per workgroup-memory load, and
+// here 4 vec4 loads feed 64 FMAs against 2 per 16 with 4 x 4; discrete GPUs keep 64 threads x 64
+// accumulators in registers comfortably.
 // Rows and columns past M / N and k past K are bounds-checked, so no shape needs padding.
 //
 // The `_rows16` entry points compute 16 x 64 tiles (16 invocations, the same 8 x 8 blocks) from
 // row `row0` on: the host covers the last M % 64 rows with them when that remainder is at most
-// 48, so 77-token text computes 80 rows instead of 128 and 257-token vision 272 instead of 320
-// (measured on llvmpipe, see `Pass::linear`).
+// 48, so 77-token text computes 80 rows instead of 128 and 257-token vision 272 instead of 320.
 //
-// The host puts three parts in front of this file (`module_source`): tile8x8.wgsl (the register
+// The kernel table (src/gpu/kernels.rs) puts three parts in front of this file: tile8x8.wgsl (the register
 // block, the f32 tiles and their product), matmul_epilogue.wgsl (Params, erf GELU, quick_gelu,
 // bias, residual) and the f16 kernels' W-tile type `WTile16`:
 // wtile_f16.wgsl on devices with `shader-f16` (the tile holds the f16 weights as f16: half the

@@ -7,10 +7,8 @@
 // block (32 vec4 accumulators, no private arrays), reading 8 k per step as vec4 loads: four
 // f16 pairs of each of its 8 W rows (`matmul_direct_f16`, K % 8 == 0) or 4 f32
 // (`matmul_direct_f32`, K % 4 == 0, 4 k per step). Strips of 16 rows waste at most 15 rows (257
-// tokens: 272 computed). Measured with `matmul_variant_timing`, 257x1280x5120 f16 against the
-// tiled kernel (64-row tiles): llvmpipe 4.45 vs 2.56 GFLOP/s, SwiftShader (Subzero) 1.84 vs 0.81
-// with 8 x 8 blocks; 16 x 8 blocks then measured faster than 8 x 8 on llvmpipe (10.7 vs 9.6
-// GFLOP/s at 257x1280x5120, 10.7 vs 9.5 at 77x1024x4096: each widened W value serves 16 rows).
+// tokens: 272 computed). 16 x 8 blocks rather than 8 x 8, because each widened W value then
+// serves 16 rows.
 // The host picks matmul.wgsl for other K and for GPUs, where the tiled kernel is the design.
 // A file of its own because x and W are bound here as vec4 arrays and there as scalars. The
 // epilogue (Params, erf GELU, quick_gelu, bias, residual) is matmul_epilogue.wgsl, which the

@@ -1,5 +1,5 @@
-// The matmul epilogue shared by matmul.wgsl, matmul_half.wgsl and matmul_direct.wgsl: the host
-// puts this file in front of each (`module_source`; tests/shaders.rs validates them so). It
+// The matmul epilogue shared by matmul.wgsl and matmul_direct.wgsl: the kernel table
+// (src/gpu/kernels.rs) puts this file in front of each (tests/shaders.rs validates them so). It
 // reads the including file's `p` (the uniform Params below), `bias` and `y` bindings.
 //
 // Per output: y = act(acc + bias) or y += acc + bias (the residual stream), bounds-checked.

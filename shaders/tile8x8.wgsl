@@ -1,5 +1,5 @@
-// The 8 x 8 register-block tile product shared by matmul.wgsl and attention.wgsl (the host puts
-// this file in front of each file that calls `tile_product(`): one invocation of a 64-invocation
+// The 8 x 8 register-block tile product shared by matmul.wgsl and attention.wgsl (the kernel
+// table, src/gpu/kernels.rs, puts this file in front of each): one invocation of a 64-invocation
 // workgroup accumulates an 8 x 8 block of a 64 x 64 output tile in sixteen vec4 (`Acc`, written
 // out by hand: lavapipe and SwiftShader compile loops over private arrays to slow scratch
 // memory), K stepping TILE_K at a time through two 16 x 64 f32 tiles in workgroup memory that

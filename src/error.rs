@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Everything that can go wrong while loading a model or scoring.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A file of the model folder could not be found.
     #[error("missing file `{}` in the model folder{hint}", shown(.name))]
@@ -148,6 +148,12 @@ impl Error {
             | Error::Invalid(_)
             | Error::Shader { .. } => false,
         }
+    }
+
+    /// Whether the error is one image's own (it cannot be decoded, it has too many pixels, or
+    /// the engine refused it), so that scoring the others can go on without it.
+    pub fn is_image_fault(&self) -> bool {
+        matches!(self, Error::Image { .. } | Error::Limits { .. })
     }
 
     pub(crate) fn config(file: &str, message: impl Into<String>) -> Self {

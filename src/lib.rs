@@ -14,6 +14,7 @@
 // CPU and GPU forward); `cpu/` and `gpu/` the engines' kernels; `io/` where weights come from;
 // `preprocess/` images to pixels; `model` the one entry point that picks an engine; `score` the
 // scoring math; `jobs/` eval, batch and bench over a model; `web/` the browser's face.
+// `cli/` (with main.rs) is the binary's, not the library's: one file per subcommand.
 mod cpu;
 mod error;
 mod gpu;
@@ -24,11 +25,13 @@ pub mod models;
 pub mod preprocess;
 pub mod score;
 pub mod stats;
+#[cfg(any(test, feature = "selftest"))]
+mod testing;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
 pub use error::{shown, Error, Result};
-pub use model::{Backend, Encoded, ImageInput, ImageScore, Model};
+pub use model::{Backend, Encoded, ImageInput, ImageScore, Model, Scores};
 pub use models::clip::config::{ClipConfig, PreprocessorConfig};
 pub use models::clip::cpu::Trace;
 pub use models::clip::tokenizer::Tokenizer;
@@ -49,7 +52,9 @@ pub use models::clip::config;
 /// Kernel and end-to-end GPU checks shared by the native and the browser tests.
 #[cfg(feature = "selftest")]
 #[doc(hidden)]
-pub use gpu::selftest;
+pub mod selftest {
+    pub use crate::testing::*;
+}
 /// The kernels' WGSL as the GPU engine composes it for a device's features (shader validators).
 #[doc(hidden)]
 pub use gpu::{shader_modules, ShaderFeatures};

@@ -2,11 +2,11 @@
 //! One async API for native and wasm; native callers block on it with `pollster`.
 
 use crate::error::{Error, Hint, Result};
-use crate::gpu::{GpuModel, GpuOptions};
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::{read_all, ModelSource};
 use crate::models::clip::config::{ClipConfig, PreprocessorConfig};
 use crate::models::clip::cpu::{CpuModel, Trace};
+use crate::models::clip::gpu::{GpuModel, GpuOptions};
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::clip::weights::ClipWeights;
 use crate::score::{self, ScoreMatrix};
@@ -54,6 +54,47 @@ pub struct Encoded {
     pub images: u64,
 }
 
+/// Every prompt against every image, where each image is scored or fails on its own
+/// ([`Model::score_each`]).
+#[derive(Debug, Clone)]
+pub struct Scores {
+    /// Per image, in input order: its column of `matrix`, or why it could not be scored.
+    pub images: Vec<Result<usize>>,
+    /// Over the images that could be scored: their probabilities are a softmax over them alone.
+    pub matrix: ScoreMatrix,
+}
+
+impl Scores {
+    /// Image `image`'s score and probability for prompt `prompt`, or why it has none.
+    pub fn get(&self, prompt: usize, image: usize) -> std::result::Result<ImageScore, &Error> {
+        let c = *self.images[image].as_ref()?;
+        Ok(ImageScore {
+            score: self.matrix.scores[prompt][c],
+            prob: self.matrix.probs_over_images[prompt][c],
+        })
+    }
+
+    /// One of `matrix`'s tables laid over every image: `None` in the column of an image that
+    /// could not be scored.
+    pub fn spread(&self, table: &[Vec<f32>]) -> Vec<Vec<Option<f32>>> {
+        table
+            .iter()
+            .map(|row| {
+                let cell = |c: &Result<usize>| c.as_ref().ok().map(|&c| row[c]);
+                self.images.iter().map(cell).collect()
+            })
+            .collect()
+    }
+
+    /// The matrix over every image, or the error of the first that could not be scored.
+    pub fn into_matrix(self) -> Result<ScoreMatrix> {
+        if let Some(e) = self.images.into_iter().find_map(|c| c.err()) {
+            return Err(e);
+        }
+        Ok(self.matrix)
+    }
+}
+
 /// A loaded CLIP-family reward model (SciScore, PickScore, CLIP-H, ...).
 pub struct Model {
     cfg: ClipConfig,
@@ -94,6 +135,17 @@ const CPU_DEVICE: &str = if cfg!(not(target_arch = "wasm32")) {
 impl Model {
     /// Loads config, tokenizer, preprocessor settings and weights from `src`, tensor by tensor.
     pub async fn load(src: &dyn ModelSource, backend: Backend) -> Result<Model> {
+        Self::load_with_progress(src, backend, &|_, _| {}).await
+    }
+
+    /// [`Model::load`], calling `shaders_compiled(compiled, total)` as the GPU backend compiles
+    /// its compute pipelines (a phase that can take seconds on a software adapter), so a page
+    /// can show it; the weights' progress shows in the reads of `src`.
+    pub async fn load_with_progress(
+        src: &dyn ModelSource,
+        backend: Backend,
+        shaders_compiled: &dyn Fn(usize, usize),
+    ) -> Result<Model> {
         let cfg = ClipConfig::from_json(&read_all(src, "config.json", MAX_CONFIG_BYTES).await?)?;
         let pre = load_preprocessor(src).await?;
         if pre.crop_size != (cfg.vision.image_size, cfg.vision.image_size) {
@@ -113,7 +165,7 @@ impl Model {
                 w: ClipWeights::load(&cfg, &ckpt, src).await?,
             })),
             Backend::Gpu => Engine::Gpu(Box::new(
-                GpuModel::load(&cfg, &ckpt, src, GpuOptions::default()).await?,
+                GpuModel::load(&cfg, &ckpt, src, GpuOptions::default(), shaders_compiled).await?,
             )),
         };
         Ok(Model {
@@ -219,30 +271,111 @@ impl Model {
     /// `get_image_features` of each image (projected, not normalized); cached by content. An
     /// image that cannot be decoded fails the call with its name.
     pub async fn image_embeds(&self, images: &[ImageInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.image_embeds_each(images).await?.into_iter().collect()
+    }
+
+    /// [`Model::image_embeds`] image by image: an image that cannot be read (undecodable, too
+    /// many pixels) gets its error and does not fail the others. The new images go through the
+    /// vision tower in one pass; if the engine refuses that pass on the images' account (a
+    /// dispatch over the device's limits), in one pass each. Anything else (a lost GPU) fails
+    /// the call.
+    pub async fn image_embeds_each(
+        &self,
+        images: &[ImageInput<'_>],
+    ) -> Result<Vec<Result<Vec<f32>>>> {
         let keys: Vec<u128> = images.iter().map(|im| content_key(im.bytes)).collect();
-        let mut todo: Vec<usize> = Vec::new();
-        {
+        let new: Vec<usize> = {
             let cache = self.image_cache.lock().expect("cache lock");
-            for (i, k) in keys.iter().enumerate() {
-                if !cache.contains_key(k) && !todo.iter().any(|&j| keys[j] == *k) {
+            (0..images.len())
+                .filter(|&i| !cache.contains_key(&keys[i]))
+                .collect()
+        };
+        // Each new image decoded, once per content (a copy of an unreadable one is decoded
+        // again, so that its error carries its own name).
+        let mut failed: Vec<Option<Error>> = vec![None; images.len()];
+        let (mut todo, mut pixels) = (Vec::new(), Vec::new());
+        for i in new {
+            if todo.iter().any(|&j| keys[j] == keys[i]) {
+                continue;
+            }
+            match self.pixels(images[i]) {
+                Ok(p) => {
                     todo.push(i);
+                    pixels.extend(p);
+                }
+                Err(e) if e.is_image_fault() => failed[i] = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // All new images in one pass (the GPU splits only what exceeds its buffer limits).
+        let feats: Vec<(usize, Vec<f32>)> = if todo.is_empty() {
+            Vec::new()
+        } else {
+            match self.embed_pixels(&pixels, todo.len()).await {
+                Ok(f) => todo.iter().copied().zip(f).collect(),
+                Err(e) if !e.is_image_fault() => return Err(e),
+                Err(e) if todo.len() == 1 => {
+                    failed[todo[0]] = Some(e);
+                    Vec::new()
+                }
+                Err(_) => {
+                    let one = pixels.len() / todo.len();
+                    let mut out = Vec::new();
+                    for (&i, p) in todo.iter().zip(pixels.chunks_exact(one)) {
+                        match self.embed_pixels(p, 1).await {
+                            Ok(mut f) => out.push((i, f.remove(0))),
+                            Err(e) if e.is_image_fault() => failed[i] = Some(e),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    out
                 }
             }
+        };
+        let mut cache = self.image_cache.lock().expect("cache lock");
+        for (i, f) in feats {
+            cache.insert(keys[i], f);
         }
-        if !todo.is_empty() {
-            let mut pixels = Vec::new();
-            for &i in &todo {
-                pixels.extend(self.pixels(images[i])?);
-            }
-            // All new images in one pass (the GPU splits only what exceeds its buffer limits).
-            let feats = self.embed_pixels(&pixels, todo.len()).await?;
-            let mut cache = self.image_cache.lock().expect("cache lock");
-            for (f, &i) in feats.into_iter().zip(&todo) {
-                cache.insert(keys[i], f);
-            }
+        // A copy of an image the engine refused has that image's error.
+        let refused = |i: usize| {
+            let j = todo.iter().find(|&&j| keys[j] == keys[i])?;
+            failed[*j].clone()
+        };
+        Ok((0..images.len())
+            .map(|i| match (&failed[i], cache.get(&keys[i])) {
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(f)) => Ok(f.clone()),
+                (None, None) => Err(refused(i).unwrap_or_else(|| {
+                    Error::Invalid(format!("image {} was not embedded", i + 1))
+                })),
+            })
+            .collect())
+    }
+
+    /// [`Model::embed_pixels`] of the images that could be preprocessed, in one pass and
+    /// without the content cache: `pixels` holds each image's (3, S, S) pixels or why it has
+    /// none, and each keeps its error.
+    pub async fn embed_pixels_each<P: AsRef<[f32]>, E>(
+        &self,
+        pixels: Vec<std::result::Result<P, E>>,
+    ) -> Result<Vec<std::result::Result<Vec<f32>, E>>> {
+        let n = pixels.iter().flatten().count();
+        let mut feats = if n == 0 {
+            Vec::new()
+        } else {
+            let all: Vec<f32> = pixels
+                .iter()
+                .flatten()
+                .flat_map(P::as_ref)
+                .copied()
+                .collect();
+            self.embed_pixels(&all, n).await?
         }
-        let cache = self.image_cache.lock().expect("cache lock");
-        Ok(keys.iter().map(|k| cache[k].clone()).collect())
+        .into_iter();
+        Ok(pixels
+            .into_iter()
+            .map(|p| p.map(|_| feats.next().expect("one embedding per image")))
+            .collect())
     }
 
     /// The image preprocessing settings (`preprocessor_config.json`).
@@ -271,7 +404,7 @@ impl Model {
 
     /// Scores every prompt against every image (rows prompts, columns images): one text pass
     /// per prompt not seen before and one vision pass per image not seen before, whatever the
-    /// number of the others.
+    /// number of the others. An image that cannot be read fails the call with its name.
     pub async fn score_matrix(
         &self,
         prompts: &[&str],
@@ -280,9 +413,29 @@ impl Model {
         if images.is_empty() {
             return Err(Error::Invalid("no images to score".into()));
         }
+        self.score_each(prompts, images).await?.into_matrix()
+    }
+
+    /// [`Model::score_matrix`] image by image, the one scoring path of the page and the
+    /// library: an image that cannot be read gets its error in [`Scores::images`] and the
+    /// others are scored without it ([`Model::image_embeds_each`]).
+    pub async fn score_each(&self, prompts: &[&str], images: &[ImageInput<'_>]) -> Result<Scores> {
         let texts = self.text_embeds(prompts).await?;
-        let imgs = self.image_embeds(images).await?;
-        self.score_embeds(&texts, &imgs)
+        let embeds = self.image_embeds_each(images).await?;
+        self.score_embeds_each(&texts, embeds)
+    }
+
+    /// [`Model::score_each`] for images the caller preprocessed ([`Model::pixels`]), each
+    /// (3, S, S) or why it could not be read, without the image cache: a caller that decodes
+    /// its files one at a time holds one file's bytes at once.
+    pub async fn score_each_pixels<P: AsRef<[f32]>>(
+        &self,
+        prompts: &[&str],
+        pixels: Vec<Result<P>>,
+    ) -> Result<Scores> {
+        let texts = self.text_embeds(prompts).await?;
+        let embeds = self.embed_pixels_each(pixels).await?;
+        self.score_embeds_each(&texts, embeds)
     }
 
     /// [`Model::score`] for `n` images already preprocessed ([`Model::pixels`], (n, 3, S, S)),
@@ -337,6 +490,27 @@ impl Model {
             }
         }
         Ok(m)
+    }
+
+    /// [`Model::score_embeds`] where each image has its embedding or why it has none: the
+    /// matrix covers the images that have one.
+    pub fn score_embeds_each(
+        &self,
+        texts: &[Vec<f32>],
+        images: Vec<Result<Vec<f32>>>,
+    ) -> Result<Scores> {
+        let mut embedded = Vec::new();
+        let images = images
+            .into_iter()
+            .map(|e| {
+                e.map(|v| {
+                    embedded.push(v);
+                    embedded.len() - 1
+                })
+            })
+            .collect();
+        let matrix = self.score_embeds(texts, &embedded)?;
+        Ok(Scores { images, matrix })
     }
 
     /// Text tower with every hidden state recorded (the layer-by-layer parity tests).
@@ -399,16 +573,13 @@ async fn load_preprocessor(src: &dyn ModelSource) -> Result<PreprocessorConfig> 
     PreprocessorConfig::from_json(&read_all(src, NAME, MAX_CONFIG_BYTES).await?)
 }
 
-async fn load_tokenizer(src: &dyn ModelSource) -> Result<Tokenizer> {
+/// The tokenizer files of `src`: `tokenizer.json`, or else `vocab.json` and `merges.txt`.
+pub(crate) async fn tokenizer_files(src: &dyn ModelSource) -> Result<&'static [&'static str]> {
     if src.size("tokenizer.json").await?.is_some() {
-        return Tokenizer::from_tokenizer_json(
-            &read_all(src, "tokenizer.json", MAX_TOKENIZER_BYTES).await?,
-        );
+        return Ok(&["tokenizer.json"]);
     }
     if src.size("vocab.json").await?.is_some() && src.size("merges.txt").await?.is_some() {
-        let v = read_all(src, "vocab.json", MAX_TOKENIZER_BYTES).await?;
-        let m = read_all(src, "merges.txt", MAX_TOKENIZER_BYTES).await?;
-        return Tokenizer::from_vocab_merges(&v, &m);
+        return Ok(&["vocab.json", "merges.txt"]);
     }
     Err(Error::MissingFile {
         name: "tokenizer.json".into(),
@@ -416,4 +587,12 @@ async fn load_tokenizer(src: &dyn ModelSource) -> Result<Tokenizer> {
             "expected tokenizer.json, or vocab.json and merges.txt".into(),
         )),
     })
+}
+
+async fn load_tokenizer(src: &dyn ModelSource) -> Result<Tokenizer> {
+    let read = |name| read_all(src, name, MAX_TOKENIZER_BYTES);
+    match tokenizer_files(src).await? {
+        [vocab, merges] => Tokenizer::from_vocab_merges(&read(vocab).await?, &read(merges).await?),
+        _ => Tokenizer::from_tokenizer_json(&read("tokenizer.json").await?),
+    }
 }

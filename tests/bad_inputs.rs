@@ -194,6 +194,47 @@ fn bad_images_are_named_errors_and_the_model_still_works() {
 }
 
 #[test]
+fn an_unreadable_image_has_its_own_error_and_the_others_score_without_it() {
+    let model = load("tiny224");
+    let read = |n: &str| std::fs::read(fixtures().join("images").join(n)).unwrap();
+    let (a, b) = (read("tiny.png"), read("rgb_gradient.png"));
+    let bad = b"this is a text file, not an image\n".to_vec();
+    let imgs = [
+        ImageInput {
+            name: "tiny.png",
+            bytes: &a,
+        },
+        ImageInput {
+            name: "notes.png",
+            bytes: &bad,
+        },
+        ImageInput {
+            name: "rgb_gradient.png",
+            bytes: &b,
+        },
+    ];
+    let prompts = ["a cat", "a glass of water"];
+    let s = pollster::block_on(model.score_each(&prompts, &imgs)).unwrap();
+    let err = s.get(0, 1).unwrap_err().to_string();
+    assert!(err.contains("notes.png"), "{err}");
+    assert_eq!(s.spread(&s.matrix.scores)[1][1], None);
+    // The others score exactly as they do alone; their probabilities are over them alone.
+    let alone = pollster::block_on(model.score_matrix(&prompts, &[imgs[0], imgs[2]])).unwrap();
+    assert_eq!(s.matrix, alone);
+    assert_eq!(s.get(1, 2).unwrap().score, alone.scores[1][1]);
+    // The strict form fails with that image's error, as `score_matrix` does.
+    let strict = s.clone().into_matrix().unwrap_err().to_string();
+    assert_eq!(strict, err);
+    let m = pollster::block_on(model.score_matrix(&prompts, &imgs)).unwrap_err();
+    assert_eq!(m.to_string(), err);
+    // Images the caller preprocessed take the same path.
+    let pixels: Vec<_> = imgs.iter().map(|im| model.pixels(*im)).collect();
+    let p = pollster::block_on(model.score_each_pixels(&prompts, pixels)).unwrap();
+    assert_eq!(p.matrix, alone);
+    assert_eq!(p.get(0, 1).unwrap_err().to_string(), err);
+}
+
+#[test]
 fn over_long_prompts_are_truncated_not_rejected() {
     let model = load("odd");
     let long = "the photon travels at the speed of light ".repeat(60);

@@ -336,7 +336,7 @@ fn score_needs_a_prompt() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--prompt"));
 }
 
-/// The GPU's f16 weights move tiny224's scores by up to this (src/gpu/selftest.rs SCORE_ABS_F16).
+/// The GPU's f16 weights move tiny224's scores by up to this (src/testing/end_to_end.rs SCORE_ABS_F16).
 const SCORE_ABS_F16: f64 = 0.1;
 /// Several prompts go through the GPU text tower in one batch: each row must be what the prompt
 /// gives alone, up to the summation order of another batch shape (lavapipe: bit for bit).

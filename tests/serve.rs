@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// An answer on loopback takes milliseconds. The guard is far above that, and below the 15 s
 /// for which the old thread-pool server let idle or slow sockets hold every thread.
 const ANSWER_GUARD: Duration = Duration::from_secs(10);
-/// The server's header-read deadline (src/serve.rs `HEADER_READ_TIMEOUT`).
+/// The server's header-read deadline (src/cli/server.rs `HEADER_READ_TIMEOUT`).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const WASM: &[u8] = b"\0asm0123456789";
 

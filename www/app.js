@@ -3,6 +3,7 @@
 // textContent, never as HTML. Element ids are a contract (docs/contracts.md, "Page").
 
 import { initExplain } from './explain.js';
+import { CACHE_NAME } from './storage.js';
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -10,8 +11,6 @@ const params = new URLSearchParams(location.search);
 const BACKEND_PREF = ['cpu', 'webgpu'].includes(params.get('backend')) ? params.get('backend') : 'auto';
 /** Ask before downloading more than this (bytes) that is not already in Cache Storage. */
 const CONFIRM_BYTES = 200e6;
-/** The Cache Storage bucket src/web.rs fills with downloaded model files. */
-const CACHE_NAME = 'sciscore-models-v2';
 /** Files of a Hugging Face CLIPModel folder the loader reads. */
 const MODEL_FILE = /^(config\.json|preprocessor_config\.json|tokenizer\.json|vocab\.json|merges\.txt|model\.safetensors\.index\.json|.*\.safetensors)$/;
 
@@ -242,7 +241,7 @@ function markStale(m, why) {
   $('#backend').textContent = '—';
 }
 
-/** After a failed scoring or benchmark: a crash or a lost GPU device cost the engine its model. */
+/** After a failed scoring or Science-T2I eval: a crash or a lost GPU device cost the engine its model. */
 function afterEngineFailure(e) {
   const m = state.model;
   if (m && e.gpu) {
@@ -771,32 +770,33 @@ function renderMatrix() {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Benchmark (Science-T2I parquet shards, evaluated in the worker like `sciscore eval`)
+// Science-T2I eval: accuracy on the benchmark's parquet shards, evaluated in the worker like
+// `sciscore eval` (the `#bench-*` element ids predate the name; tests use them)
 
-const bench = { files: [], report: null, running: false };
+const accuracy = { files: [], report: null, running: false };
 
-function benchButtons() {
-  $('#bench-run').disabled = bench.running || !bench.files.length;
-  $('#bench-csv').disabled = bench.running || !bench.report;
+function accuracyButtons() {
+  $('#bench-run').disabled = accuracy.running || !accuracy.files.length;
+  $('#bench-csv').disabled = accuracy.running || !accuracy.report;
 }
 
-async function runBench() {
+async function runAccuracy() {
   if (!state.model) {
     showError(new Error('no model loaded: load a model first'));
     return;
   }
   if (state.model.stale && !(await load(state.model.source, state.model.label, { reload: state.model.stale }))) return;
-  const files = bench.files.slice().sort((a, b) => a.name.localeCompare(b.name));
+  const files = accuracy.files.slice().sort((a, b) => a.name.localeCompare(b.name));
   if (!files.length) return;
-  bench.running = true;
-  bench.report = null;
-  benchButtons();
+  accuracy.running = true;
+  accuracy.report = null;
+  accuracyButtons();
   $('#bench-result').hidden = true;
   const bar = $('#bench-progress');
   const text = $('#bench-progress-text');
   bar.value = 0;
   text.textContent = 'reading files…';
-  setStatus(`benchmark: evaluating ${files.map((f) => f.name).join(', ')}…`, 'busy');
+  setStatus(`Science-T2I eval: evaluating ${files.map((f) => f.name).join(', ')}…`, 'busy');
   try {
     const payload = [];
     for (const f of files) payload.push({ name: f.name, bytes: await f.arrayBuffer() });
@@ -807,22 +807,22 @@ async function runBench() {
       const s = (performance.now() - t0) / 1000;
       text.textContent = `${p.done} / ${p.total} rows${s > 0 ? ` · ${(p.done / s).toFixed(2)} rows/s` : ''}`;
     });
-    bench.report = r.report;
-    renderBench(r.report);
+    accuracy.report = r.report;
+    renderAccuracy(r.report);
     text.textContent = `${r.report.rows} rows in ${fmtMs(r.ms)}`;
     const { per_row: _, ...summary } = r.report;
     $('#bench-result').dataset.report = JSON.stringify(summary); // for tests and copy-paste
-    setStatus(`ready — benchmark: accuracy ${(r.report.overall_accuracy * 100).toFixed(1)}% over ${r.report.rows} rows`, 'ready');
+    setStatus(`ready — Science-T2I eval: accuracy ${(r.report.overall_accuracy * 100).toFixed(1)}% over ${r.report.rows} rows`, 'ready');
   } catch (e) {
     text.textContent = '';
     afterEngineFailure(e);
   } finally {
-    bench.running = false;
-    benchButtons();
+    accuracy.running = false;
+    accuracyButtons();
   }
 }
 
-function renderBench(r) {
+function renderAccuracy(r) {
   const pct = (x) => `${(x * 100).toFixed(1)}%`;
   $('#bench-rows').textContent = String(r.rows);
   $('#bench-overall').textContent = pct(r.overall_accuracy);
@@ -841,8 +841,8 @@ function renderBench(r) {
   $('#bench-result').hidden = false;
 }
 
-function exportBenchCsv() {
-  const r = bench.report;
+function exportAccuracyCsv() {
+  const r = accuracy.report;
   if (!r) return;
   const cell = (v) => {
     let s = String(v);
@@ -904,9 +904,9 @@ function init() {
     if (state.results && state.model) timer = setTimeout(score, 300);
   });
   initPrompts();
-  $('#bench-file').onchange = (e) => { bench.files = [...e.target.files]; benchButtons(); };
-  $('#bench-run').onclick = () => runBench();
-  $('#bench-csv').onclick = exportBenchCsv;
+  $('#bench-file').onchange = (e) => { accuracy.files = [...e.target.files]; accuracyButtons(); };
+  $('#bench-run').onclick = () => runAccuracy();
+  $('#bench-csv').onclick = exportAccuracyCsv;
   $('#export-csv').onclick = exportCsv;
   $('#export-json').onclick = exportJson;
   $('#clear-cache').onclick = async () => {

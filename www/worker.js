@@ -2,7 +2,7 @@
 // here, so the page never freezes. WebGPU is used from this worker when a hardware adapter exists
 // (or when ?backend=webgpu forces it); otherwise the wasm CPU path (SIMD128). Two builds: www/pkg/
 // (SIMD128, every browser with WebAssembly SIMD) and www/pkg-relaxed/ (the same with a fused
-// multiply-add CPU kernel, about 1.4x faster; its module only compiles where relaxed SIMD exists).
+// multiply-add CPU kernel, faster; its module only compiles where relaxed SIMD exists).
 // This worker takes the relaxed one where WebAssembly.validate accepts relaxed SIMD, unless the
 // worker URL says ?wasm=simd128.
 //
@@ -12,6 +12,8 @@
 // instance is unusable): the worker closes and the page starts a fresh one. An 'error' with
 // `gpu: true` means the GPU failed under the model (device lost): the model is dropped, so the
 // page loads it again. Requests run one at a time, in order.
+
+import { CACHE_NAME, OLD_CACHE_NAMES } from './storage.js';
 
 /** The loaded build's module (its class SciScore and free functions), once started. */
 let wasm = null;
@@ -55,10 +57,7 @@ async function startWasm() {
   throw last;
 }
 
-/** Cache Storage bucket of downloaded model files (the name src/web.rs writes to). */
-const CACHE_NAME = 'sciscore-models-v2';
-// v1 kept f32 weights whole and unsealed; v2 (f16 matrices, checked entries) replaces it.
-self.caches?.delete('sciscore-models-v1').catch(() => {});
+for (const old of OLD_CACHE_NAMES) self.caches?.delete(old).catch(() => {});
 
 let wasmReady = null;
 let model = null;
@@ -178,7 +177,7 @@ async function chooseBackend(pref, why) {
 
 function loadWith(source, backend, progress) {
   if (source.kind === 'files') return wasm.SciScore.loadFiles(source.files, backend, progress);
-  return wasm.SciScore.loadUrl(source.url, backend, source.cache, progress);
+  return wasm.SciScore.loadUrl(source.url, backend, source.cache ? CACHE_NAME : undefined, progress);
 }
 
 const ops = {
@@ -206,7 +205,7 @@ const ops = {
   },
 
   probe(msg) {
-    return wasm.SciScore.probeUrl(msg.url, msg.cache);
+    return wasm.SciScore.probeUrl(msg.url, msg.cache ? CACHE_NAME : undefined);
   },
 
   /**

@@ -6,3 +6,5 @@ pub mod convert;
 pub mod random;
 pub(crate) mod safetensors;
 pub mod source;
+
+pub use safetensors::{read_f32_tensors, F32Tensors};

@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::io::source::{read_all, F32Data, ModelSource};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The safetensors reference implementation refuses headers over 100 MB; so do we, before
 /// allocating anything for one.
@@ -190,6 +190,96 @@ pub(crate) fn parse_header(
     Ok(out)
 }
 
+/// Tensors by name: (shape, values).
+pub type F32Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every tensor of a safetensors file held whole in memory (the goldens of the tests). F32 only:
+/// another dtype is an error naming the tensor. `file` names the file in messages.
+pub fn read_f32_tensors(file: &str, bytes: &[u8]) -> Result<F32Tensors> {
+    let size = bytes.len() as u64;
+    let Some(len) = bytes.get(..8) else {
+        return Err(Error::safetensors(
+            file,
+            format!("the file has {size} bytes; a safetensors file has at least 8"),
+        ));
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    if n > MAX_HEADER_BYTES || n > size - 8 {
+        return Err(Error::safetensors(
+            file,
+            format!(
+                "header length {n} is past the end of the {size}-byte file (corrupt or truncated)"
+            ),
+        ));
+    }
+    let mut out = HashMap::new();
+    for (name, t) in parse_header(file, &bytes[8..8 + n as usize], 8 + n, size)? {
+        if t.dtype != DType::F32 {
+            return Err(Error::safetensors(
+                file,
+                format!(
+                    "tensor `{}` is {}, not F32",
+                    name.escape_debug(),
+                    t.dtype.name()
+                ),
+            ));
+        }
+        let data = &bytes[t.offset as usize..(t.offset + t.len) as usize];
+        let values = to_f32(&name, t.dtype, data)?;
+        out.insert(name, (t.shape, values));
+    }
+    Ok(out)
+}
+
+/// A checkpoint in one file.
+const SINGLE: &str = "model.safetensors";
+/// The index of a checkpoint in shards: `{"weight_map": {tensor: shard file}}`.
+pub(crate) const INDEX: &str = "model.safetensors.index.json";
+
+/// The safetensors files of the checkpoint in `src`: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` names, each once, in the index's order.
+pub(crate) async fn checkpoint_files(src: &dyn ModelSource) -> Result<Vec<String>> {
+    let mut files: Vec<String> = Vec::new();
+    if src.size(INDEX).await?.is_some() {
+        let bytes = read_all(src, INDEX, MAX_INDEX_BYTES).await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::safetensors(INDEX, format!("invalid JSON ({e})")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| Error::safetensors(INDEX, "no `weight_map` object"))?;
+        for f in map.values() {
+            let f = f
+                .as_str()
+                .ok_or_else(|| Error::safetensors(INDEX, "a weight_map value is not a string"))?;
+            // Every later message names the shard: one with a line break would split them.
+            if f.contains(char::is_control) {
+                return Err(Error::safetensors(
+                    INDEX,
+                    format!("weight_map names a file with control characters: {f:?}"),
+                ));
+            }
+            if !files.iter().any(|g| g == f) {
+                files.push(f.to_string());
+            }
+        }
+    } else if src.size(SINGLE).await?.is_some() {
+        files.push(SINGLE.to_string());
+    } else {
+        let hint = if src.size("pytorch_model.bin").await?.is_some() {
+            "only pytorch_model.bin is there: sciscore reads safetensors; convert with \
+             `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
+        } else {
+            "expected model.safetensors or model.safetensors.index.json"
+        };
+        return Err(Error::MissingFile {
+            name: SINGLE.to_string(),
+            hint: crate::error::Hint(Some(hint.to_string())),
+        });
+    }
+    Ok(files)
+}
+
 /// All tensors of a checkpoint (one file or shards), by name.
 pub(crate) struct Checkpoint {
     tensors: BTreeMap<String, TensorInfo>,
@@ -198,46 +288,7 @@ pub(crate) struct Checkpoint {
 impl Checkpoint {
     /// Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`.
     pub(crate) async fn open(src: &dyn ModelSource) -> Result<Self> {
-        const SINGLE: &str = "model.safetensors";
-        const INDEX: &str = "model.safetensors.index.json";
-        let mut files: Vec<String> = Vec::new();
-        if src.size(INDEX).await?.is_some() {
-            let bytes = read_all(src, INDEX, MAX_INDEX_BYTES).await?;
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::safetensors(INDEX, format!("invalid JSON ({e})")))?;
-            let map = v
-                .get("weight_map")
-                .and_then(Value::as_object)
-                .ok_or_else(|| Error::safetensors(INDEX, "no `weight_map` object"))?;
-            for f in map.values() {
-                let f = f.as_str().ok_or_else(|| {
-                    Error::safetensors(INDEX, "a weight_map value is not a string")
-                })?;
-                // Every later message names the shard: one with a line break would split them.
-                if f.contains(char::is_control) {
-                    return Err(Error::safetensors(
-                        INDEX,
-                        format!("weight_map names a file with control characters: {f:?}"),
-                    ));
-                }
-                if !files.iter().any(|g| g == f) {
-                    files.push(f.to_string());
-                }
-            }
-        } else if src.size(SINGLE).await?.is_some() {
-            files.push(SINGLE.to_string());
-        } else {
-            let hint = if src.size("pytorch_model.bin").await?.is_some() {
-                "only pytorch_model.bin is there: sciscore reads safetensors; convert with \
-                 `CLIPModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
-            } else {
-                "expected model.safetensors or model.safetensors.index.json"
-            };
-            return Err(Error::MissingFile {
-                name: SINGLE.to_string(),
-                hint: crate::error::Hint(Some(hint.to_string())),
-            });
-        }
+        let files = checkpoint_files(src).await?;
         let mut tensors = BTreeMap::new();
         for f in &files {
             for (name, info) in Self::read_header(src, f).await? {

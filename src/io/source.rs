@@ -32,9 +32,6 @@ pub trait ModelSource {
     ) -> LocalFuture<'a, Result<F32Data>> {
         Box::pin(async move { Ok(F32Data::F32(self.read(name, offset, len).await?)) })
     }
-    /// Called by the GPU loader as its compute pipelines compile (`compiled` of `total`), so
-    /// a page can show that phase too. Default: nothing.
-    fn shaders_compiled(&self, _compiled: usize, _total: usize) {}
 }
 
 /// What [`ModelSource::read_f32_or_f16`] hands back.

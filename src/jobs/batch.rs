@@ -661,19 +661,15 @@ pub fn run_job(
             continue;
         }
         let t0 = std::time::Instant::now();
-        let ok: Vec<usize> = (0..pending.len())
-            .filter(|&i| pending[i].pixels.is_ok())
+        let pixels: Vec<_> = pending.iter().map(|i| i.pixels.as_ref()).collect();
+        let feats: Vec<_> = pollster::block_on(model.embed_pixels_each(pixels))?
+            .into_iter()
+            .map(|f| f.ok())
             .collect();
-        if !ok.is_empty() {
-            let mut pixels = Vec::new();
-            for &i in &ok {
-                pixels.extend_from_slice(pending[i].pixels.as_ref().expect("ok"));
-            }
-            let feats = pollster::block_on(model.embed_pixels(&pixels, ok.len()))?;
-            for (&i, f) in ok.iter().zip(&feats) {
-                let t = pollster::block_on(model.text_embeds(&[&pending[i].rec.prompt]))?.remove(0);
-                pending[i].rec.score =
-                    Some(score::scores(&t, std::slice::from_ref(f), model.logit_scale())[0]);
+        for (item, f) in pending.iter_mut().zip(feats) {
+            if let Some(f) = f {
+                let t = pollster::block_on(model.text_embeds(&[&item.rec.prompt]))?.remove(0);
+                item.rec.score = Some(score::scores(&t, &[f], model.logit_scale())[0]);
             }
         }
         model_s += t0.elapsed().as_secs_f64();

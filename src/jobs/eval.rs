@@ -148,7 +148,7 @@ fn open(file: &Path) -> Result<(SerializedFileReader<std::fs::File>, Type)> {
     open_reader(&file.display().to_string(), f)
 }
 
-/// Opens a parquet file held in memory (the page's Benchmark panel); see [`open`].
+/// Opens a parquet file held in memory (the page's Science-T2I panel); see [`open`].
 pub fn open_bytes(name: &str, data: Vec<u8>) -> Result<(SerializedFileReader<bytes::Bytes>, Type)> {
     open_reader(name, bytes::Bytes::from(data))
 }
@@ -257,8 +257,38 @@ async fn score_row(model: &Model, p: Prepared) -> Result<EvalRow> {
     })
 }
 
+/// The benchmark's row loop, the one `sciscore eval` and the page both run: every row of the
+/// opened `files` in order (row numbers run on across them), up to `limit`, handed to `f` with
+/// its number, as its cells or why they cannot be read; `f` returns false to stop.
+async fn each_row<R: ChunkReader + 'static>(
+    files: impl IntoIterator<Item = Result<(String, SerializedFileReader<R>, Type)>>,
+    limit: Option<usize>,
+    mut f: impl AsyncFnMut(usize, std::result::Result<Row, String>) -> Result<bool>,
+) -> Result<()> {
+    let mut row = 0usize;
+    for file in files {
+        let (name, reader, projection) = file?;
+        for g in 0..reader.num_row_groups() {
+            let group = reader.get_row_group(g).map_err(|e| pq_err(&name, e))?;
+            for r in group
+                .get_row_iter(Some(projection.clone()))
+                .map_err(|e| pq_err(&name, e))?
+            {
+                if limit.is_some_and(|l| row >= l) {
+                    return Ok(());
+                }
+                if !f(row, r.map_err(|e| e.to_string())).await? {
+                    return Ok(()); // `f` stopped
+                }
+                row += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Evaluates `model` on parquet files held in memory (`(name, bytes)`, in order; row numbers run
-/// on across files), on the calling thread, without timings. The page's Benchmark panel uses
+/// on across files), on the calling thread, without timings. The page's Science-T2I panel uses
 /// this. `on_row(done, total)` is called after every row.
 pub async fn evaluate_in_memory(
     model: &Model,
@@ -270,30 +300,19 @@ pub async fn evaluate_in_memory(
     for (name, data) in files {
         let (reader, projection) = open_bytes(&name, data)?;
         total += reader.metadata().file_metadata().num_rows().max(0) as usize;
-        opened.push((name, reader, projection));
+        opened.push(Ok((name, reader, projection)));
     }
     let pre = model.preprocessor().clone();
     let (mut rows, mut errors) = (Vec::new(), Vec::new());
-    let mut row = 0usize;
-    for (name, reader, projection) in opened {
-        for g in 0..reader.num_row_groups() {
-            let group = reader.get_row_group(g).map_err(|e| pq_err(&name, e))?;
-            for r in group
-                .get_row_iter(Some(projection.clone()))
-                .map_err(|e| pq_err(&name, e))?
-            {
-                match r
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| prepare(&r, row, &pre))
-                {
-                    Ok(p) => rows.push(score_row(model, p).await?),
-                    Err(message) => errors.push(RowError { row, message }),
-                }
-                row += 1;
-                on_row(row, total);
-            }
+    each_row(opened, None, async |row, r| {
+        match r.and_then(|r| prepare(&r, row, &pre)) {
+            Ok(p) => rows.push(score_row(model, p).await?),
+            Err(message) => errors.push(RowError { row, message }),
         }
-    }
+        on_row(row + 1, total);
+        Ok(true)
+    })
+    .await?;
     if rows.is_empty() && errors.is_empty() {
         return Err(Error::Invalid("the dataset has no rows".into()));
     }
@@ -309,32 +328,17 @@ fn read_rows(
     pre: Arc<crate::models::clip::config::PreprocessorConfig>,
     tx: mpsc::SyncSender<(std::result::Result<Prepared, RowError>, f64)>,
 ) -> Result<()> {
-    let mut row = 0usize;
-    for file in files {
+    let opened = files.into_iter().map(|file| {
         let (reader, projection) = open(&file)?;
-        let name = file.display().to_string();
-        for g in 0..reader.num_row_groups() {
-            let group = reader.get_row_group(g).map_err(|e| pq_err(&name, e))?;
-            for r in group
-                .get_row_iter(Some(projection.clone()))
-                .map_err(|e| pq_err(&name, e))?
-            {
-                if limit.is_some_and(|l| row >= l) {
-                    return Ok(());
-                }
-                let t0 = std::time::Instant::now();
-                let prepared = r
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| prepare(&r, row, &pre));
-                let msg = prepared.map_err(|message| RowError { row, message });
-                if tx.send((msg, t0.elapsed().as_secs_f64())).is_err() {
-                    return Ok(()); // the consumer stopped
-                }
-                row += 1;
-            }
-        }
-    }
-    Ok(())
+        Ok((file.display().to_string(), reader, projection))
+    });
+    pollster::block_on(each_row(opened, limit, async |row, r| {
+        let t0 = std::time::Instant::now();
+        let prepared = r.and_then(|r| prepare(&r, row, &pre));
+        let msg = prepared.map_err(|message| RowError { row, message });
+        // A failed send: the consumer stopped.
+        Ok(tx.send((msg, t0.elapsed().as_secs_f64())).is_ok())
+    }))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

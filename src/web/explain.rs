@@ -2,7 +2,7 @@
 //! occlusion map cell range by cell range, so the worker can report progress and stop between
 //! steps (`www/worker.js`, `www/explain.js`).
 
-use super::{image_fault, read_images, to_js, SciScore};
+use super::{read_named, to_js, SciScore};
 use crate::error::Result;
 use crate::jobs::explain::PatchExplanation;
 use crate::model::{ImageInput, Model};
@@ -35,7 +35,7 @@ async fn patch_maps(
                 pixels.extend(p);
                 read.push(None);
             }
-            Err(e) if image_fault(&e) => read.push(Some(e.to_string())),
+            Err(e) if e.is_image_fault() => read.push(Some(e.to_string())),
             Err(e) => return Err(e),
         }
     }
@@ -64,7 +64,7 @@ impl SciScore {
     pub fn patch_maps(&self, prompt: String, images: Array) -> Promise {
         let model = Rc::clone(&self.model);
         wasm_bindgen_futures::future_to_promise(async move {
-            let images = read_images(&images).map_err(to_js)?;
+            let images = read_named(&images).map_err(to_js)?;
             let out = patch_maps(&model, &prompt, &images).await.map_err(to_js)?;
             // Plain objects (the flattened map would otherwise become a JS Map).
             serde::Serialize::serialize(&out, &serde_wasm_bindgen::Serializer::json_compatible())
@@ -93,7 +93,7 @@ impl SciScore {
         let model = Rc::clone(&self.model);
         wasm_bindgen_futures::future_to_promise(async move {
             let one = Array::of1(&image);
-            let (name, bytes) = read_images(&one).map_err(to_js)?.remove(0);
+            let (name, bytes) = read_named(&one).map_err(to_js)?.remove(0);
             let pixels = model
                 .pixels(ImageInput {
                     name: &name,

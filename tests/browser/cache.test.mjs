@@ -16,7 +16,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEMO, FIXTURES, GOLDEN, ROOT, goldenScores, results, serveAndLaunch, softmax, waitReady, withPage } from './harness.mjs';
+import {
+  DEMO, FIXTURES, GOLDEN, ROOT, cacheName, goldenScores, results, serveAndLaunch, softmax, waitReady, withPage,
+} from './harness.mjs';
 
 /** The f16 tolerance of the GPU path (src/gpu/selftest.rs SCORE_ABS_F16). */
 const SCORE_ABS_F16 = 0.1;
@@ -94,9 +96,9 @@ function withinF16(got, what) {
 }
 
 /** Cache Storage, in the page: bytes of the model's entries, f16 ones (`sciscore=h…`) apart. */
-function cached(page) {
-  return page.evaluate(async () => {
-    const c = await caches.open('sciscore-models-v2');
+async function cached(page) {
+  return page.evaluate(async (name) => {
+    const c = await caches.open(name);
     const out = { entries: 0, weights: 0, f16: 0, f16Entries: 0 };
     for (const req of await c.keys()) {
       const n = (await (await c.match(req)).arrayBuffer()).byteLength;
@@ -105,7 +107,7 @@ function cached(page) {
       if (/sciscore=h\d/.test(req.url)) { out.f16 += n; out.f16Entries += 1; }
     }
     return out;
-  });
+  }, await cacheName(page));
 }
 
 /** Loads `folder` from HOST on `backend` (a new navigation), scores, and says what it got. */
@@ -145,8 +147,8 @@ for (const backend of ['cpu', 'webgpu']) {
 
       // Damage two f16 entries (one byte altered, one truncated): the load notices, says so,
       // downloads those two again, and scores as before.
-      await page.evaluate(async () => {
-        const c = await caches.open('sciscore-models-v2');
+      await page.evaluate(async (name) => {
+        const c = await caches.open(name);
         const keys = (await c.keys()).filter((k) => /sciscore=h\d/.test(k.url));
         const [a, b] = keys;
         const bytes = new Uint8Array(await (await c.match(a)).arrayBuffer());
@@ -154,7 +156,7 @@ for (const backend of ['cpu', 'webgpu']) {
         await c.put(a, new Response(bytes));
         const cut = new Uint8Array(await (await c.match(b)).arrayBuffer()).slice(0, 10);
         await c.put(b, new Response(cut));
-      });
+      }, await cacheName(page));
       const third = await visit(page, 'tiny224/', backend);
       assert.match(third.note, /2 damaged piece\(s\) .* downloaded again/, third.note);
       assert.equal(gets['tiny224/'], fetched + 2, 'only the damaged pieces downloaded again');

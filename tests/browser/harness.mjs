@@ -102,6 +102,11 @@ export async function waitReady(page, { timeout = LOAD_TIMEOUT_MS, allowError = 
   return status;
 }
 
+/** The Cache Storage bucket the page keeps downloaded models in, as its own module names it (www/storage.js). */
+export function cacheName(page) {
+  return page.evaluate(async () => (await import(new URL('storage.js', location.href).href)).CACHE_NAME);
+}
+
 /** Waits for `n` results that are all scored or failed, and returns their attributes. */
 export async function results(page, n, timeout = LOAD_TIMEOUT_MS) {
   await page.waitForFunction((n) => {

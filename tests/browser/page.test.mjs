@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  CPU_SCORE_TOL, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, goldenScores, openPage, results,
+  CPU_SCORE_TOL, DEMO_FILES, FIXTURES, GOLDEN, GPU_PROB_TOL, GPU_SCORE_TOL, PROB_TOL, ROOT, cacheName, goldenScores, openPage, results,
   serveAndLaunch, softmax, waitReady,
 } from './harness.mjs';
 
@@ -215,9 +215,10 @@ test('?model=<base URL> loads the demo model over HTTP Range requests; Cache Sto
     assert.ok(first.total_bytes > 6e6 && first.files.some((f) => f.name === 'model.safetensors'), JSON.stringify(first));
     await loadCached(url);
     assert.equal(weights(), n1, 'the second load reads the weights from Cache Storage');
-    assert.ok(await page.evaluate(async () => (await (await caches.open('sciscore-models-v2')).keys()).length > 0));
+    const bucket = await cacheName(page);
+    assert.ok(await page.evaluate(async (name) => (await (await caches.open(name)).keys()).length > 0, bucket));
     await page.click('#clear-cache');
-    await page.waitForFunction(async () => !(await caches.has('sciscore-models-v2')));
+    await page.waitForFunction(async (name) => !(await caches.has(name)), bucket);
     assert.deepEqual(outside, []);
   } catch (e) {
     console.error(logs.join('\n'));

@@ -13,7 +13,7 @@ pub const SCORE_ABS_F32: f64 = 0.01;
 /// different summation orders (SDPA, MKL vs gemm); 1e-4 is ~1000 ulp of headroom over 2-3 layers.
 pub const HIDDEN_REL_F32: f64 = 1e-4;
 /// The GPU's default f16 weights vs transformers f32: |score difference| (the contract of
-/// `src/gpu/selftest.rs` SCORE_ABS_F16: each weight rounded to 11 significant bits).
+/// `src/testing/end_to_end.rs` SCORE_ABS_F16: each weight rounded to 11 significant bits).
 pub const SCORE_ABS_F16: f64 = 0.1;
 
 pub fn fixtures() -> PathBuf {
@@ -33,39 +33,9 @@ pub fn golden_json(model: &str) -> Value {
 
 /// All F32 tensors of a golden safetensors file: name -> (shape, values).
 pub fn golden_tensors(model: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(
-        fixtures()
-            .join("goldens")
-            .join(format!("{model}.safetensors")),
-    )
-    .unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    let mut out = HashMap::new();
-    for (k, v) in header {
-        if k == "__metadata__" {
-            continue;
-        }
-        assert_eq!(v["dtype"], "F32", "{k}");
-        let shape: Vec<usize> = v["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
-        let o = v["data_offsets"].as_array().unwrap();
-        let (a, b) = (
-            o[0].as_u64().unwrap() as usize,
-            o[1].as_u64().unwrap() as usize,
-        );
-        let vals = data[a..b]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        out.insert(k, (shape, vals));
-    }
-    out
+    let file = format!("{model}.safetensors");
+    let bytes = std::fs::read(fixtures().join("goldens").join(&file)).unwrap();
+    sciscore::io::read_f32_tensors(&file, &bytes).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn strings(v: &Value) -> Vec<String> {

@@ -11,7 +11,7 @@ use crate::models::clip::weights::Attention;
 /// (stage, ms) of one vision layer with f16-held random weights, stage by stage.
 pub(crate) fn vision_layer(now_ms: &dyn Fn() -> f64) -> Vec<(&'static str, f64)> {
     let (t, d, f, heads) = (257, 1280, 5120, 16);
-    use crate::gpu::selftest::rand;
+    use crate::testing::rand;
     let mut seed = 0;
     let mut rand = |n: usize, scale: f32| {
         seed += 1;

@@ -8,12 +8,15 @@
 //! Text prompts of different lengths share one pass, padded at the end to the longest: with the
 //! causal mask no real token attends to a pad, so the padded rows change nothing we read.
 
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests;
+
 use super::gpu_weights::{GpuEncoderLayer, GpuWeights};
 use crate::error::{Error, Result};
-use crate::gpu::{Epilogue, Gpu, GpuOptions, Pass};
+use crate::gpu::{Epilogue, Gpu, Pass};
 use crate::io::safetensors::Checkpoint;
 use crate::io::source::ModelSource;
-use crate::models::clip::config::{ClipConfig, TowerConfig};
+use crate::models::clip::config::{Activation, ClipConfig, TowerConfig};
 use crate::models::clip::pool_position;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -52,6 +55,14 @@ struct Acts {
     f: wgpu::Buffer,      // (B*T, F) f32, MLP hidden
 }
 
+/// Load-time choices of the GPU forward.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GpuOptions {
+    /// Keep matrix weights in f32 instead of packed f16 (twice the memory; bit-faithful to f32
+    /// checkpoints).
+    pub f32_weights: bool,
+}
+
 /// The f16 (default) or f32 weights of a `CLIPModel` on a GPU, with its pipelines.
 pub(crate) struct GpuModel {
     pub(crate) gpu: Gpu,
@@ -65,14 +76,16 @@ fn f32_bytes(n: usize) -> usize {
 }
 
 impl GpuModel {
-    /// Opens a device, compiles the kernels and streams the weights in.
+    /// Opens a device, compiles the kernels (calling `shaders_compiled(compiled, total)`) and
+    /// streams the weights in.
     pub(crate) async fn load(
         cfg: &ClipConfig,
         ckpt: &Checkpoint,
         src: &dyn ModelSource,
         opts: GpuOptions,
+        shaders_compiled: &dyn Fn(usize, usize),
     ) -> Result<GpuModel> {
-        let gpu = Gpu::with_progress(&|done, total| src.shaders_compiled(done, total)).await?;
+        let gpu = Gpu::with_progress(shaders_compiled).await?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let w = GpuWeights::load(&gpu, cfg, ckpt, src, !opts.f32_weights).await;
         if let Some(e) = scope.pop().await {
@@ -501,7 +514,10 @@ fn encoder_layer(
         &a.h,
         &a.f,
         rows,
-        Epilogue::Act(tower.act),
+        match tower.act {
+            Activation::Gelu => Epilogue::Gelu,
+            Activation::QuickGelu => Epilogue::QuickGelu,
+        },
     );
     pass.linear("fc2", &l.mlp.fc2, &a.f, &a.x, rows, Epilogue::Residual);
 }

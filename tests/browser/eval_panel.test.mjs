@@ -1,6 +1,6 @@
-// The page's Benchmark panel: the demo model on the Science-T2I fixture shards, evaluated in the
-// browser (wasm CPU path), must give exactly the accuracies of transformers
-// (tests/fixtures/goldens/eval_tiny224.json), as `sciscore eval` does.
+// The page's Science-T2I eval panel (its ids are `#bench-*`): the demo model on the Science-T2I
+// fixture shards, evaluated in the browser (wasm CPU path), must give exactly the accuracies of
+// transformers (tests/fixtures/goldens/eval_tiny224.json), as `sciscore eval` does.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ const SHARDS = ['test-00000-of-00002.parquet', 'test-00001-of-00002.parquet'].ma
 
 const env = serveAndLaunch();
 
-test('cpu: the Benchmark panel evaluates both fixture shards with the accuracies of transformers', async () => {
+test('cpu: the Science-T2I eval panel evaluates both fixture shards with the accuracies of transformers', async () => {
   const { page, outside, logs, context } = await openPage(env.browser, env.server.url);
   try {
     await page.goto(`${env.server.url}?backend=cpu`);
@@ -34,7 +34,7 @@ test('cpu: the Benchmark panel evaluates both fixture shards with the accuracies
     assert.deepEqual(got.category_accuracy, EVAL_GOLDEN.category_accuracy);
     assert.deepEqual(got.law_accuracy, EVAL_GOLDEN.law_accuracy);
     const progress = await page.textContent('#bench-progress-text');
-    console.log(`benchmark panel: ${got.rows} rows in ${Date.now() - t0} ms (${progress})`);
+    console.log(`Science-T2I eval panel: ${got.rows} rows in ${Date.now() - t0} ms (${progress})`);
 
     // Per-row CSV export: a header and one line per row.
     const [csv] = await Promise.all([page.waitForEvent('download'), page.click('#bench-csv')]);

@@ -4,15 +4,16 @@
 
 use crate::cpu::{linear, Linear};
 use crate::error::{Error, Result};
-use crate::io::random::RandomSource;
-use crate::io::safetensors::Checkpoint;
 use crate::models::clip::config::{ClipConfig, TowerConfig};
 use crate::models::clip::cpu::CpuModel;
 use crate::models::clip::weights::ClipWeights;
 use crate::stats::median;
 use std::time::Instant;
 
-pub use crate::gpu::bench::{bench_gpu, GpuBench};
+mod gpu;
+mod inputs;
+
+pub use gpu::{bench_gpu, GpuBench};
 
 /// One timed case.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -136,9 +137,7 @@ pub(crate) fn occlusion_row(cfg: &ClipConfig, grid: usize, chunk: usize, ms: f64
 
 /// Checks `linear` against an f64 dot product on sampled entries of a realistic shape.
 fn validate_linear(l: &Linear, rows: usize) -> Result<()> {
-    let x: Vec<f32> = (0..rows * l.in_features)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
+    let x = inputs::spread(rows * l.in_features);
     let y = linear(&x, rows, l);
     let w = l.weight.f32();
     for &(r, c) in &[
@@ -168,10 +167,7 @@ pub async fn bench_cpu(
     iters: usize,
     occlusion: Option<usize>,
 ) -> Result<(ClipConfig, Vec<BenchRow>)> {
-    let src = RandomSource::new(preset, layers, 0x5c1)?;
-    let cfg =
-        ClipConfig::from_json(&crate::io::source::read_all(&src, "config.json", 1 << 20).await?)?;
-    let ckpt = Checkpoint::open(&src).await?;
+    let (src, cfg, ckpt) = inputs::random_model(preset, layers).await?;
     let w = ClipWeights::load(&cfg, &ckpt, &src).await?;
     let model = CpuModel {
         cfg: cfg.clone(),
@@ -182,9 +178,7 @@ pub async fn bench_cpu(
     }
     let mut rows = Vec::new();
     let s = cfg.vision.image_size;
-    let pixels: Vec<f32> = (0..batch * 3 * s * s)
-        .map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0)
-        .collect();
+    let pixels = inputs::pixels(&cfg, batch);
     let feats = model.image_features(&pixels, batch, None)?;
     if feats.iter().any(|v| !v.is_finite()) {
         return Err(Error::Invalid(
@@ -206,9 +200,7 @@ pub async fn bench_cpu(
     });
     rows.push(patch_map_row(&cfg, batch, ms, patch_ms));
     let (d, t) = (cfg.vision.tower.hidden_size, cfg.vision.num_positions());
-    let last: Vec<f32> = (0..batch * t * d)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
+    let last = inputs::spread(batch * t * d);
     let head_ms = time(iters.max(5), || {
         std::hint::black_box(model.patch_features(&last, batch));
         Ok(())
@@ -225,11 +217,7 @@ pub async fn bench_cpu(
         rows.push(occlusion_row(&cfg, g, chunk, ms));
     }
     for tokens in [77usize, 12] {
-        let mut ids: Vec<u32> = (0..tokens)
-            .map(|i| 49406u32.min(320 + i as u32 * 101))
-            .collect();
-        ids[0] = 49406;
-        ids[tokens - 1] = 49407;
+        let ids = inputs::prompt(tokens, 0);
         let ms = time(iters, || model.text_features(&ids, None).map(|_| ()))?;
         let gflop = text_flops(&cfg, tokens) / 1e9;
         rows.push(BenchRow {

@@ -5,17 +5,15 @@
 //! Times come from timestamp queries where the adapter has `timestamp-query`, else from the wall
 //! clock around one submission per kernel with a full queue wait (which adds the submit
 //! overhead, ~0.1 ms, to each kernel). FLOPs: 2 M N K per matmul, 4 T^2 D per attention; norms,
-//! softmax, embeddings and activations are not counted (as in `crate::jobs::bench`).
+//! softmax, embeddings and activations are not counted (as in the CPU benchmark).
 
-use super::{Epilogue, Gpu, GpuLinear, GpuModel, GpuOptions, Pass};
+use super::inputs::{pixels, prompt, ramp, random_model, spread};
+use super::{occlusion_row, patch_head_row, patch_map_row, text_flops, vision_flops, BenchRow};
 use crate::error::{Error, Result};
-use crate::io::random::RandomSource;
-use crate::io::safetensors::Checkpoint;
-use crate::io::source::read_all;
-use crate::jobs::bench::{text_flops, vision_flops, BenchRow};
+use crate::gpu::{Epilogue, Gpu, GpuLinear, Pass};
 use crate::models::clip::config::{ClipConfig, TowerConfig};
 use crate::models::clip::cpu::CpuModel;
-use crate::models::clip::gpu::VisionHead;
+use crate::models::clip::gpu::{GpuModel, GpuOptions, VisionHead};
 use crate::models::clip::weights::ClipWeights;
 use crate::stats::{cosine, median};
 use std::time::Instant;
@@ -23,7 +21,6 @@ use std::time::Instant;
 /// GPU vs CPU reference on one random layer per tower: f16 weights move the embedding by about
 /// 1e-4 relative (cos 1 - 1e-8); 0.9995 is the same bar as the f16 golden tests.
 const VALIDATE_COS: f64 = 0.9995;
-const SEED: u64 = 0x5c1;
 
 /// What `bench_gpu` found.
 pub struct GpuBench {
@@ -48,38 +45,11 @@ fn row(case: String, ms: f64, items: usize, flops: f64) -> BenchRow {
     }
 }
 
-fn pixels(cfg: &ClipConfig, b: usize) -> Vec<f32> {
-    let s = cfg.vision.image_size;
-    (0..b * 3 * s * s)
-        .map(|i| ((i * 31 % 255) as f32 / 127.0) - 1.0)
-        .collect()
-}
-
-/// A prompt of `tokens` ids: BOS, words, EOS (as `crate::jobs::bench`).
-fn prompt(tokens: usize, salt: u32) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..tokens)
-        .map(|i| 49406u32.min(320 + i as u32 * 101 + salt))
-        .collect();
-    ids[0] = 49406;
-    ids[tokens - 1] = 49407;
-    ids
-}
-
-async fn random_model(
-    preset: &str,
-    layers: Option<usize>,
-) -> Result<(RandomSource, ClipConfig, Checkpoint)> {
-    let src = RandomSource::new(preset, layers, SEED)?;
-    let cfg = ClipConfig::from_json(&read_all(&src, "config.json", 1 << 20).await?)?;
-    let ckpt = Checkpoint::open(&src).await?;
-    Ok((src, cfg, ckpt))
-}
-
 /// GPU vs CPU on the same random weights with one layer per tower: two images in one batch,
 /// two prompts of different lengths in one padded pass.
 async fn validate(preset: &str, opts: GpuOptions) -> Result<Vec<(String, f64)>> {
     let (src, cfg, ckpt) = random_model(preset, Some(1)).await?;
-    let gpu = GpuModel::load(&cfg, &ckpt, &src, opts).await?;
+    let gpu = GpuModel::load(&cfg, &ckpt, &src, opts, &|_, _| {}).await?;
     let cpu = CpuModel {
         cfg: cfg.clone(),
         w: ClipWeights::load(&cfg, &ckpt, &src).await?,
@@ -203,14 +173,10 @@ async fn matmul_rows(
 ) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     for (label, m, k, n) in layer_shapes(tower, t) {
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.03)
-            .collect();
+        let w: Vec<f32> = spread(n * k).into_iter().map(|v| v * 0.03).collect();
         let bias = vec![0.01f32; n];
         let lin = GpuLinear::from_f32(gpu, &w, Some(&bias), n, k, f16)?;
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| (i * 31 % 255) as f32 / 127.0 - 1.0)
-            .collect();
+        let x = ramp(m * k);
         let xb = gpu.upload("x", bytemuck::cast_slice(&x))?;
         let yb = gpu.storage("y", (m * n * 4) as u64)?;
         let mut pass = Pass::new(gpu);
@@ -296,7 +262,7 @@ pub async fn bench_gpu(
     let opts = GpuOptions { f32_weights };
     let validation = validate(preset, opts).await?;
     let (src, cfg, ckpt) = random_model(preset, layers).await?;
-    let model = GpuModel::load(&cfg, &ckpt, &src, opts).await?;
+    let model = GpuModel::load(&cfg, &ckpt, &src, opts, &|_, _| {}).await?;
     drop(ckpt);
     let gpu = &model.gpu;
     let f16 = !opts.f32_weights;
@@ -326,7 +292,7 @@ pub async fn bench_gpu(
     let all = time_ops(gpu, &pass, 1).await?;
     drop(pass);
     let head: f64 = all[all.len().saturating_sub(2)..].iter().sum();
-    rows.push(crate::jobs::bench::patch_head_row(
+    rows.push(patch_head_row(
         &cfg,
         batch,
         plain_total,
@@ -366,12 +332,7 @@ pub async fn bench_gpu(
         batch,
         vision_flops(&cfg) * batch as f64,
     ));
-    rows.push(crate::jobs::bench::patch_map_row(
-        &cfg,
-        batch,
-        plain,
-        median(tp),
-    ));
+    rows.push(patch_map_row(&cfg, batch, plain, median(tp)));
     if let Some(g) = occlusion {
         let s = cfg.vision.image_size;
         let chunk = crate::jobs::explain::occlusion_chunk(crate::Backend::Gpu);
@@ -381,7 +342,7 @@ pub async fn bench_gpu(
             model.image_features(part, part.len() / (3 * s * s)).await?;
         }
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        rows.push(crate::jobs::bench::occlusion_row(&cfg, g, chunk, ms));
+        rows.push(occlusion_row(&cfg, g, chunk, ms));
     }
     let mut t = Vec::new();
     for it in 0..=iters {
