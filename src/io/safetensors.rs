@@ -429,7 +429,7 @@ impl Checkpoint {
     /// Bytes of tensor data (all files), and what they come to with the F32 matrices of
     /// `schema` halved, as the page's cache keeps them (values beyond f16's range, which stay
     /// f32, aside).
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the page's probe; tests
+    #[cfg(any(test, target_arch = "wasm32"))] // the page's probe; tests
     pub(crate) fn bytes_with_f16_matrices(
         &self,
         schema: &crate::models::clip::schema::ClipSchema,
