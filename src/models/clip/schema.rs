@@ -221,6 +221,7 @@ impl ClipSchema {
     /// The names of the matrices the loaders may hold in f16 (the token embedding and every
     /// linear layer's weight; the GPU also the patch embedding): what the page's cache keeps in
     /// f16 for an f32 checkpoint.
+    #[cfg(any(test, target_arch = "wasm32"))] // the page's cache; tests
     pub(crate) fn matrices(&self) -> Vec<String> {
         self.tensors()
             .into_iter()
