@@ -83,14 +83,19 @@ pub fn load(model: &str, backend: BackendArg) -> Result<Model> {
 pub fn image_pixels(m: &Model, paths: &[PathBuf]) -> Result<Vec<f32>> {
     let mut pixels = Vec::new();
     for p in paths {
-        let name = p.display().to_string();
-        let bytes = sciscore::preprocess::read_image_file(p)?;
-        pixels.extend(m.pixels(ImageInput {
-            name: &name,
-            bytes: &bytes,
-        })?);
+        pixels.extend(file_pixels(m, p)?);
     }
     Ok(pixels)
+}
+
+/// One image file's preprocessed pixels, (3, S, S), or why it could not be read.
+pub fn file_pixels(m: &Model, path: &std::path::Path) -> sciscore::Result<Vec<f32>> {
+    let name = path.display().to_string();
+    let bytes = sciscore::preprocess::read_image_file(path)?;
+    m.pixels(ImageInput {
+        name: &name,
+        bytes: &bytes,
+    })
 }
 
 /// A progress bar on stderr with rate and ETA (hidden when stderr is not a terminal).

@@ -1,7 +1,7 @@
 //! `sciscore score`: images against one prompt (probabilities over the images), or against
 //! several (a prompts x images matrix).
 
-use super::common::{image_pixels, load, BackendArg};
+use super::common::{file_pixels, load, BackendArg};
 use anyhow::Result;
 use sciscore::ScoreMatrix;
 use serde_json::json;
@@ -33,9 +33,15 @@ pub fn run(a: Args) -> Result<()> {
         json,
     } = a;
     let m = load(&model, backend)?;
-    let pixels = image_pixels(&m, &images)?;
+    // The first image that cannot be read ends the command before any model pass.
+    let pixels: Vec<Vec<f32>> = images
+        .iter()
+        .map(|p| file_pixels(&m, p))
+        .collect::<sciscore::Result<_>>()?;
     let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let matrix = pollster::block_on(m.score_matrix_pixels(&texts, &pixels, images.len()))?;
+    // The library's one scoring path (Model::score_each_pixels), as the page's.
+    let pixels = pixels.into_iter().map(Ok).collect();
+    let matrix = pollster::block_on(m.score_each_pixels(&texts, pixels))?.into_matrix()?;
     let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
     if json {
         println!("{}", score_json(&prompts, &names, &matrix));
