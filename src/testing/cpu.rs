@@ -3,7 +3,7 @@
 
 use super::rand;
 
-/// The browser CPU path's packed product (`src/sgemm.rs`) against f64: in `tests/wasm_gpu.rs`
+/// The browser CPU path's packed product (`src/cpu/sgemm.rs`) against f64: in `tests/wasm_gpu.rs`
 /// this runs the SIMD128 micro-kernel, and the relaxed-SIMD one in a `relaxed-simd` build.
 pub fn cpu_packed_product() -> String {
     crate::cpu::selftest::sgemm_awkward_shapes()

@@ -1,7 +1,7 @@
 // The page's model cache (Cache Storage): an f32 model downloaded by URL is kept with its matrices
 // in f16 (about half the disk), the load that fills the cache already scores with those values, so
 // a second visit, read from the cache, scores exactly as the first; both stay within the f16
-// tolerances of the goldens (src/gpu/selftest.rs: scores within 0.1) on the CPU and on WebGPU
+// tolerances of the goldens (src/testing/end_to_end.rs: scores within 0.1) on the CPU and on WebGPU
 // (SwiftShader). A damaged cache entry is deleted, downloaded again and noted, never loaded; a full
 // quota is said before the download, with the offer to load without keeping; an f16 folder made by
 // `sciscore convert --dtype f16` loads by URL.
@@ -20,7 +20,7 @@ import {
   DEMO, FIXTURES, GOLDEN, ROOT, cacheName, goldenScores, results, serveAndLaunch, softmax, waitReady, withPage,
 } from './harness.mjs';
 
-/** The f16 tolerance of the GPU path (src/gpu/selftest.rs SCORE_ABS_F16). */
+/** The f16 tolerance of the GPU path (src/testing/end_to_end.rs SCORE_ABS_F16). */
 const SCORE_ABS_F16 = 0.1;
 /** Probabilities over 3 images follow from scores within 0.1 (softmax is 1/4-Lipschitz per score). */
 const PROB_F16 = 0.05;

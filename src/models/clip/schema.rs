@@ -1,5 +1,5 @@
 //! Every tensor of a Hugging Face `CLIPModel` checkpoint, named and shaped once: the CPU loader
-//! (`weights.rs`), the GPU uploader (`gpu/weights.rs`) and the random-model source (`random.rs`)
+//! (`weights.rs`), the GPU uploader (`gpu_weights.rs`) and the random-model source (`io/random.rs`)
 //! all walk this schema. Names as `modeling_clip.py` (transformers 4.50.3) spells its state dict,
 //! `pre_layrnorm` included; shapes as `config.json` implies them.
 
