@@ -13,7 +13,8 @@
 // The layout: `models/` one folder per model family (CLIP: config, tensor schema, tokenizer,
 // CPU and GPU forward); `cpu/` and `gpu/` the engines' kernels; `io/` where weights come from;
 // `preprocess/` images to pixels; `model` the one entry point that picks an engine; `score` the
-// scoring math; `jobs/` eval, batch and bench over a model; `web/` the browser's face.
+// scoring math; `jobs/` eval, batch and bench over a model; `web/` the browser's face;
+// `testing/` the checks shared by the native and the browser tests.
 // `cli/` (with main.rs) is the binary's, not the library's: one file per subcommand.
 mod cpu;
 mod error;
