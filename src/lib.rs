@@ -31,6 +31,11 @@ mod testing;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+/// `initThreadPool(n)` for www/worker.js: starts the `threads` build's n rayon workers, which
+/// share this instance's memory (a cross-origin isolated page only).
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 pub use error::{shown, Error, Result};
 pub use model::{Backend, Encoded, ImageInput, ImageScore, Model, Scores};
 pub use models::clip::config::{ClipConfig, PreprocessorConfig};

@@ -66,11 +66,19 @@ const DPKG: &str = r#"
 [ "$1" = -s ] && [ -e "$STUB_ROOT/state/dpkg/$2" ] || { echo "dpkg-query: package '$2' is not installed" >&2; exit 1; }
 echo "Status: install ok installed""#;
 
+// `component list --toolchain T` lists a nightly's rust-src once `toolchain install T` ran.
 const RUSTUP: &str = r#"
 case "$1 $2" in
   "target list") cat "$STUB_ROOT/state/targets" ;;
   "target add") shift 2; for t; do echo "$t" >>"$STUB_ROOT/state/targets"; done ;;
-  "component list") cat "$STUB_ROOT/state/components" ;;
+  "component list")
+    if [ "$3" = --toolchain ]; then
+      grep -qx "$4" "$STUB_ROOT/state/toolchains" || exit 1
+      echo rust-src
+    else
+      cat "$STUB_ROOT/state/components"
+    fi ;;
+  "toolchain install") echo "$3" >>"$STUB_ROOT/state/toolchains" ;;
   "component add") shift 2; for c; do echo "$c-x86_64-unknown-linux-gnu" >>"$STUB_ROOT/state/components"; done ;;
   *) exit 1 ;;
 esac"#;
@@ -86,7 +94,14 @@ fi"#;
 
 const WASM_BINDGEN: &str = r#"
 [ "$1" = --version ] && { echo "${0##*/} $(cat "$STUB_ROOT/state/wasm-bindgen-version")"; exit 0; }
-while [ $# -gt 0 ]; do [ "$1" = --out-dir ] && { mkdir -p "$2"; echo wasm >"$2/sciscore_bg.wasm"; }; shift; done"#;
+while [ $# -gt 0 ]; do
+  if [ "$1" = --out-dir ]; then
+    mkdir -p "$2/snippets/wasm-bindgen-rayon-0/src"
+    echo wasm >"$2/sciscore_bg.wasm"
+    echo "import('../../..')" >"$2/snippets/wasm-bindgen-rayon-0/src/workerHelpers.js"
+  fi
+  shift
+done"#;
 
 const NPM: &str = r#"
 if [ "$1" = ci ]; then
@@ -116,6 +131,7 @@ impl Call {
                 &["cargo", "install"][..],
                 &["rustup", "target", "add"],
                 &["rustup", "component", "add"],
+                &["rustup", "toolchain", "install"],
                 &["npm", "ci"],
             ]
             .iter()
@@ -276,6 +292,13 @@ impl Machine {
         fs::write(root.join("state/targets"), lines(targets, "")).unwrap();
         let components = lines(components, "-x86_64-unknown-linux-gnu");
         fs::write(root.join("state/components"), components).unwrap();
+        let nightly = fs::read_to_string(manifest_dir().join("scripts/threads-toolchain")).unwrap();
+        let toolchains = if state == State::Complete {
+            nightly.trim().to_string() + "\n"
+        } else {
+            String::new()
+        };
+        fs::write(root.join("state/toolchains"), toolchains).unwrap();
         Machine { dir, uid }
     }
 
@@ -401,6 +424,20 @@ fn as_root_installs_everything_with_apt_get_directly_then_nothing() {
         &calls,
         &["rustup", "component", "add", "clippy", "rustfmt"]
     ));
+    let nightly = fs::read_to_string(manifest_dir().join("scripts/threads-toolchain")).unwrap();
+    assert!(has_call(
+        &calls,
+        &[
+            "rustup",
+            "toolchain",
+            "install",
+            nightly.trim(),
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src"
+        ]
+    ));
 
     // What it installed is found the next time: no install, not a word.
     let again = m.run("setup", &[], &[]);
@@ -474,7 +511,7 @@ fn parts_install_only_what_they_name() {
         .filter(|c| c.installs())
         .map(|c| c.argv[0].as_str())
         .collect();
-    assert_eq!(installs, ["rustup", "cargo"], "{calls:?}");
+    assert_eq!(installs, ["rustup", "cargo", "rustup"], "{calls:?}");
 
     let no_browser = [("SCISCORE_BROWSER_TESTS", "0")];
     assert_ok(&m.run("setup", &[], &no_browser), "setup without browser");

@@ -42,8 +42,10 @@ class Engine {
   ensure() {
     if (this.worker) return;
     const url = new URL('worker.js', import.meta.url);
-    // ?wasm=simd128 keeps the worker on the plain SIMD128 build (worker.js).
+    // ?wasm=simd128 keeps the worker on the plain SIMD128 build, ?threads=1 on one thread
+    // (worker.js).
     if (params.get('wasm') === 'simd128') url.searchParams.set('wasm', 'simd128');
+    if (params.get('threads') === '1') url.searchParams.set('threads', '1');
     this.worker = new Worker(url, { type: 'module' });
     this.worker.onmessage = (ev) => this.onMessage(ev.data);
     this.worker.onerror = (ev) => {

@@ -1,10 +1,10 @@
 // The engine's thread. Loads a wasm build of sciscore (made by scripts/serve) and runs the model
 // here, so the page never freezes. WebGPU is used from this worker when a hardware adapter exists
 // (or when ?backend=webgpu forces it); otherwise the wasm CPU path (SIMD128). Two builds: www/pkg/
-// (SIMD128, every browser with WebAssembly SIMD) and www/pkg-relaxed/ (the same with a fused
-// multiply-add CPU kernel, faster; its module only compiles where relaxed SIMD exists).
-// This worker takes the relaxed one where WebAssembly.validate accepts relaxed SIMD, unless the
-// worker URL says ?wasm=simd128.
+// (SIMD128, every browser with WebAssembly SIMD), www/pkg-relaxed/ (the same with a fused
+// multiply-add CPU kernel, faster; its module only compiles where relaxed SIMD exists) and
+// www/pkg-threads/ (the relaxed one on every core: rayon over a pool of workers sharing the wasm
+// memory, which needs SharedArrayBuffer, so a cross-origin isolated page). startWasm() picks.
 //
 // Protocol: the page posts {id, type, ...}; the worker answers {id, type: 'progress', progress},
 // then {id, type: 'done', value} or {id, type: 'error' | 'fatal', message}. 'fatal' means the
@@ -19,6 +19,8 @@ import { CACHE_NAME, OLD_CACHE_NAMES } from './storage.js';
 let wasm = null;
 /** The instance's linear memory (to report its size when it runs out). */
 let memory = null;
+/** How the loaded build runs the CPU path (threads, kernel), for the backend note. */
+let cpuMode = '';
 
 /**
  * A module of one function that returns f32x4.relaxed_madd of three zero vectors: valid only
@@ -39,16 +41,38 @@ function hasRelaxedSimd() {
   }
 }
 
-/** Starts the relaxed-SIMD build where it can run, else (or when it is missing) www/pkg/. */
+/** At most this many threads: the pool's workers each cost a stack and a wasm instance. */
+const MAX_THREADS = 8;
+
+/**
+ * Starts the fastest build this browser runs: www/pkg-threads/ (relaxed SIMD on every core) where
+ * the page is cross-origin isolated, else www/pkg-relaxed/ where relaxed SIMD exists, else (or
+ * when one is missing) www/pkg/. The worker URL's ?wasm=simd128 keeps to www/pkg/, ?threads=1 to
+ * one thread. Sets `cpuMode`, the line the backend note shows for the CPU path.
+ */
 async function startWasm() {
-  const forced = new URL(self.location.href).searchParams.get('wasm') === 'simd128';
-  const dirs = !forced && hasRelaxedSimd() ? ['./pkg-relaxed/', './pkg/'] : ['./pkg/'];
+  const params = new URL(self.location.href).searchParams;
+  const forced = params.get('wasm') === 'simd128';
+  const relaxed = !forced && hasRelaxedSimd();
+  const cores = Math.max(1, Math.min(self.navigator.hardwareConcurrency || 1, MAX_THREADS));
+  let single = null; // why the CPU path runs on one thread
+  if (params.get('threads') === '1') single = 'one thread forced with ?threads=1';
+  else if (!relaxed) single = forced ? 'SIMD128 forced with ?wasm=simd128' : 'no relaxed SIMD in this browser';
+  else if (!self.crossOriginIsolated || typeof SharedArrayBuffer !== 'function') {
+    single = 'threads need a cross-origin isolated page (COOP/COEP headers)';
+  } else if (cores < 2) single = 'one core';
+  const dirs = [...(single ? [] : ['./pkg-threads/']), ...(relaxed ? ['./pkg-relaxed/'] : []), './pkg/'];
   let last = null;
   for (const dir of dirs) {
     try {
       const mod = await import(`${dir}sciscore.js`);
       memory = (await mod.default()).memory;
+      if (dir === './pkg-threads/') await mod.initThreadPool(cores);
       wasm = mod;
+      const kernel = dir === './pkg/' ? 'SIMD128' : 'relaxed SIMD';
+      cpuMode = dir === './pkg-threads/'
+        ? `CPU on ${cores} threads (wasm threads, ${kernel})`
+        : `CPU on one thread (${kernel}; ${single || `the threads build failed: ${message(last)}`})`;
       return;
     } catch (e) {
       last = e;
@@ -198,6 +222,7 @@ const ops = {
     model?.free();
     model = loaded;
     const info = model.info();
+    if (info.backend === 'cpu') notes.push(cpuMode);
     if (info.cache_repaired) {
       notes.push(`${info.cache_repaired} damaged piece(s) of the model kept in this browser were deleted and downloaded again`);
     }
@@ -265,7 +290,8 @@ const ops = {
         const occlusionImagesPerS = chunk / ((performance.now() - t3) / 1e3);
         const info = m.info();
         out.push({ layers, load_ms: loadMs, image_ms: times[Math.floor(times.length / 2)], patch_map_ms: patchMs,
-          occlusion_images_per_s: occlusionImagesPerS, device: info.device, wasm_memory_bytes: info.wasm_memory_bytes });
+          occlusion_images_per_s: occlusionImagesPerS, device: info.device, wasm_memory_bytes: info.wasm_memory_bytes,
+          cpu_mode: cpuMode });
       } finally {
         m.free();
       }

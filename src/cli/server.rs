@@ -216,6 +216,16 @@ fn add_security_headers(h: &mut HeaderMap) {
             header::HeaderName::from_static("cross-origin-resource-policy"),
             "same-origin",
         ),
+        // Cross-origin isolation: SharedArrayBuffer, so the page's CPU path runs on every core
+        // (www/pkg-threads/). Other origins stay reachable through CORS (models on the Hub).
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("cross-origin-embedder-policy"),
+            "require-corp",
+        ),
         (header::CONTENT_SECURITY_POLICY, CSP),
     ] {
         h.insert(name, HeaderValue::from_static(value));

@@ -1,6 +1,7 @@
 //! Matrix products: `gemm_nt` (`out = a . b^T`) and `linear` (`y = x W^T + b`, PyTorch's
-//! `nn.Linear`). Natively the `gemm` crate (f32, blocked, SIMD, threads); in the browser the
-//! packed SIMD128 product of [`super::sgemm`] (one thread).
+//! `nn.Linear`). Natively the `gemm` crate (f32, blocked, SIMD, AVX-512 where the CPU has it),
+//! its output columns split over the threads; in the browser the packed SIMD128 product of
+//! [`super::sgemm`] (one thread, or every core in the `threads` build).
 
 /// A weight matrix kept in the checkpoint's precision: f16/bf16 checkpoints stay half size in
 /// memory, and on wasm32 a large f32 checkpoint is held as f16 too (CLIP-H in f32, 3.9 GB, does
@@ -79,7 +80,7 @@ pub(crate) fn gemm_nt(
 ) {
     #[cfg(not(target_arch = "wasm32"))]
     gemm_nt_ld(out, n, a, b, m, n, k, accumulate, threads);
-    // The browser: the packed SIMD product of `sgemm` (single thread).
+    // The browser: the packed SIMD product of `sgemm`.
     #[cfg(target_arch = "wasm32")]
     {
         let _ = threads;
@@ -112,26 +113,72 @@ fn gemm_nt_ld(
             && b.len() >= n * k,
         "gemm_nt: operand sizes"
     );
-    let par = if threads && m * n * k > 1 << 16 {
-        gemm::Parallelism::Rayon(0)
+    // Threads split the output's columns (each a `Parallelism::None` product) rather than use
+    // gemm's own split, whose AVX-512 kernels ran 77 x 4096 x 1024 at 61 GFLOP/s against 107 so
+    // (docs/performance.md).
+    let threads = if threads && m * n * k > 1 << 16 {
+        super::threads::count()
     } else {
-        gemm::Parallelism::None
+        1
     };
-    // SAFETY: the assertion above keeps every access within the three slices; strides describe
-    // row-major a (M, K), column access of b (N, K) as (K, N), and row-major out (M, N).
+    let block = n.div_ceil(threads).next_multiple_of(16);
+    if threads <= 1 || block >= n {
+        // SAFETY: the assertion above keeps every access within the three slices.
+        unsafe { gemm_block(out.as_mut_ptr(), ldc, a, b.as_ptr(), m, n, k, accumulate) };
+        return;
+    }
+    let out_ptr = out.as_mut_ptr() as usize;
+    use rayon::prelude::*;
+    (0..n).into_par_iter().step_by(block).for_each(|j0| {
+        let nb = block.min(n - j0);
+        // SAFETY: the assertion above keeps every access within the slices, and the blocks
+        // write disjoint columns j0..j0 + nb of `out`.
+        unsafe {
+            gemm_block(
+                (out_ptr as *mut f32).add(j0),
+                ldc,
+                a,
+                b.as_ptr().add(j0 * k),
+                m,
+                nb,
+                k,
+                accumulate,
+            )
+        }
+    });
+}
+
+/// One single-threaded `gemm` call: `out (M, N; rows ldc apart) (+)= a (M, K) . b^T`, `b (N, K)`.
+///
+/// # Safety
+/// `out` must hold `(m - 1) * ldc + n` elements, `a` `m * k` and `b` `n * k`.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block(
+    out: *mut f32,
+    ldc: usize,
+    a: &[f32],
+    b: *const f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    // Strides describe row-major a (M, K), column access of b (N, K) as (K, N), and row-major
+    // out (M, N).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             ldc as isize,
             accumulate,
             a.as_ptr(),
             1,
             k as isize,
-            b.as_ptr(),
+            b,
             k as isize,
             1,
             1.0,
@@ -139,7 +186,7 @@ fn gemm_nt_ld(
             false,
             false,
             false,
-            par,
+            gemm::Parallelism::None,
         )
     }
 }

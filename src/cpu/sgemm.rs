@@ -1,6 +1,6 @@
 //! `y (M, N) += x (M, K) . W^T` for the browser's CPU path: a packed, register-blocked f32
-//! product with a 4 x 8 SIMD128 micro-kernel, single-threaded (a page has no threads without
-//! cross-origin isolation).
+//! product with a 4 x 8 SIMD128 micro-kernel, on one thread, or split by output columns over
+//! the pool of the `threads` build (a cross-origin isolated page).
 //!
 //! It packs K blocks of x into 4-row panels (zero rows past M) and, per 8 output columns, the
 //! same K block of W into an 8-column panel widened to f32 from whatever W is stored in (f32,
@@ -34,7 +34,17 @@ pub(crate) enum Rows<'a> {
     BF16(&'a [half::bf16]),
 }
 
-impl Rows<'_> {
+impl<'a> Rows<'a> {
+    /// Values `at..at + len` (whole rows of W).
+    #[cfg(target_arch = "wasm32")]
+    fn rows(&self, at: usize, len: usize) -> Rows<'a> {
+        match *self {
+            Rows::F32(v) => Rows::F32(&v[at..at + len]),
+            Rows::F16(v) => Rows::F16(&v[at..at + len]),
+            Rows::BF16(v) => Rows::BF16(&v[at..at + len]),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Rows::F32(v) => v.len(),
@@ -116,10 +126,39 @@ impl Micro {
     }
 }
 
-/// `y (M, N) += x (M, K) . W^T`, y row-major with row stride N.
+/// `y (M, N) += x (M, K) . W^T`, y row-major with row stride N. With threads (the `threads`
+/// build), each takes a block of output columns: it packs only its own rows of W, and works on
+/// a copy of its columns of y (2·M·N copies against M·N·K multiply-adds).
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn gemm_acc(y: &mut [f32], x: &[f32], w: Rows, m: usize, n: usize, k: usize) {
-    gemm_acc_with(Micro::BEST, y, x, w, m, n, k)
+    let threads = super::threads::count();
+    let block = n.div_ceil(threads).next_multiple_of(NR);
+    if threads <= 1 || block >= n || m * n * k < 1 << 20 {
+        return gemm_acc_with(Micro::BEST, y, x, w, m, n, k);
+    }
+    assert!(y.len() >= m * n && w.len() >= n * k, "sgemm: operand sizes");
+    let cols = |b: usize| (b * block, block.min(n - b * block));
+    // The copies are made here, not in the pool: a failed allocation on a pool thread would
+    // trap there, unseen by this one, which would wait for it forever.
+    let mut blocks: Vec<Vec<f32>> = (0..n.div_ceil(block))
+        .map(|b| {
+            let (j0, nb) = cols(b);
+            (0..m)
+                .flat_map(|r| &y[r * n + j0..][..nb])
+                .copied()
+                .collect()
+        })
+        .collect();
+    super::threads::for_each_indexed(&mut blocks, |b, yb| {
+        let (j0, nb) = cols(b);
+        gemm_acc_with(Micro::BEST, yb, x, w.rows(j0 * k, nb * k), m, nb, k);
+    });
+    for (b, yb) in blocks.iter().enumerate() {
+        let (j0, nb) = cols(b);
+        for r in 0..m {
+            y[r * n + j0..][..nb].copy_from_slice(&yb[r * nb..][..nb]);
+        }
+    }
 }
 
 /// `gemm_acc` with a chosen micro-kernel (the checks and the benchmark run each).

@@ -1,6 +1,6 @@
 // Side by side in one Chromium session: a CLIP ViT-H/14 vision layer on ONNX Runtime Web's wasm
-// backend (single-threaded, SIMD; what transformers.js runs without WebGPU) and on sciscore's
-// CPU path (both wasm builds) through the page's worker; with a third argument `webgpu`, ONNX
+// backend (SIMD, on 1 thread and on every core: what transformers.js runs without WebGPU) and on
+// sciscore's CPU path (threads, relaxed SIMD on one thread, SIMD128) through the page's worker; with a third argument `webgpu`, ONNX
 // Runtime Web's WebGPU backend against sciscore's WebGPU path on the same adapter (SwiftShader
 // here). ONNX Runtime is timed before and after sciscore, so a slow spell of the machine shows. Not part of the tests; needs the wasm build (scripts/serve
 // --build-only), a sciscore binary, and, outside the repo:
@@ -9,6 +9,7 @@
 //   node tests/browser/bench_ort.mjs /tmp/ortb/node_modules/onnxruntime-web/dist /tmp/ortb/layer1.onnx [webgpu]
 
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { createServer } from 'node:http';
 import { basename, join } from 'node:path';
 import { DEMO, FIXTURES, launch, startServer } from './harness.mjs';
@@ -33,7 +34,8 @@ try {
     const type = name.endsWith('.wasm') ? 'application/wasm' : name.endsWith('.mjs') ? 'text/javascript' : name.endsWith('.html') ? 'text/html' : 'application/octet-stream';
     try {
       const body = name === 'bench.html' ? '<!doctype html><title>ort</title>' : readFileSync(name === 'layer.onnx' ? modelPath : join(dist, basename(name)));
-      res.writeHead(200, { 'content-type': type });
+      // Cross-origin isolated, as sciscore serve's page is: SharedArrayBuffer, hence ORT's threads.
+      res.writeHead(200, { 'content-type': type, 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' });
       res.end(body);
     } catch {
       res.writeHead(404);
@@ -50,11 +52,11 @@ try {
   page.on('console', (m) => process.env.ORT_DEBUG && console.log('console:', m.text()));
   page.on('crash', () => console.log('page crashed'));
 
-  const ort = async () => {
+  const ort = async (threads) => {
     await page.goto(`${ortOrigin}/bench.html`);
-    return page.evaluate(async ({ runs, gpu }) => {
+    return page.evaluate(async ({ runs, gpu, threads }) => {
       const ort = await import(gpu ? '/ort.webgpu.min.mjs' : '/ort.wasm.min.mjs');
-      ort.env.wasm.numThreads = 1;
+      ort.env.wasm.numThreads = threads;
       ort.env.wasm.wasmPaths = '/';
       const session = await ort.InferenceSession.create('/layer.onnx', { executionProviders: [gpu ? 'webgpu' : 'wasm'], graphOptimizationLevel: 'all' });
       const x = new Float32Array(257 * 1280).map((_, i) => Math.sin(i) * 0.5);
@@ -67,7 +69,7 @@ try {
       }
       await session.release();
       return { version: ort.env.versions?.web || '', times };
-    }, { runs: RUNS, gpu });
+    }, { runs: RUNS, gpu, threads });
   };
 
   const ours = async (workerUrl) => {
@@ -86,21 +88,26 @@ try {
       if (r.type !== 'done') throw new Error(r.message);
       return r.value;
     }, { workerUrl, backend: gpu ? 'webgpu' : 'cpu', images, tokenizer: file(join(DEMO, 'tokenizer.json')) });
-    return { device: rows[0].device, ms: (rows[1].image_ms - rows[0].image_ms) / 4 };
+    return { device: rows[0].device, mode: rows[0].cpu_mode, ms: (rows[1].image_ms - rows[0].image_ms) / 4 };
   };
 
   const report = (what, ms) => console.log(`${what}: ${ms.toFixed(0)} ms per vision layer, ${(FLOP / ms / 1e6).toFixed(1)} GFLOP/s`);
+  const cores = Math.min(os.availableParallelism(), 8);
+  // ONNX Runtime Web on 1 thread and on every core (up to 8), sciscore's three CPU builds.
   const ortRun = async (when) => {
-    const r = await ort();
-    const sorted = [...r.times].sort((a, b) => a - b);
-    const how = gpu ? 'webgpu' : 'wasm, 1 thread';
-    report(`onnxruntime-web ${r.version} ${how}, f32 weights (${when}; best of ${RUNS}, median ${sorted[RUNS >> 1].toFixed(0)} ms)`, sorted[0]);
+    for (const threads of gpu ? [1] : [...new Set([1, 2, cores])]) {
+      const r = await ort(threads);
+      const sorted = [...r.times].sort((a, b) => a - b);
+      const how = gpu ? 'webgpu' : `wasm, ${threads} thread${threads > 1 ? 's' : ''}`;
+      report(`onnxruntime-web ${r.version} ${how}, f32 weights (${when}; best of ${RUNS}, median ${sorted[RUNS >> 1].toFixed(0)} ms)`, sorted[0]);
+    }
   };
   await ortRun('before');
-  // Both wasm builds: relaxed SIMD (what the worker picks here) and plain SIMD128.
-  for (const workerUrl of gpu ? ['worker.js'] : ['worker.js', 'worker.js?wasm=simd128']) {
+  // The wasm builds: threads (what the worker picks on this isolated page), relaxed SIMD on one
+  // thread, plain SIMD128 on one thread.
+  for (const workerUrl of gpu ? ['worker.js'] : ['worker.js', 'worker.js?threads=1', 'worker.js?wasm=simd128']) {
     const o = await ours(workerUrl);
-    report(`sciscore ${o.device}, f16 weights (layers 5 - 1, median of 3 images)`, o.ms);
+    report(`sciscore ${o.device}, ${o.mode || ''}, f16 weights (layers 5 - 1, median of 3 images)`, o.ms);
   }
   await ortRun('after');
 } finally {

@@ -354,9 +354,19 @@ test('the wasm instance running out of memory: the worker is restarted, the page
   await withPage(async ({ page, context }) => {
     const capped = [];
     await context.route('**/sciscore_bg.wasm', async (route) => {
+      // The threads build imports its shared memory: its glue is capped instead (below).
+      if (route.request().url().includes('/pkg-threads/')) return route.continue();
       const resp = await route.fetch();
       capped.push(route.request().url());
       await route.fulfill({ response: resp, body: capWasmMemory(await resp.body(), CAP) });
+    });
+    await context.route('**/pkg-threads/sciscore.js', async (route) => {
+      const resp = await route.fetch();
+      const glue = await resp.text();
+      const cappedGlue = glue.replace(/maximum:\d+,shared:true/, `maximum:${CAP / 65536},shared:true`);
+      assert.notEqual(cappedGlue, glue, 'the threads build creates its shared memory in its glue');
+      capped.push(route.request().url());
+      await route.fulfill({ response: resp, body: cappedGlue });
     });
     assert.match(await loadModel(page, DEMO_FILES), /\bready\b/);
     assert.ok(capped.length > 0, 'the capped module was served');
