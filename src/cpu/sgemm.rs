@@ -127,39 +127,47 @@ impl Micro {
 }
 
 /// `y (M, N) += x (M, K) . W^T`, y row-major with row stride N. With threads (the `threads`
-/// build), each takes a block of output columns: it packs only its own rows of W, and works on
+/// build), the output columns are cut into about four blocks per thread, which rayon's work
+/// stealing balances when a core is slowed; each block packs only its own rows of W and works on
 /// a copy of its columns of y (2·M·N copies against M·N·K multiply-adds).
 #[cfg(target_arch = "wasm32")]
 pub(crate) fn gemm_acc(y: &mut [f32], x: &[f32], w: Rows, m: usize, n: usize, k: usize) {
     let threads = super::threads::count();
-    let block = n.div_ceil(threads).next_multiple_of(NR);
+    let block = n.div_ceil(4 * threads).max(8 * NR).next_multiple_of(NR);
     if threads <= 1 || block >= n || m * n * k < 1 << 20 {
         return gemm_acc_with(Micro::BEST, y, x, w, m, n, k);
     }
     assert!(y.len() >= m * n && w.len() >= n * k, "sgemm: operand sizes");
     let cols = |b: usize| (b * block, block.min(n - b * block));
-    // The copies are made here, not in the pool: a failed allocation on a pool thread would
-    // trap there, unseen by this one, which would wait for it forever.
+    // The copies' memory is allocated here, not in the pool: a failed allocation on a pool
+    // thread would trap there, unseen by this one, which would wait for it forever.
     let mut blocks: Vec<Vec<f32>> = (0..n.div_ceil(block))
-        .map(|b| {
-            let (j0, nb) = cols(b);
-            (0..m)
-                .flat_map(|r| &y[r * n + j0..][..nb])
-                .copied()
-                .collect()
-        })
+        .map(|b| Vec::with_capacity(m * cols(b).1))
         .collect();
+    let yp = SendPtr(y.as_mut_ptr());
     super::threads::for_each_indexed(&mut blocks, |b, yb| {
         let (j0, nb) = cols(b);
-        gemm_acc_with(Micro::BEST, yb, x, w.rows(j0 * k, nb * k), m, nb, k);
-    });
-    for (b, yb) in blocks.iter().enumerate() {
-        let (j0, nb) = cols(b);
-        for r in 0..m {
-            y[r * n + j0..][..nb].copy_from_slice(&yb[r * nb..][..nb]);
+        let yp = &yp;
+        // SAFETY: y holds m * n values (asserted above) and each block reads and writes only
+        // its own columns j0..j0 + nb of each row, so no two threads touch the same value.
+        unsafe {
+            for r in 0..m {
+                yb.extend_from_slice(std::slice::from_raw_parts(yp.0.add(r * n + j0), nb));
+            }
+            gemm_acc_with(Micro::BEST, yb, x, w.rows(j0 * k, nb * k), m, nb, k);
+            for r in 0..m {
+                std::ptr::copy_nonoverlapping(yb.as_ptr().add(r * nb), yp.0.add(r * n + j0), nb);
+            }
         }
-    }
+    });
 }
+
+/// y's base pointer, shared by the blocks of [`gemm_acc`] (each writes only its own columns).
+#[cfg(target_arch = "wasm32")]
+struct SendPtr(*mut f32);
+// SAFETY: see `gemm_acc`: the blocks touch disjoint values.
+#[cfg(target_arch = "wasm32")]
+unsafe impl Sync for SendPtr {}
 
 /// `gemm_acc` with a chosen micro-kernel (the checks and the benchmark run each).
 pub(crate) fn gemm_acc_with(
