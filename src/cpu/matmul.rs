@@ -164,6 +164,11 @@ unsafe fn gemm_block(
     k: usize,
     accumulate: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if m <= super::dot_avx512::MAX_ROWS && super::dot_avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the operand sizes are the caller's contract.
+        return unsafe { super::dot_avx512::gemm_nt(out, ldc, a.as_ptr(), b, m, n, k, accumulate) };
+    }
     // Strides describe row-major a (M, K), column access of b (N, K) as (K, N), and row-major
     // out (M, N).
     unsafe {

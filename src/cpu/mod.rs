@@ -6,10 +6,13 @@
 //! - `norm`: `LayerNorm`, `layer_norm`;
 //! - `attention`: multi-head scaled dot-product attention, `softmax_row`;
 //! - `pointwise`: the residual `add`, `gelu`, `quick_gelu`;
-//! - `sgemm`: the browser's packed product; `threads`: the split over cores;
+//! - `sgemm`: the browser's packed product; `dot_avx512`: few rows natively on AVX-512;
+//!   `threads`: the split over cores;
 //! - `selftest` + `tests`: the checks against f64 references.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 mod matmul;
 mod norm;
 mod pointwise;

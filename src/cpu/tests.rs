@@ -44,6 +44,45 @@ fn gemm_nt_matches_naive_on_awkward_sizes() {
     }
 }
 
+/// Few rows (the AVX-512 dot-product tiles where the CPU has them, else `gemm`): every tile edge
+/// (rows and columns not a multiple of 4), K around the 16-lane steps, with and without
+/// accumulation, against f64.
+#[test]
+fn gemm_nt_few_rows_match_f64_at_every_tile_edge() {
+    #[cfg(target_arch = "x86_64")]
+    eprintln!(
+        "AVX-512 dot-product tiles: {}",
+        super::dot_avx512::available()
+    );
+    for (m, n) in [(1, 1), (3, 5), (4, 4), (5, 9), (12, 33), (32, 7), (33, 6)] {
+        for k in [1, 15, 16, 17, 64, 100] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+                .collect();
+            let b: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 17 % 7) as f32 - 3.0) * 0.2)
+                .collect();
+            for accumulate in [true, false] {
+                let mut out = vec![1.0f32; m * n];
+                gemm_nt(&mut out, &a, &b, m, n, k, accumulate, true);
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k)
+                            .map(|x| a[i * k + x] as f64 * b[j * k + x] as f64)
+                            .sum();
+                        let want = dot + if accumulate { 1.0 } else { 0.0 };
+                        let got = out[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "m {m} n {n} k {k} acc {accumulate} ({i},{j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Half-precision weights are widened in blocks of `WIDEN_ROWS` rows: several blocks, the
 /// last one partial, f16 and bf16, with and without bias, against the f32 product.
 #[test]

@@ -213,7 +213,7 @@ impl Gpu {
 
     /// Queues a write of `data` (length padded to 4 bytes) at `offset`.
     pub fn write(&self, b: &wgpu::Buffer, offset: u64, data: &[u8]) {
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             self.queue.write_buffer(b, offset, data);
         } else {
             let mut v = data.to_vec();

@@ -166,7 +166,7 @@ impl<'g> Pass<'g> {
         let bufs = [(1, x), (w_binding, &l.weight), (4, bias), (5, y)];
         let flops = |rows: usize| 2.0 * rows as f64 * l.out_features as f64 * l.in_features as f64;
         let direct_k = if l.f16 { 8 } else { 4 };
-        if self.family == KernelFamily::CpuAdapter && l.in_features % direct_k == 0 {
+        if self.family == KernelFamily::CpuAdapter && l.in_features.is_multiple_of(direct_k) {
             let kernel = if l.f16 {
                 Kernel::MatmulDirectF16
             } else {

@@ -113,7 +113,7 @@ impl RandomSource {
             at += elem * numel;
         }
         let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let start = 8 + h.len() as u64;

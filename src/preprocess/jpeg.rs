@@ -433,7 +433,7 @@ impl<'a> Jpeg<'a> {
         if self
             .comps
             .iter()
-            .any(|c| self.hmax % c.h != 0 || self.vmax % c.v != 0)
+            .any(|c| !self.hmax.is_multiple_of(c.h) || !self.vmax.is_multiple_of(c.v))
         {
             // libjpeg: JERR_FRACT_SAMPLE_NOTIMPL
             return Err("fractional chroma sampling ratios are not supported".into());

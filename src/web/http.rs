@@ -233,7 +233,7 @@ impl HttpSource {
     /// which is kept and returned; a range with values beyond f16's range (or not finite, which
     /// the loader then reports) is kept and returned as f32.
     async fn fetch_f32_or_f16(&self, name: &str, offset: u64, len: u64) -> Result<F32Data> {
-        if self.cache.is_none() || len == 0 || len % 4 != 0 {
+        if self.cache.is_none() || len == 0 || !len.is_multiple_of(4) {
             return Ok(F32Data::F32(self.fetch_range(name, offset, len).await?));
         }
         let key = self.range_key(name, offset, len, true)?;

@@ -239,7 +239,7 @@ fn tower(f: &Fields, defaults: (usize, usize, usize, usize)) -> Result<TowerConf
         layer_norm_eps: f.f64_or("layer_norm_eps", 1e-5)? as f32,
         act: activation(f)?,
     };
-    if t.hidden_size % t.num_heads != 0 {
+    if !t.hidden_size.is_multiple_of(t.num_heads) {
         return Err(Error::config(
             f.file,
             format!(
