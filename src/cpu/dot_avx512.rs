@@ -66,12 +66,10 @@ unsafe fn tile(
     accumulate: bool,
 ) {
     let [mi, nj] = rows;
-    // Rows past the tile's edge read its first row again (in bounds) and are never stored.
+    // Rows past the tile's edge read its last row again (in bounds) and are never stored.
     // SAFETY: offsets of rows that exist (caller's contract).
-    let ap: [*const f32; 4] =
-        std::array::from_fn(|r| unsafe { a.add(if r < mi { r } else { 0 } * k) });
-    let bp: [*const f32; 4] =
-        std::array::from_fn(|c| unsafe { b.add(if c < nj { c } else { 0 } * k) });
+    let ap: [*const f32; 4] = std::array::from_fn(|r| unsafe { a.add(r.min(mi - 1) * k) });
+    let bp: [*const f32; 4] = std::array::from_fn(|c| unsafe { b.add(c.min(nj - 1) * k) });
     let mut acc = [[_mm512_setzero_ps(); 4]; 4];
     let mut p = 0;
     while p < k {
