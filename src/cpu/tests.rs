@@ -56,7 +56,7 @@ fn gemm_nt_matches_f64_on_awkward_sizes() {
                         let want = dot + if accumulate { 1.0 } else { 0.0 };
                         let got = out[i * n + j] as f64;
                         assert!(
-                            (got - want).abs() < 1e-4,
+                            (got - want).abs() < 1e-5,
                             "m {m} n {n} k {k} acc {accumulate} ({i},{j}): {got} vs {want}"
                         );
                     }
