@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Native onnxruntime on the CLIP ViT-H/14 vision layer that scripts/make_ort_layer.py writes: ms
+"""Native onnxruntime on the CLIP ViT-H/14 vision layer that scripts/make_ort_layer.py writes (or
+scripts/export_ort_layer.py exports from transformers through torch.onnx; both take x (257, 1280)): ms
 per layer (best and median of the runs) on the CPU execution provider, every graph optimization,
 at each thread count asked for. The native half of issue 16's comparison (sciscore's own figure:
 `sciscore bench --backend cpu --random clip-h --layers 1` against `--layers 5`). Needs

@@ -10,6 +10,10 @@ pub(crate) enum Matrix {
     F32(Vec<f32>),
     F16(Vec<half::f16>),
     BF16(Vec<half::bf16>),
+    /// Natively on AVX-512: packed once for [`super::packed_avx512`]'s products, in the
+    /// checkpoint's precision ([`Matrix::packed_for`]).
+    #[cfg(target_arch = "x86_64")]
+    Packed(super::packed_avx512::Packed),
 }
 
 impl Matrix {
@@ -30,7 +34,37 @@ impl Matrix {
                 v.convert_to_f32_slice(&mut out);
                 Cow::Owned(out)
             }
+            #[cfg(target_arch = "x86_64")]
+            Matrix::Packed(p) => Cow::Owned(
+                (0..p.n() * p.k())
+                    .map(|i| p.get(i / p.k(), i % p.k()))
+                    .collect(),
+            ),
         }
+    }
+
+    /// The matrix a product [`linear`] with `rows` x `cols` (out, in) runs fastest on here:
+    /// natively on AVX-512 packed in panels once (the same values in the same precision),
+    /// elsewhere itself.
+    pub fn packed_for(self, rows: usize, cols: usize) -> Matrix {
+        #[cfg(target_arch = "x86_64")]
+        if super::packed_avx512::available() {
+            use super::packed_avx512::{Kind, Packed};
+            use half::slice::HalfFloatSliceExt;
+            let packed = match &self {
+                Matrix::F32(v) if v.len() == rows * cols => Packed::new(rows, cols, Kind::F32, v),
+                Matrix::F16(v) if v.len() == rows * cols => {
+                    Packed::new(rows, cols, Kind::F16, v.reinterpret_cast())
+                }
+                Matrix::BF16(v) if v.len() == rows * cols => {
+                    Packed::new(rows, cols, Kind::BF16, v.reinterpret_cast())
+                }
+                _ => return self,
+            };
+            return Matrix::Packed(packed);
+        }
+        let _ = (rows, cols);
+        self
     }
 
     /// Elements `[start, start + out.len())` in f32.
@@ -41,6 +75,12 @@ impl Matrix {
             Matrix::F32(v) => out.copy_from_slice(&v[start..start + n]),
             Matrix::F16(v) => widen_f16(&v[start..start + n], out),
             Matrix::BF16(v) => v[start..start + n].convert_to_f32_slice(out),
+            #[cfg(target_arch = "x86_64")]
+            Matrix::Packed(p) => {
+                for (i, o) in (start..start + n).zip(out) {
+                    *o = p.get(i / p.k(), i % p.k());
+                }
+            }
         }
     }
 }
@@ -229,6 +269,8 @@ pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
     #[cfg(not(target_arch = "wasm32"))]
     match &l.weight {
         Matrix::F32(w) => gemm_nt(&mut y, x, w, m, n, k, true, true),
+        #[cfg(target_arch = "x86_64")]
+        Matrix::Packed(w) => packed_acc(&mut y, x, m, w),
         half => WIDEN.with(|buf| {
             let mut buf = buf.borrow_mut();
             for j0 in (0..n).step_by(WIDEN_ROWS) {
@@ -240,4 +282,55 @@ pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
         }),
     }
     y
+}
+
+/// `y (M, N) += x (M, K) . W^T` on packed W, its panels split over the threads.
+#[cfg(target_arch = "x86_64")]
+fn packed_acc(y: &mut [f32], x: &[f32], m: usize, w: &super::packed_avx512::Packed) {
+    use super::packed_avx512::pack_rows;
+    let (n, k) = (w.n(), w.k());
+    assert!(
+        y.len() >= m * n && x.len() >= m * k,
+        "linear: operand sizes"
+    );
+    PACKED_ROWS.with(|a| {
+        let mut a = a.borrow_mut();
+        pack_rows(x, m, k, &mut a);
+        packed_acc_on(y, &a, m, w)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The reused rearranged x of [`packed_acc`].
+    static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`packed_acc`] on x rearranged by `pack_rows`.
+#[cfg(target_arch = "x86_64")]
+fn packed_acc_on(y: &mut [f32], x: &[f32], m: usize, w: &super::packed_avx512::Packed) {
+    use super::packed_avx512::{gemm_acc, panels_per_task, NR};
+    let (n, k) = (w.n(), w.k());
+    let threads = if m * n * k > 1 << 16 {
+        super::threads::count()
+    } else {
+        1
+    };
+    let panels = n.div_ceil(NR);
+    let step = panels_per_task(n, threads);
+    let y_ptr = y.as_mut_ptr() as usize;
+    let run = |panels: std::ops::Range<usize>| {
+        // SAFETY: the CPU has AVX-512F (a Packed matrix exists only then); the assertion above
+        // keeps every access within y and x; tasks write disjoint columns (their panels) of y.
+        unsafe { gemm_acc(y_ptr as *mut f32, n, x.as_ptr(), m, w, panels) }
+    };
+    if threads <= 1 || step >= panels {
+        run(0..panels);
+    } else {
+        use rayon::prelude::*;
+        (0..panels)
+            .into_par_iter()
+            .step_by(step)
+            .for_each(|j0| run(j0..(j0 + step).min(panels)));
+    }
 }

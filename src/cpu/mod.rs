@@ -15,6 +15,8 @@ mod attention;
 mod dot_avx512;
 mod matmul;
 mod norm;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx512;
 mod pointwise;
 #[cfg(any(test, feature = "selftest"))]
 pub(crate) mod selftest;

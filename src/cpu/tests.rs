@@ -1,6 +1,8 @@
 //! Unit tests of the CPU engine's ops against f64 references.
 
+use super::attention::softmax_row;
 use super::matmul::{gemm_nt, linear, Linear, Matrix, WIDEN_ROWS};
+use super::norm::{layer_norm, LayerNorm};
 use super::pointwise::{erfc_nonneg, exp_nonpos, gelu, gelu_scalar, quick_gelu};
 
 /// The CPU's erf (the shader's is checked on the device by `gelu_on_device_matches_f64`).
@@ -66,18 +68,25 @@ fn gemm_nt_matches_f64_on_awkward_sizes() {
     }
 }
 
+/// x (M, K), W (N, K) and a bias (N,) for the product tests; W's values are multiples of 1/8
+/// in [-0.75, 0.75], exact in f16 and bf16.
+fn exact_operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = (0..m * k)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+        .collect();
+    let w = (0..n * k)
+        .map(|i| ((i * 17 % 13) as f32 - 6.0) * 0.125)
+        .collect();
+    let bias = (0..n).map(|i| i as f32 * 0.01).collect();
+    (x, w, bias)
+}
+
 /// Half-precision weights are widened in blocks of `WIDEN_ROWS` rows: several blocks, the
 /// last one partial, f16 and bf16, with and without bias, against the f32 product.
 #[test]
 fn half_weight_linear_matches_f32_over_several_blocks() {
     let (m, n, k) = (3, 2 * WIDEN_ROWS + 37, 19);
-    let x: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
-        .collect();
-    let w: Vec<f32> = (0..n * k)
-        .map(|i| ((i * 17 % 13) as f32 - 6.0) * 0.125)
-        .collect();
-    let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+    let (x, w, bias) = exact_operands(m, n, k);
     for half in [true, false] {
         for b in [None, Some(bias.clone())] {
             let weight = if half {
@@ -109,6 +118,67 @@ fn half_weight_linear_matches_f32_over_several_blocks() {
     }
 }
 
+/// Weights packed for the AVX-512 products (`packed_for`): f32, f16 and bf16, every row-block
+/// and panel edge (rows 1..=25 around the 12-row tiles and 257, columns around the 32-column
+/// panels and the 16-lane halves, k around the 256 block), one thread and split, against f64.
+#[test]
+fn packed_linear_matches_f64_on_awkward_sizes() {
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        println!("skipped: this CPU has no AVX-512 (the products stay on gemm)");
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return;
+    let shapes = [
+        (1, 1, 1),
+        (5, 17, 15),
+        (12, 32, 16),
+        (13, 33, 17),
+        (25, 48, 255),
+        (11, 64, 256),
+        (24, 31, 257),
+        (257, 70, 300),
+        (40, 100, 600),
+    ];
+    for (m, n, k) in shapes {
+        let (x, w, bias) = exact_operands(m, n, k);
+        for kind in 0..3 {
+            let weight = match kind {
+                0 => Matrix::F32(w.clone()),
+                1 => Matrix::F16(w.iter().map(|&v| half::f16::from_f32(v)).collect()),
+                _ => Matrix::BF16(w.iter().map(|&v| half::bf16::from_f32(v)).collect()),
+            }
+            .packed_for(n, k);
+            #[cfg(target_arch = "x86_64")]
+            assert!(matches!(weight, Matrix::Packed(_)), "not packed");
+            assert_eq!(&*weight.f32(), &w[..], "unpacked values, kind {kind}");
+            let l = Linear {
+                weight,
+                bias: (kind != 1).then(|| bias.clone()),
+                out_features: n,
+                in_features: k,
+            };
+            let got = linear(&x, m, &l);
+            for i in 0..m {
+                for j in 0..n {
+                    let terms = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64);
+                    let want =
+                        l.bias.as_ref().map_or(0.0, |b| b[j] as f64) + terms.clone().sum::<f64>();
+                    // An f32 sum of k products is within about k * 6e-8 of sum |terms| (the
+                    // recursive-summation bound); 1e-6 covers k <= 16 exactly, more with blocks.
+                    let tol = 1e-6 * (1.0 + terms.map(f64::abs).sum::<f64>());
+                    assert!(
+                        (got[i * n + j] as f64 - want).abs() < tol,
+                        "m {m} n {n} k {k} kind {kind} ({i},{j}): {} vs {want}",
+                        got[i * n + j]
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn exp_nonpos_is_within_1_5e7_of_f64_exp() {
     let mut worst = 0.0f64;
@@ -133,6 +203,88 @@ fn gelu_is_within_1e6_of_f64_erf_gelu() {
         worst = worst.max((gelu_scalar(x) as f64 - want).abs() / (1.0 + x.abs() as f64));
     }
     assert!(worst < 1e-6, "gelu worst relative error {worst:.3e}");
+}
+
+/// `gelu` over a slice (16 lanes with AVX-512 natively, chunks on all cores) equals the
+/// scalar GELU bit for bit, so the f64 check above covers it.
+#[test]
+fn gelu_slice_equals_scalar_gelu_bitwise() {
+    let x: Vec<f32> = (-200_000..=200_003).map(|i| i as f32 * 5e-5).collect();
+    let mut y = x.clone();
+    gelu(&mut y);
+    for (&x, &y) in x.iter().zip(&y) {
+        assert_eq!(y.to_bits(), gelu_scalar(x).to_bits(), "gelu({x})");
+    }
+}
+
+/// The softmax (lane-wise max and sum, 16-wide exponentials natively) against an f64 softmax,
+/// on lengths around the 16 lanes and with masked tails.
+#[test]
+fn softmax_row_matches_f64() {
+    for (len, valid) in [
+        (1, 1),
+        (15, 15),
+        (16, 16),
+        (17, 9),
+        (33, 33),
+        (257, 257),
+        (257, 100),
+    ] {
+        let mut row: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919 % 101) as f32 - 50.0) * 0.37)
+            .collect();
+        // The shift in f32, as the softmax (and PyTorch's f32 softmax) does it: its rounding
+        // is the input's, not the function's.
+        let max = row[..valid]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let e: Vec<f64> = row[..valid]
+            .iter()
+            .map(|&v| ((v - max) as f64).exp())
+            .collect();
+        let sum: f64 = e.iter().sum();
+        softmax_row(&mut row, valid);
+        for (i, &got) in row.iter().enumerate() {
+            let want = if i < valid { e[i] / sum } else { 0.0 };
+            // exp_nonpos is within 1.5e-7 relative; the normalization adds a few ulp.
+            assert!(
+                (got as f64 - want).abs() <= 5e-7 * want + 1e-30,
+                "len {len} valid {valid} [{i}]: {got} vs {want}"
+            );
+        }
+    }
+}
+
+/// Layer norm (eight-lane f64 sums, rows on all cores) against a two-pass f64 reference, on
+/// widths around the eight lanes and a row count spanning several tasks, with a large mean.
+#[test]
+fn layer_norm_matches_f64() {
+    for d in [1, 7, 8, 9, 1283] {
+        let rows = 40_000 / d + 3;
+        let x: Vec<f32> = (0..rows * d)
+            .map(|i| 1000.0 + ((i * 7919 % 1009) as f32 - 504.0) * 0.01)
+            .collect();
+        let ln = LayerNorm {
+            weight: (0..d).map(|i| 1.0 + i as f32 * 1e-3).collect(),
+            bias: (0..d).map(|i| i as f32 * -1e-3).collect(),
+        };
+        let y = layer_norm(&x, &ln, 1e-5);
+        for (r, (row, out)) in x.chunks_exact(d).zip(y.chunks_exact(d)).enumerate() {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            for i in 0..d {
+                let want = (row[i] as f64 - mean) / (var + 1e-5).sqrt() * ln.weight[i] as f64
+                    + ln.bias[i] as f64;
+                // The normalized value is rounded to f32 before the affine step (as in f32
+                // PyTorch): a few ulp of values up to ~2.
+                assert!(
+                    (out[i] as f64 - want).abs() < 1e-6,
+                    "d {d} row {r} [{i}]: {} vs {want}",
+                    out[i]
+                );
+            }
+        }
+    }
 }
 
 #[test]

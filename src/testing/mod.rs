@@ -14,6 +14,8 @@ mod kernels;
 #[cfg(feature = "selftest")]
 mod timing;
 
+#[cfg(all(feature = "selftest", not(target_arch = "wasm32")))]
+pub use cpu::cpu_linear_timing;
 #[cfg(feature = "selftest")]
 pub use cpu::{cpu_layer_profile, cpu_packed_product, cpu_product_timing};
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -24,19 +24,27 @@ pub struct Trace {
     pub pooled: Vec<f32>,
 }
 
-/// `CLIPAttention` of one sequence: x (T, D) -> (T, D).
+/// `CLIPAttention` of `b` sequences of `t` tokens: x (B*T, D) -> (B*T, D). The projections run
+/// on all B*T rows at once; attention stays within each sequence.
 pub(super) fn self_attention(
     x: &[f32],
+    b: usize,
     t: usize,
     a: &Attention,
     heads: usize,
     causal: bool,
 ) -> Vec<f32> {
-    let q = linear(x, t, &a.q_proj); // q = x Wq^T + bq   (T, D)
-    let k = linear(x, t, &a.k_proj); // k = x Wk^T + bk   (T, D)
-    let v = linear(x, t, &a.v_proj); // v = x Wv^T + bv   (T, D)
-    let ctx = attention(&q, &k, &v, t, heads, causal); // softmax(q k^T / sqrt(Dh) + mask) v
-    linear(&ctx, t, &a.out_proj) // ctx Wo^T + bo   (T, D)
+    let q = linear(x, b * t, &a.q_proj); // q = x Wq^T + bq   (B*T, D)
+    let k = linear(x, b * t, &a.k_proj); // k = x Wk^T + bk   (B*T, D)
+    let v = linear(x, b * t, &a.v_proj); // v = x Wv^T + bv   (B*T, D)
+    let d = a.q_proj.out_features;
+    let mut ctx = Vec::with_capacity(b * t * d); // (B*T, D)
+    for s in 0..b {
+        let seq = s * t * d..(s + 1) * t * d; // sequence s   (T, D)
+        let (q, k, v) = (&q[seq.clone()], &k[seq.clone()], &v[seq]);
+        ctx.extend(attention(q, k, v, t, heads, causal)); // softmax(q k^T / sqrt(Dh) + mask) v
+    }
+    linear(&ctx, b * t, &a.out_proj) // ctx Wo^T + bo   (B*T, D)
 }
 
 /// The MLP's activation (`hidden_act`), in place.
@@ -57,14 +65,11 @@ fn encoder_layer(
     tower: &TowerConfig,
     causal: bool,
 ) {
-    let (d, eps) = (tower.hidden_size, tower.layer_norm_eps);
+    let eps = tower.layer_norm_eps;
     // x = x + attn(ln1(x)), attention within each sequence
     let h = layer_norm(x, &l.layer_norm1, eps); // (B*T, D)
-    for s in 0..b {
-        let seq = s * t * d..(s + 1) * t * d; // sequence s   (T, D)
-        let a = self_attention(&h[seq.clone()], t, &l.self_attn, tower.num_heads, causal);
-        add(&mut x[seq], &a);
-    }
+    let a = self_attention(&h, b, t, &l.self_attn, tower.num_heads, causal); // (B*T, D)
+    add(x, &a);
     // x = x + fc2(act(fc1(ln2(x))))
     let h = layer_norm(x, &l.layer_norm2, eps); // (B*T, D)
     let mut f = linear(&h, b * t, &l.mlp.fc1); // (B*T, F)

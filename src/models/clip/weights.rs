@@ -119,7 +119,10 @@ impl Loader<'_> {
 
     pub async fn linear(&self, s: &LinearSpec) -> Result<Linear> {
         Ok(Linear {
-            weight: self.matrix(&s.weight.name, &s.weight.shape).await?,
+            weight: self
+                .matrix(&s.weight.name, &s.weight.shape)
+                .await?
+                .packed_for(s.out_features, s.in_features),
             bias: match &s.bias {
                 Some(b) => Some(self.vector(b).await?),
                 None => None,

@@ -1,0 +1,320 @@
+//! `out (M, N; rows ldc apart) += a (M, K) . W^T` natively on AVX-512, with W (N, K) packed once
+//! when the model loads rather than on every product.
+//!
+//! Packed layout: panels of [`NR`] = 32 output columns; panel `j` holds, for each `p` in `0..K`,
+//! the 32 values `W[32 j + c, p]` side by side (K x 32, k-major), 64-byte aligned, the last
+//! panel padded with zero columns. A micro-kernel keeps an [`MR`] x 32 tile of `out` in 24 zmm
+//! accumulators and per step of k loads two vectors of W and broadcasts one value of each of the
+//! 12 rows of `a`: 24 FMAs per 14 loads, so the FMA units, not the loads, set the pace.
+//!
+//! Blocking: k in blocks of [`KC`] (a panel's block of W, 256 x 32 f32 = 32 KiB, stays in L1
+//! while every row block of `a` passes it); threads take disjoint runs of panels (columns of
+//! `out`). Why not the `gemm` crate here: it packs W on every call, 1.6-1.7x behind
+//! onnxruntime per ViT-H layer (docs/performance.md, issue 16).
+
+use std::arch::x86_64::*;
+
+/// Output columns per panel: two zmm vectors.
+pub(super) const NR: usize = 32;
+/// Rows of `a` per micro-kernel: 12 x 2 accumulators + 2 vectors of W + 1 broadcast of the
+/// 32 zmm registers.
+const MR: usize = 12;
+/// k per block: one panel's block of W (KC x NR f32 = 32 KiB) fits the L1 data cache (48 KiB).
+/// (128 and 192 measured no better on the ViT-H shapes, and 128 slower on one thread.)
+const KC: usize = 256;
+
+/// Whether this CPU runs the packed products. `SCISCORE_CPU_MATMUL=gemm` keeps the `gemm` crate
+/// (benchmarks side by side, and tests of that path on an AVX-512 machine).
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::env::var("SCISCORE_CPU_MATMUL").as_deref() != Ok("gemm")
+}
+
+/// One cache line of packed values, so every panel starts 64-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// How the packed values are stored: W's own precision (a half-precision checkpoint stays half
+/// size in memory and is widened in registers, `vcvtph2ps` or a shift for bf16).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Kind {
+    fn bytes(self) -> usize {
+        match self {
+            Kind::F32 => 4,
+            Kind::F16 | Kind::BF16 => 2,
+        }
+    }
+}
+
+/// A weight matrix W (N, K) in panels of [`NR`] columns (module doc).
+pub(crate) struct Packed {
+    n: usize,
+    k: usize,
+    kind: Kind,
+    lines: Vec<Line>,
+}
+
+impl Packed {
+    /// Packs row-major W (n, k) of elements `T` (f32, or a half precision's bits) stored as
+    /// `kind`.
+    pub fn new<T: bytemuck::Pod>(n: usize, k: usize, kind: Kind, w: &[T]) -> Packed {
+        assert!(
+            std::mem::size_of::<T>() == kind.bytes() && w.len() >= n * k,
+            "Packed::new: weight size"
+        );
+        // A panel is k steps of 32 values: 2 lines per step in f32, 1 in a half precision.
+        let per_panel = k * NR * kind.bytes() / 64;
+        let mut lines = vec![Line([0; 64]); n.div_ceil(NR) * per_panel];
+        if per_panel > 0 {
+            for (j, panel) in lines.chunks_mut(per_panel).enumerate() {
+                let panel: &mut [T] = bytemuck::cast_slice_mut(panel);
+                for c in 0..NR.min(n - j * NR) {
+                    let row = &w[(j * NR + c) * k..][..k];
+                    for (p, &v) in row.iter().enumerate() {
+                        panel[p * NR + c] = v;
+                    }
+                }
+            }
+        }
+        Packed { n, k, kind, lines }
+    }
+
+    /// Element `(r, p)` of W in f32.
+    pub fn get(&self, r: usize, p: usize) -> f32 {
+        let size = self.kind.bytes();
+        let per_panel = self.k * NR * size / 64;
+        let panel = &self.lines[(r / NR) * per_panel..][..per_panel];
+        let at = (p * NR + r % NR) * size;
+        let b = &bytemuck::cast_slice::<Line, u8>(panel)[at..at + size];
+        match self.kind {
+            Kind::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Kind::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Kind::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The first packed value of panel `j`.
+    fn panel(&self, j: usize) -> *const u8 {
+        let per_panel = self.k * NR * self.kind.bytes() / 64;
+        self.lines[j * per_panel..].as_ptr() as *const u8
+    }
+}
+
+// SAFETY: 64 plain bytes, no padding; any bits are a valid value.
+unsafe impl bytemuck::Zeroable for Line {}
+unsafe impl bytemuck::Pod for Line {}
+
+/// `a (M, K)` row-major rearranged for the micro-kernel ([`pack_rows`]): for each block of
+/// [`KC`] columns, blocks of [`MR`] rows (the last padded with zero rows), each k-major (the
+/// MR values of one column side by side). The micro-kernel then reads its broadcasts at fixed
+/// offsets from one sequential stream, not from 12 rows a whole row apart (K = 5120 puts every
+/// row in the same L1 set).
+pub(super) fn pack_rows(a: &[f32], m: usize, k: usize, out: &mut Vec<f32>) {
+    let m_pad = m.next_multiple_of(MR);
+    out.clear();
+    out.resize(m_pad * k, 0.0);
+    let mut at = 0;
+    for p0 in (0..k).step_by(KC) {
+        let kb = KC.min(k - p0);
+        for i0 in (0..m_pad).step_by(MR) {
+            let block = &mut out[at..at + MR * kb];
+            for r in 0..MR.min(m.saturating_sub(i0)) {
+                let row = &a[(i0 + r) * k + p0..][..kb];
+                for (p, &v) in row.iter().enumerate() {
+                    block[p * MR + r] = v;
+                }
+            }
+            at += MR * kb;
+        }
+    }
+}
+
+/// `out (M, N; rows ldc apart) += a (M, K) . W^T` on panels `panels` of W (output columns
+/// `32 panels.start ..`), `a` as [`pack_rows`] wrote it.
+///
+/// # Safety
+/// The CPU has AVX-512F ([`available`]); `out` holds `(m - 1) * ldc + w.n` values and `a`
+/// is `pack_rows(.., m, w.k, ..)`'s output; `panels` lies within W's panels.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn gemm_acc(
+    out: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    m: usize,
+    w: &Packed,
+    panels: std::ops::Range<usize>,
+) {
+    // SAFETY: forwarded (the caller's contract).
+    unsafe {
+        match w.kind {
+            Kind::F32 => blocks::<F32>(out, ldc, a, m, w, panels),
+            Kind::F16 => blocks::<F16>(out, ldc, a, m, w, panels),
+            Kind::BF16 => blocks::<BF16>(out, ldc, a, m, w, panels),
+        }
+    }
+}
+
+// The storage kinds as const generic parameters of the micro-kernel.
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
+/// [`gemm_acc`] for one storage kind: k blocks, then panels, then blocks of [`MR`] rows.
+///
+/// # Safety
+/// As [`gemm_acc`].
+#[target_feature(enable = "avx512f")]
+unsafe fn blocks<const KIND: u8>(
+    out: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    m: usize,
+    w: &Packed,
+    panels: std::ops::Range<usize>,
+) {
+    let (k, size) = (w.k, w.kind.bytes());
+    let m_pad = m.next_multiple_of(MR);
+    for p0 in (0..k).step_by(KC) {
+        let kb = KC.min(k - p0);
+        for j in panels.clone() {
+            let cols = NR.min(w.n - j * NR);
+            let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
+            // SAFETY: the panel holds k steps of 32 values.
+            let b = unsafe { w.panel(j).add(p0 * NR * size) };
+            let mut i = 0;
+            while i < m {
+                let rows = MR.min(m - i);
+                // SAFETY: rows i..i + rows of a (k apart, from column p0) and of out (ldc apart,
+                // from column 32 j) are within the operands (caller's contract).
+                unsafe {
+                    let (a, c) = (a.add(p0 * m_pad + i * kb), out.add(i * ldc + j * NR));
+                    match rows {
+                        12 => tile::<12, KIND>(a, b, kb, c, ldc, masks),
+                        11 => tile::<11, KIND>(a, b, kb, c, ldc, masks),
+                        10 => tile::<10, KIND>(a, b, kb, c, ldc, masks),
+                        9 => tile::<9, KIND>(a, b, kb, c, ldc, masks),
+                        8 => tile::<8, KIND>(a, b, kb, c, ldc, masks),
+                        7 => tile::<7, KIND>(a, b, kb, c, ldc, masks),
+                        6 => tile::<6, KIND>(a, b, kb, c, ldc, masks),
+                        5 => tile::<5, KIND>(a, b, kb, c, ldc, masks),
+                        4 => tile::<4, KIND>(a, b, kb, c, ldc, masks),
+                        3 => tile::<3, KIND>(a, b, kb, c, ldc, masks),
+                        2 => tile::<2, KIND>(a, b, kb, c, ldc, masks),
+                        _ => tile::<1, KIND>(a, b, kb, c, ldc, masks),
+                    }
+                }
+                i += rows;
+            }
+        }
+    }
+}
+
+/// The lowest `min(cols, 16)` lanes.
+fn lane_mask(cols: usize) -> __mmask16 {
+    if cols >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cols) - 1) as u16
+    }
+}
+
+/// `out (R, 32 masked; rows ldc apart) += a . b`, `a` a packed block of kb steps of MR values
+/// (the first R used), `b` a packed block of
+/// kb steps of 32 values of storage `KIND`, widened to f32 in registers.
+///
+/// # Safety
+/// AVX-512F; the operands hold what the shapes say; `b` is 64-byte aligned.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const R: usize, const KIND: u8>(
+    a: *const f32,
+    b: *const u8,
+    kb: usize,
+    out: *mut f32,
+    ldc: usize,
+    masks: [__mmask16; 2],
+) {
+    let mut acc0 = [_mm512_setzero_ps(); R];
+    let mut acc1 = [_mm512_setzero_ps(); R];
+    // One step of k: two vectors of W, R broadcasts of a, 2R FMAs.
+    macro_rules! step {
+        ($p:expr) => {{
+            let p = $p;
+            // SAFETY: p < kb: within the block of b and of a.
+            unsafe {
+                let (b0, b1) = match KIND {
+                    F32 => {
+                        let q = b.add(p * NR * 4) as *const f32;
+                        (_mm512_load_ps(q), _mm512_load_ps(q.add(16)))
+                    }
+                    F16 => {
+                        let h = _mm512_load_si512(b.add(p * NR * 2) as *const __m512i);
+                        (
+                            _mm512_cvtph_ps(_mm512_castsi512_si256(h)),
+                            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(h)),
+                        )
+                    }
+                    _ => {
+                        // bf16 -> f32: the 16 bits become the high half of the f32.
+                        let q = b.add(p * NR * 2) as *const __m256i;
+                        let (h0, h1) = (_mm256_load_si256(q), _mm256_load_si256(q.add(1)));
+                        (
+                            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h0))),
+                            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h1))),
+                        )
+                    }
+                };
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*a.add(p * MR + r));
+                    acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
+                }
+            }
+        }};
+    }
+    // Four steps per iteration: the loop's own instructions would otherwise take issue slots
+    // of the FMA ports (one core, operands in L1: 126 -> 140-150 GFLOP/s of its ~166 peak).
+    let mut p = 0;
+    while p + 4 <= kb {
+        step!(p);
+        step!(p + 1);
+        step!(p + 2);
+        step!(p + 3);
+        p += 4;
+    }
+    while p < kb {
+        step!(p);
+        p += 1;
+    }
+    for r in 0..R {
+        // SAFETY: the masks keep to the output's columns of this panel.
+        unsafe {
+            let o = out.add(r * ldc);
+            let c0 = _mm512_maskz_loadu_ps(masks[0], o);
+            _mm512_mask_storeu_ps(o, masks[0], _mm512_add_ps(c0, acc0[r]));
+            let c1 = _mm512_maskz_loadu_ps(masks[1], o.add(16));
+            _mm512_mask_storeu_ps(o.add(16), masks[1], _mm512_add_ps(c1, acc1[r]));
+        }
+    }
+}
+
+/// Panels of W (n columns) per task when `threads` share a product: about four runs per thread
+/// (rayon's work stealing evens out a core slowed by another process), at least one panel.
+pub(super) fn panels_per_task(n: usize, threads: usize) -> usize {
+    n.div_ceil(NR).div_ceil(4 * threads).max(1)
+}
