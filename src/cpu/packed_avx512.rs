@@ -189,6 +189,7 @@ unsafe fn blocks<const KIND: u8>(
 ) {
     let (k, size) = (w.k, w.kind.bytes());
     let m_pad = m.next_multiple_of(MR);
+    let tiles = m.div_ceil(MR).max(1);
     for p0 in (0..k).step_by(KC) {
         let kb = KC.min(k - p0);
         for j in panels.clone() {
@@ -196,9 +197,32 @@ unsafe fn blocks<const KIND: u8>(
             let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
             // SAFETY: the panel holds k steps of 32 values.
             let b = unsafe { w.panel(j).add(p0 * NR * size) };
+            // The block of W after this one, fetched into L2 a slice per row block while this
+            // one is in use: a whole tower's weights come from memory (CLIP-H: 79 MB a layer),
+            // and the hardware prefetcher starts late on each jump to another panel.
+            let next = if j + 1 < panels.end {
+                Some((j + 1, p0, kb))
+            } else if p0 + KC < k {
+                Some((panels.start, p0 + KC, KC.min(k - p0 - KC)))
+            } else {
+                None
+            };
+            let next = next.map(|(j, p0, kb)| {
+                // SAFETY: panel j holds k steps; block p0 has kb of them.
+                let start = unsafe { w.panel(j).add(p0 * NR * size) };
+                let lines = kb * NR * size / 64;
+                (start, lines, lines.div_ceil(tiles))
+            });
             let mut i = 0;
             while i < m {
                 let rows = MR.min(m - i);
+                if let Some((start, lines, per_tile)) = next {
+                    let first = (i / MR) * per_tile;
+                    for line in first..(first + per_tile).min(lines) {
+                        // SAFETY: line < lines: within the next block.
+                        unsafe { _mm_prefetch::<_MM_HINT_T1>(start.add(line * 64) as *const i8) };
+                    }
+                }
                 // SAFETY: rows i..i + rows of a (k apart, from column p0) and of out (ldc apart,
                 // from column 32 j) are within the operands (caller's contract).
                 unsafe {
