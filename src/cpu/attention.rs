@@ -6,33 +6,27 @@ use super::pointwise::exp_nonpos;
 use super::threads::par_map;
 
 /// `ctx (T, D) = softmax(q k^T / sqrt(Dh) + mask) v` for each of `heads` heads of Dh = D / heads,
-/// side by side in the columns of q, k, v and ctx (T, D) as in PyTorch's `(T, H, Dh)` view. The
-/// `causal` mask lets token i see tokens 0..=i.
-pub(crate) fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    heads: usize,
-    causal: bool,
-) -> Vec<f32> {
-    let d = q.len() / t.max(1);
-    let dh = d / heads;
+/// from `qkv (T, 3D)`: q, k and v side by side in each row (one product made all three), each
+/// with its heads side by side as in PyTorch's `(T, H, Dh)` view. The `causal` mask lets token i
+/// see tokens 0..=i.
+pub(crate) fn attention(qkv: &[f32], t: usize, heads: usize, causal: bool) -> Vec<f32> {
+    let d = qkv.len() / t.max(1) / 3;
+    let dh = d / heads.max(1);
     assert!(
-        dh * heads == d && q.len() == t * d && k.len() == t * d && v.len() == t * d,
+        heads > 0 && dh * heads == d && qkv.len() == t * 3 * d,
         "attention: operand sizes"
     );
     let scale = (dh as f32).powf(-0.5); // transformers scales q by head_dim^-0.5
     let per_head: Vec<Vec<f32>> = par_map(heads, |head| {
-        // Gather this head's (T, Dh) slices contiguously, then scores = q k^T (T, T).
-        let slice = |m: &[f32]| -> Vec<f32> {
+        // Gather this head's (T, Dh) slices of q, k, v contiguously, then scores = q k^T (T, T).
+        let slice = |part: usize| -> Vec<f32> {
             let mut out = Vec::with_capacity(t * dh);
             for r in 0..t {
-                out.extend_from_slice(&m[r * d + head * dh..][..dh]);
+                out.extend_from_slice(&qkv[r * 3 * d + part * d + head * dh..][..dh]);
             }
             out
         };
-        let (mut qh, kh, vh) = (slice(q), slice(k), slice(v));
+        let (mut qh, kh, vh) = (slice(0), slice(1), slice(2));
         qh.iter_mut().for_each(|x| *x *= scale);
         let mut s = vec![0.0f32; t * t];
         gemm_nt(&mut s, &qh, &kh, t, t, dh, false, false);

@@ -43,6 +43,55 @@ impl Matrix {
         }
     }
 
+    /// The rows of `parts` one after another (unpacked matrices of equal width): in their
+    /// shared precision, or in f32 where the precisions differ.
+    pub fn concat_rows(parts: Vec<Matrix>) -> Matrix {
+        let same = |f: fn(&Matrix) -> bool| parts.iter().all(f);
+        if same(|m| matches!(m, Matrix::F32(_))) {
+            return Matrix::F32(parts.into_iter().flat_map(|m| m.into_f32()).collect());
+        }
+        if same(|m| matches!(m, Matrix::F16(_))) {
+            let mut out = Vec::new();
+            for m in parts {
+                if let Matrix::F16(v) = m {
+                    out.extend(v);
+                }
+            }
+            return Matrix::F16(out);
+        }
+        if same(|m| matches!(m, Matrix::BF16(_))) {
+            let mut out = Vec::new();
+            for m in parts {
+                if let Matrix::BF16(v) = m {
+                    out.extend(v);
+                }
+            }
+            return Matrix::BF16(out);
+        }
+        Matrix::F32(parts.into_iter().flat_map(|m| m.into_f32()).collect())
+    }
+
+    /// All values in f32.
+    fn into_f32(self) -> Vec<f32> {
+        if let Matrix::F32(v) = self {
+            return v;
+        }
+        let mut out = vec![0.0; self.len()];
+        self.read_into(0, &mut out);
+        out
+    }
+
+    /// The number of values.
+    fn len(&self) -> usize {
+        match self {
+            Matrix::F32(v) => v.len(),
+            Matrix::F16(v) => v.len(),
+            Matrix::BF16(v) => v.len(),
+            #[cfg(target_arch = "x86_64")]
+            Matrix::Packed(p) => p.n() * p.k(),
+        }
+    }
+
     /// The matrix a product [`linear`] with `rows` x `cols` (out, in) runs fastest on here:
     /// natively on AVX-512 packed in panels once (the same values in the same precision),
     /// elsewhere itself.

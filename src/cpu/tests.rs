@@ -179,6 +179,27 @@ fn packed_linear_matches_f64_on_awkward_sizes() {
     }
 }
 
+/// Stacked rows (q, k, v as one product) keep a shared precision and widen mixed ones to f32,
+/// value for value.
+#[test]
+fn concat_rows_keeps_values_and_shared_precision() {
+    let a = [0.5f32, -1.25, 2.0, 0.125];
+    let b = [3.0f32, -0.75];
+    let f16 = |v: &[f32]| Matrix::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect());
+    let bf16 = |v: &[f32]| Matrix::BF16(v.iter().map(|&x| half::bf16::from_f32(x)).collect());
+    let want: Vec<f32> = a.iter().chain(&b).copied().collect();
+    let m = Matrix::concat_rows(vec![f16(&a), f16(&b)]);
+    assert!(matches!(m, Matrix::F16(_)), "f16 parts stay f16");
+    assert_eq!(&*m.f32(), &want[..]);
+    let m = Matrix::concat_rows(vec![Matrix::F32(a.to_vec()), Matrix::F32(b.to_vec())]);
+    assert!(matches!(m, Matrix::F32(_)));
+    assert_eq!(&*m.f32(), &want[..]);
+    let m = Matrix::concat_rows(vec![bf16(&a), f16(&b), Matrix::F32(b.to_vec())]);
+    assert!(matches!(m, Matrix::F32(_)), "mixed parts become f32");
+    let want: Vec<f32> = a.iter().chain(&b).chain(&b).copied().collect();
+    assert_eq!(&*m.f32(), &want[..]);
+}
+
 #[test]
 fn exp_nonpos_is_within_1_5e7_of_f64_exp() {
     let mut worst = 0.0f64;

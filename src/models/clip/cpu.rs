@@ -34,15 +34,13 @@ pub(super) fn self_attention(
     heads: usize,
     causal: bool,
 ) -> Vec<f32> {
-    let q = linear(x, b * t, &a.q_proj); // q = x Wq^T + bq   (B*T, D)
-    let k = linear(x, b * t, &a.k_proj); // k = x Wk^T + bk   (B*T, D)
-    let v = linear(x, b * t, &a.v_proj); // v = x Wv^T + bv   (B*T, D)
-    let d = a.q_proj.out_features;
+    // [q | k | v] = x [Wq | Wk | Wv]^T + [bq | bk | bv]   (B*T, 3D)
+    let qkv = linear(x, b * t, &a.qkv_proj);
+    let d = a.out_proj.out_features;
     let mut ctx = Vec::with_capacity(b * t * d); // (B*T, D)
     for s in 0..b {
-        let seq = s * t * d..(s + 1) * t * d; // sequence s   (T, D)
-        let (q, k, v) = (&q[seq.clone()], &k[seq.clone()], &v[seq]);
-        ctx.extend(attention(q, k, v, t, heads, causal)); // softmax(q k^T / sqrt(Dh) + mask) v
+        let seq = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d]; // sequence s   (T, 3D)
+        ctx.extend(attention(seq, t, heads, causal)); // softmax(q k^T / sqrt(Dh) + mask) v
     }
     linear(&ctx, b * t, &a.out_proj) // ctx Wo^T + bo   (B*T, D)
 }

@@ -37,9 +37,7 @@ pub(crate) fn vision_layer(
         }
     };
     let attn = Attention {
-        q_proj: lin(d, d),
-        k_proj: lin(d, d),
-        v_proj: lin(d, d),
+        qkv_proj: lin(3 * d, d),
         out_proj: lin(d, d),
     };
     let (fc1, fc2) = (lin(f, d), lin(d, f));
@@ -58,8 +56,8 @@ pub(crate) fn vision_layer(
     };
     let mut h = Vec::new(); // (T, D)
     time("layer_norm", &mut || h = layer_norm(&x, &ln, 1e-5));
-    time("q/k/v/out products", &mut || {
-        for l in [&attn.q_proj, &attn.k_proj, &attn.v_proj, &attn.out_proj] {
+    time("qkv and out products", &mut || {
+        for l in [&attn.qkv_proj, &attn.out_proj] {
             std::hint::black_box(linear(&h, t, l));
         }
     });

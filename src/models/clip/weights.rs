@@ -11,9 +11,9 @@ use crate::models::clip::schema::{ClipSchema, LayerNormSpec, LinearSpec, Tensor,
 use half::slice::HalfFloatSliceExt;
 
 pub(crate) struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
+    /// `q_proj`, `k_proj` and `v_proj` stacked: W (3D, D), b (3D,), one product for all three
+    /// (as the GPU weights hold them).
+    pub qkv_proj: Linear,
     pub out_proj: Linear,
 }
 
@@ -117,6 +117,28 @@ impl Loader<'_> {
         })
     }
 
+    /// Linears of the same input width as one: their weights' rows and their biases stacked
+    /// (q, k, v of an attention block).
+    pub async fn stacked(&self, specs: &[&LinearSpec]) -> Result<Linear> {
+        let (mut weights, mut bias) = (Vec::new(), Vec::new());
+        for s in specs {
+            weights.push(self.matrix(&s.weight.name, &s.weight.shape).await?);
+            match &s.bias {
+                Some(b) => bias.extend(self.vector(b).await?),
+                None => bias.resize(bias.len() + s.out_features, 0.0),
+            }
+        }
+        let bias = specs.iter().any(|s| s.bias.is_some()).then_some(bias);
+        let out_features = specs.iter().map(|s| s.out_features).sum();
+        let in_features = specs.first().map_or(0, |s| s.in_features);
+        Ok(Linear {
+            weight: Matrix::concat_rows(weights).packed_for(out_features, in_features),
+            bias,
+            out_features,
+            in_features,
+        })
+    }
+
     pub async fn linear(&self, s: &LinearSpec) -> Result<Linear> {
         Ok(Linear {
             weight: self
@@ -152,9 +174,7 @@ impl Loader<'_> {
             out.push(EncoderLayer {
                 layer_norm1: self.layer_norm(&l.layer_norm1).await?,
                 self_attn: Attention {
-                    q_proj: self.linear(&l.q_proj).await?,
-                    k_proj: self.linear(&l.k_proj).await?,
-                    v_proj: self.linear(&l.v_proj).await?,
+                    qkv_proj: self.stacked(&[&l.q_proj, &l.k_proj, &l.v_proj]).await?,
                     out_proj: self.linear(&l.out_proj).await?,
                 },
                 layer_norm2: self.layer_norm(&l.layer_norm2).await?,
