@@ -44,29 +44,50 @@ impl Matrix {
     }
 
     /// The rows of `parts` one after another (unpacked matrices of equal width): in their
-    /// shared precision, or in f32 where the precisions differ.
-    pub fn concat_rows(parts: Vec<Matrix>) -> Matrix {
-        let same = |f: fn(&Matrix) -> bool| parts.iter().all(f);
-        if same(|m| matches!(m, Matrix::F32(_))) {
-            return Matrix::F32(parts.into_iter().flat_map(|m| m.into_f32()).collect());
+    /// shared precision, or in f32 where the precisions differ. One part is returned as it is.
+    pub fn concat_rows(mut parts: Vec<Matrix>) -> Matrix {
+        if parts.len() == 1 {
+            if let Some(m) = parts.pop() {
+                return m;
+            }
         }
-        if same(|m| matches!(m, Matrix::F16(_))) {
+        /// The parts' values one after another, if `get` finds every part in its precision.
+        fn gather<T: Copy>(
+            parts: &[Matrix],
+            get: fn(&Matrix) -> Option<&Vec<T>>,
+        ) -> Option<Vec<T>> {
             let mut out = Vec::new();
             for m in parts {
-                if let Matrix::F16(v) = m {
-                    out.extend(v);
-                }
+                out.extend_from_slice(get(m)?);
             }
-            return Matrix::F16(out);
+            Some(out)
         }
-        if same(|m| matches!(m, Matrix::BF16(_))) {
-            let mut out = Vec::new();
-            for m in parts {
-                if let Matrix::BF16(v) = m {
-                    out.extend(v);
-                }
+        if let Some(v) = gather(&parts, |m| {
+            if let Matrix::F32(v) = m {
+                Some(v)
+            } else {
+                None
             }
-            return Matrix::BF16(out);
+        }) {
+            return Matrix::F32(v);
+        }
+        if let Some(v) = gather(&parts, |m| {
+            if let Matrix::F16(v) = m {
+                Some(v)
+            } else {
+                None
+            }
+        }) {
+            return Matrix::F16(v);
+        }
+        if let Some(v) = gather(&parts, |m| {
+            if let Matrix::BF16(v) = m {
+                Some(v)
+            } else {
+                None
+            }
+        }) {
+            return Matrix::BF16(v);
         }
         Matrix::F32(parts.into_iter().flat_map(|m| m.into_f32()).collect())
     }

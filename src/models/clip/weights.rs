@@ -140,18 +140,7 @@ impl Loader<'_> {
     }
 
     pub async fn linear(&self, s: &LinearSpec) -> Result<Linear> {
-        Ok(Linear {
-            weight: self
-                .matrix(&s.weight.name, &s.weight.shape)
-                .await?
-                .packed_for(s.out_features, s.in_features),
-            bias: match &s.bias {
-                Some(b) => Some(self.vector(b).await?),
-                None => None,
-            },
-            out_features: s.out_features,
-            in_features: s.in_features,
-        })
+        self.stacked(&[s]).await
     }
 
     /// A tensor in f32 (embeddings, norms, biases).
