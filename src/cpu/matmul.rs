@@ -316,13 +316,64 @@ thread_local! {
     static WIDEN: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `y (M, out) = x (M, in) W^T + b`. Natively the `gemm` crate (threads); half-precision W is
-/// widened block by block into a reused buffer, so a product never allocates a full f32 copy of
-/// its weight (fc1 of CLIP-H: 26 MB). On wasm32 the packed SIMD128 product of `sgemm`, which
-/// widens W as it packs it.
+/// What a product does with `z = x W^T + b` (the GPU path's `gpu::pass::Epilogue`). Natively on
+/// AVX-512 the packed kernel does it as it stores each tile; elsewhere a pass follows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Epilogue {
+    /// y = z
+    Store,
+    /// y = gelu(z), the exact (erf) GELU
+    Gelu,
+    /// y = quick_gelu(z) = z sigmoid(1.702 z)
+    QuickGelu,
+    /// y = y + z (the residual stream)
+    Residual,
+}
+
+/// `y (M, out) = x (M, in) W^T + b` ([`linear_into`] with [`Epilogue::Store`]).
 pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
+    let mut y = Vec::new();
+    linear_into(&mut y, x, m, l, Epilogue::Store);
+    y
+}
+
+/// `y (M, out) = epilogue(x (M, in) W^T + b)`: Store and the activations make `y` hold M * out
+/// values (reusing its allocation natively on AVX-512), Residual adds to the M * out it holds.
+///
+/// Natively on AVX-512 our packed kernel on W packed at load, the epilogue fused into its
+/// stores; elsewhere natively the `gemm` crate (threads), half-precision W widened block by block
+/// into a reused buffer so a product never allocates a full f32 copy of its weight (fc1 of
+/// CLIP-H: 26 MB); on wasm32 the packed SIMD128 product of `sgemm`, which widens W as it packs
+/// it. There a pass over y does the epilogue.
+pub(crate) fn linear_into(y: &mut Vec<f32>, x: &[f32], m: usize, l: &Linear, epilogue: Epilogue) {
     let (n, k) = (l.out_features, l.in_features);
-    let mut y = match &l.bias {
+    assert!(
+        x.len() >= m * k && (epilogue != Epilogue::Residual || y.len() == m * n),
+        "linear: operand sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if let (Matrix::Packed(w), true) = (&l.weight, k > 0) {
+        if epilogue != Epilogue::Residual {
+            // Every value is overwritten; the zeros only keep the Vec initialized.
+            y.clear();
+            y.resize(m * n, 0.0);
+        }
+        return packed_linear(y, x, m, w, l.bias.as_deref(), epilogue);
+    }
+    let mut z = product(x, m, l);
+    match epilogue {
+        Epilogue::Store => {}
+        Epilogue::Gelu => super::pointwise::gelu(&mut z),
+        Epilogue::QuickGelu => super::pointwise::quick_gelu(&mut z),
+        Epilogue::Residual => return super::pointwise::add(y, &z),
+    }
+    *y = z;
+}
+
+/// `z (M, out) = x (M, in) W^T + b` off the packed path (see [`linear_into`]).
+fn product(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
+    let (n, k) = (l.out_features, l.in_features);
+    let mut z = match &l.bias {
         Some(b) => b.repeat(m),
         None => vec![0.0; m * n],
     };
@@ -334,51 +385,80 @@ pub(crate) fn linear(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
             Matrix::F16(w) => Rows::F16(w),
             Matrix::BF16(w) => Rows::BF16(w),
         };
-        gemm_acc(&mut y, x, rows, m, n, k);
+        gemm_acc(&mut z, x, rows, m, n, k);
     }
     #[cfg(not(target_arch = "wasm32"))]
     match &l.weight {
-        Matrix::F32(w) => gemm_nt(&mut y, x, w, m, n, k, true, true),
+        Matrix::F32(w) => gemm_nt(&mut z, x, w, m, n, k, true, true),
         #[cfg(target_arch = "x86_64")]
-        Matrix::Packed(w) => packed_acc(&mut y, x, m, w),
+        Matrix::Packed(_) => {} // k = 0: z = b
         half => WIDEN.with(|buf| {
             let mut buf = buf.borrow_mut();
             for j0 in (0..n).step_by(WIDEN_ROWS) {
                 let nb = WIDEN_ROWS.min(n - j0);
                 buf.resize(nb * k, 0.0);
                 half.read_into(j0 * k, &mut buf[..nb * k]);
-                gemm_nt_ld(&mut y[j0..], n, x, &buf[..nb * k], m, nb, k, true, true);
+                gemm_nt_ld(&mut z[j0..], n, x, &buf[..nb * k], m, nb, k, true, true);
             }
         }),
     }
-    y
+    z
 }
 
-/// `y (M, N) += x (M, K) . W^T` on packed W, its panels split over the threads.
+/// [`linear_into`] on packed W (k > 0): x rearranged once, W's panels split over the threads.
 #[cfg(target_arch = "x86_64")]
-fn packed_acc(y: &mut [f32], x: &[f32], m: usize, w: &super::packed_avx512::Packed) {
-    use super::packed_avx512::pack_rows;
-    let (n, k) = (w.n(), w.k());
+fn packed_linear(
+    y: &mut [f32],
+    x: &[f32],
+    m: usize,
+    w: &super::packed_avx512::Packed,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+) {
+    use super::packed_avx512::{pack_rows, Act, Finish};
+    let finish = Finish {
+        bias,
+        residual: epilogue == Epilogue::Residual,
+        act: match epilogue {
+            Epilogue::Gelu => Act::Gelu,
+            Epilogue::QuickGelu => Act::QuickGelu,
+            Epilogue::Store | Epilogue::Residual => Act::None,
+        },
+    };
     assert!(
-        y.len() >= m * n && x.len() >= m * k,
-        "linear: operand sizes"
+        bias.is_none_or(|b| b.len() == w.n()),
+        "linear: bias size"
     );
-    PACKED_ROWS.with(|a| {
-        let mut a = a.borrow_mut();
-        pack_rows(x, m, k, &mut a);
-        packed_acc_on(y, &a, m, w)
+    // The rearranged x in a buffer reused across products; a fresh one if this thread's is
+    // in use (a product started from within another's threads).
+    PACKED_ROWS.with(|rows| match rows.try_borrow_mut() {
+        Ok(mut a) => {
+            pack_rows(x, m, w.k(), &mut a);
+            packed_acc_on(y, &a, m, w, finish)
+        }
+        Err(_) => {
+            let mut a = Vec::new();
+            pack_rows(x, m, w.k(), &mut a);
+            packed_acc_on(y, &a, m, w, finish)
+        }
     })
 }
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
-    /// The reused rearranged x of [`packed_acc`].
+    /// The reused rearranged x of [`packed_linear`].
     static PACKED_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// [`packed_acc`] on x rearranged by `pack_rows`.
+/// [`packed_linear`] on x rearranged by `pack_rows`.
 #[cfg(target_arch = "x86_64")]
-fn packed_acc_on(y: &mut [f32], x: &[f32], m: usize, w: &super::packed_avx512::Packed) {
+fn packed_acc_on(
+    y: &mut [f32],
+    x: &[f32],
+    m: usize,
+    w: &super::packed_avx512::Packed,
+    finish: super::packed_avx512::Finish,
+) {
     use super::packed_avx512::{gemm_acc, panels_per_task, NR};
     let (n, k) = (w.n(), w.k());
     let threads = if m * n * k > 1 << 16 {
@@ -390,9 +470,10 @@ fn packed_acc_on(y: &mut [f32], x: &[f32], m: usize, w: &super::packed_avx512::P
     let step = panels_per_task(n, threads);
     let y_ptr = y.as_mut_ptr() as usize;
     let run = |panels: std::ops::Range<usize>| {
-        // SAFETY: the CPU has AVX-512F (a Packed matrix exists only then); the assertion above
-        // keeps every access within y and x; tasks write disjoint columns (their panels) of y.
-        unsafe { gemm_acc(y_ptr as *mut f32, n, x.as_ptr(), m, w, panels) }
+        // SAFETY: the CPU has AVX-512F (a Packed matrix exists only then); y holds M * N values
+        // (linear_into), x is pack_rows' output for M rows of K, a bias N (packed_linear's
+        // assertion), k > 0; tasks write disjoint columns (their panels) of y.
+        unsafe { gemm_acc(y_ptr as *mut f32, n, x.as_ptr(), m, w, panels, finish) }
     };
     if threads <= 1 || step >= panels {
         run(0..panels);

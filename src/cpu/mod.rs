@@ -29,6 +29,5 @@ mod threads;
 pub(crate) use attention::attention;
 #[cfg(feature = "selftest")] // the CPU profile of `models::clip::cpu_profile`
 pub(crate) use attention::softmax_row;
-pub(crate) use matmul::{gemm_nt, linear, Linear, Matrix};
+pub(crate) use matmul::{gemm_nt, linear, linear_into, Epilogue, Linear, Matrix};
 pub(crate) use norm::{layer_norm, LayerNorm};
-pub(crate) use pointwise::{add, gelu, quick_gelu};

@@ -125,31 +125,60 @@ unsafe impl bytemuck::Pod for Line {}
 /// offsets from one sequential stream, not from 12 rows a whole row apart (K = 5120 puts every
 /// row in the same L1 set).
 pub(super) fn pack_rows(a: &[f32], m: usize, k: usize, out: &mut Vec<f32>) {
+    use rayon::prelude::*;
     let m_pad = m.next_multiple_of(MR);
     out.clear();
     out.resize(m_pad * k, 0.0);
-    let mut at = 0;
-    for p0 in (0..k).step_by(KC) {
-        let kb = KC.min(k - p0);
-        for i0 in (0..m_pad).step_by(MR) {
-            let block = &mut out[at..at + MR * kb];
-            for r in 0..MR.min(m.saturating_sub(i0)) {
-                let row = &a[(i0 + r) * k + p0..][..kb];
-                for (p, &v) in row.iter().enumerate() {
-                    block[p * MR + r] = v;
+    if m_pad == 0 {
+        return;
+    }
+    // Each block of KC columns on its own thread (a serial rearrangement of fc2's 5 MB input
+    // left the other cores idle).
+    out.par_chunks_mut(m_pad * KC)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let (p0, kb) = (block * KC, out.len() / m_pad);
+            for (i0, tile) in (0..m_pad).step_by(MR).zip(out.chunks_exact_mut(MR * kb)) {
+                for r in 0..MR.min(m.saturating_sub(i0)) {
+                    let row = &a[(i0 + r) * k + p0..][..kb];
+                    for (p, &v) in row.iter().enumerate() {
+                        tile[p * MR + r] = v;
+                    }
                 }
             }
-            at += MR * kb;
-        }
-    }
+        });
 }
 
-/// `out (M, N; rows ldc apart) += a (M, K) . W^T` on panels `panels` of W (output columns
-/// `32 panels.start ..`), `a` as [`pack_rows`] wrote it.
+/// What the tiles do with `a . W^T` as they store it (`matmul::Epilogue` as the kernel sees it),
+/// so that no pass over the output follows the product.
+#[derive(Clone, Copy)]
+pub(super) struct Finish<'a> {
+    /// `b (N,)`, added to the first block of k.
+    pub bias: Option<&'a [f32]>,
+    /// `out += a . W^T + b` (the residual stream); otherwise `out = a . W^T + b`, and out's
+    /// old values are never read.
+    pub residual: bool,
+    /// Applied to each output after its last block of k, while the tile is in L1.
+    pub act: Act,
+}
+
+/// The activation a product's outputs get ([`Finish::act`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Act {
+    None,
+    /// Exact (erf) GELU, `pointwise::gelu`'s operations (the same bits).
+    Gelu,
+    /// `pointwise::quick_gelu`'s `z sigmoid(1.702 z)`.
+    QuickGelu,
+}
+
+/// `out (M, N; rows ldc apart) (+)= a (M, K) . W^T + b` on panels `panels` of W (output columns
+/// `32 panels.start ..`), `a` as [`pack_rows`] wrote it, finished as `finish` says.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]); `out` holds `(m - 1) * ldc + w.n` values and `a`
-/// is `pack_rows(.., m, w.k, ..)`'s output; `panels` lies within W's panels.
+/// is `pack_rows(.., m, w.k, ..)`'s output; `panels` lies within W's panels; a bias holds
+/// `w.n` values; `w.k > 0` unless `finish.residual` with no bias (else nothing is stored).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn gemm_acc(
     out: *mut f32,
@@ -158,13 +187,14 @@ pub(super) unsafe fn gemm_acc(
     m: usize,
     w: &Packed,
     panels: std::ops::Range<usize>,
+    finish: Finish,
 ) {
     // SAFETY: forwarded (the caller's contract).
     unsafe {
         match w.kind {
-            Kind::F32 => blocks::<F32>(out, ldc, a, m, w, panels),
-            Kind::F16 => blocks::<F16>(out, ldc, a, m, w, panels),
-            Kind::BF16 => blocks::<BF16>(out, ldc, a, m, w, panels),
+            Kind::F32 => blocks::<F32>(out, ldc, a, m, w, panels, finish),
+            Kind::F16 => blocks::<F16>(out, ldc, a, m, w, panels, finish),
+            Kind::BF16 => blocks::<BF16>(out, ldc, a, m, w, panels, finish),
         }
     }
 }
@@ -186,6 +216,7 @@ unsafe fn blocks<const KIND: u8>(
     m: usize,
     w: &Packed,
     panels: std::ops::Range<usize>,
+    finish: Finish,
 ) {
     let (k, size) = (w.k, w.kind.bytes());
     let m_pad = m.next_multiple_of(MR);
@@ -195,6 +226,23 @@ unsafe fn blocks<const KIND: u8>(
         for j in panels.clone() {
             let cols = NR.min(w.n - j * NR);
             let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
+            // The first block of k adds the bias and, outside the residual stream, overwrites
+            // out; the last applies the activation.
+            let (first, last) = (p0 == 0, p0 + KC >= k);
+            let bias = finish.bias.filter(|_| first).map(|b| {
+                // SAFETY: the bias holds w.n values; the masks keep to this panel's columns.
+                unsafe {
+                    let b = b.as_ptr().add(j * NR);
+                    [
+                        _mm512_maskz_loadu_ps(masks[0], b),
+                        _mm512_maskz_loadu_ps(masks[1], b.add(16)),
+                    ]
+                }
+            });
+            let store = Store {
+                bias,
+                keep: !first || finish.residual,
+            };
             // SAFETY: the panel holds k steps of 32 values.
             let b = unsafe { w.panel(j).add(p0 * NR * size) };
             // The block of W after this one, fetched into L2 a slice per row block while this
@@ -228,18 +276,23 @@ unsafe fn blocks<const KIND: u8>(
                 unsafe {
                     let (a, c) = (a.add(p0 * m_pad + i * kb), out.add(i * ldc + j * NR));
                     match rows {
-                        12 => tile::<12, KIND>(a, b, kb, c, ldc, masks),
-                        11 => tile::<11, KIND>(a, b, kb, c, ldc, masks),
-                        10 => tile::<10, KIND>(a, b, kb, c, ldc, masks),
-                        9 => tile::<9, KIND>(a, b, kb, c, ldc, masks),
-                        8 => tile::<8, KIND>(a, b, kb, c, ldc, masks),
-                        7 => tile::<7, KIND>(a, b, kb, c, ldc, masks),
-                        6 => tile::<6, KIND>(a, b, kb, c, ldc, masks),
-                        5 => tile::<5, KIND>(a, b, kb, c, ldc, masks),
-                        4 => tile::<4, KIND>(a, b, kb, c, ldc, masks),
-                        3 => tile::<3, KIND>(a, b, kb, c, ldc, masks),
-                        2 => tile::<2, KIND>(a, b, kb, c, ldc, masks),
-                        _ => tile::<1, KIND>(a, b, kb, c, ldc, masks),
+                        12 => tile::<12, KIND>(a, b, kb, c, ldc, masks, store),
+                        11 => tile::<11, KIND>(a, b, kb, c, ldc, masks, store),
+                        10 => tile::<10, KIND>(a, b, kb, c, ldc, masks, store),
+                        9 => tile::<9, KIND>(a, b, kb, c, ldc, masks, store),
+                        8 => tile::<8, KIND>(a, b, kb, c, ldc, masks, store),
+                        7 => tile::<7, KIND>(a, b, kb, c, ldc, masks, store),
+                        6 => tile::<6, KIND>(a, b, kb, c, ldc, masks, store),
+                        5 => tile::<5, KIND>(a, b, kb, c, ldc, masks, store),
+                        4 => tile::<4, KIND>(a, b, kb, c, ldc, masks, store),
+                        3 => tile::<3, KIND>(a, b, kb, c, ldc, masks, store),
+                        2 => tile::<2, KIND>(a, b, kb, c, ldc, masks, store),
+                        _ => tile::<1, KIND>(a, b, kb, c, ldc, masks, store),
+                    }
+                    if last && finish.act != Act::None {
+                        for r in 0..rows {
+                            activate(std::slice::from_raw_parts_mut(c.add(r * ldc), cols), finish.act);
+                        }
                     }
                 }
                 i += rows;
@@ -257,9 +310,32 @@ fn lane_mask(cols: usize) -> __mmask16 {
     }
 }
 
-/// `out (R, 32 masked; rows ldc apart) += a . b`, `a` a packed block of kb steps of MR values
-/// (the first R used), `b` a packed block of
-/// kb steps of 32 values of storage `KIND`, widened to f32 in registers.
+/// `f(x)` for each x of `v` in place (AVX-512: the loops vectorize as `pointwise`'s do).
+///
+/// # Safety
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn activate(v: &mut [f32], act: Act) {
+    use super::pointwise::{gelu_scalar, quick_gelu_scalar};
+    match act {
+        Act::None => {}
+        Act::Gelu => v.iter_mut().for_each(|x| *x = gelu_scalar(*x)),
+        Act::QuickGelu => v.iter_mut().for_each(|x| *x = quick_gelu_scalar(*x)),
+    }
+}
+
+/// How a tile stores its sums.
+#[derive(Clone, Copy)]
+struct Store {
+    /// The bias of the panel's 32 columns, added to the sums (first block of k).
+    bias: Option<[__m512; 2]>,
+    /// Add out's values to the sums (false: overwrite them unread).
+    keep: bool,
+}
+
+/// `out (R, 32 masked; rows ldc apart) (+)= a . b (+ bias)` as `store` says, `a` a packed block
+/// of kb steps of MR values (the first R used), `b` a packed block of kb steps of 32 values of
+/// storage `KIND`, widened to f32 in registers.
 ///
 /// # Safety
 /// AVX-512F; the operands hold what the shapes say; `b` is 64-byte aligned.
@@ -272,6 +348,7 @@ unsafe fn tile<const R: usize, const KIND: u8>(
     out: *mut f32,
     ldc: usize,
     masks: [__mmask16; 2],
+    store: Store,
 ) {
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
@@ -326,13 +403,19 @@ unsafe fn tile<const R: usize, const KIND: u8>(
         p += 1;
     }
     for r in 0..R {
+        let (mut v0, mut v1) = (acc0[r], acc1[r]);
+        if let Some([b0, b1]) = store.bias {
+            (v0, v1) = (_mm512_add_ps(v0, b0), _mm512_add_ps(v1, b1));
+        }
         // SAFETY: the masks keep to the output's columns of this panel.
         unsafe {
             let o = out.add(r * ldc);
-            let c0 = _mm512_maskz_loadu_ps(masks[0], o);
-            _mm512_mask_storeu_ps(o, masks[0], _mm512_add_ps(c0, acc0[r]));
-            let c1 = _mm512_maskz_loadu_ps(masks[1], o.add(16));
-            _mm512_mask_storeu_ps(o.add(16), masks[1], _mm512_add_ps(c1, acc1[r]));
+            if store.keep {
+                v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[0], o), v0);
+                v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[1], o.add(16)), v1);
+            }
+            _mm512_mask_storeu_ps(o, masks[0], v0);
+            _mm512_mask_storeu_ps(o.add(16), masks[1], v1);
         }
     }
 }

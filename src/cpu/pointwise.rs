@@ -87,7 +87,12 @@ pub(super) fn avx512() -> bool {
 /// `x = x * sigmoid(1.702 x)` in place, as transformers' `QuickGELUActivation`.
 pub(crate) fn quick_gelu(x: &mut [f32]) {
     for_each_chunk(x, 4096, |c| {
-        c.iter_mut()
-            .for_each(|v| *v *= 1.0 / (1.0 + (-1.702 * *v).exp()))
+        c.iter_mut().for_each(|v| *v = quick_gelu_scalar(*v))
     });
+}
+
+/// QuickGELU of one value.
+#[inline(always)] // compiled into the packed product's activation too
+pub(super) fn quick_gelu_scalar(x: f32) -> f32 {
+    x * (1.0 / (1.0 + (-1.702 * x).exp()))
 }

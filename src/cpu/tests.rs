@@ -1,9 +1,9 @@
 //! Unit tests of the CPU engine's ops against f64 references.
 
 use super::attention::softmax_row;
-use super::matmul::{gemm_nt, linear, Linear, Matrix, WIDEN_ROWS};
+use super::matmul::{gemm_nt, linear, linear_into, Epilogue, Linear, Matrix, WIDEN_ROWS};
 use super::norm::{layer_norm, LayerNorm};
-use super::pointwise::{erfc_nonneg, exp_nonpos, gelu, gelu_scalar, quick_gelu};
+use super::pointwise::{add, erfc_nonneg, exp_nonpos, gelu, gelu_scalar, quick_gelu};
 
 /// The CPU's erf (the shader's is checked on the device by `gelu_on_device_matches_f64`).
 #[test]
@@ -173,6 +173,61 @@ fn packed_linear_matches_f64_on_awkward_sizes() {
                         "m {m} n {n} k {k} kind {kind} ({i},{j}): {} vs {want}",
                         got[i * n + j]
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The epilogues (`linear_into`), fused into the packed kernel's stores natively on AVX-512 and
+/// a pass after the `gemm` crate's product elsewhere: GELU and QuickGELU give the bits of the
+/// stored product followed by the separate pass; the residual add is within f32 rounding of
+/// y + z (the packed kernel adds y before the later blocks of k). Shapes around the tiles,
+/// panels and k blocks, with and without bias, y's old length other than M * N.
+#[test]
+fn linear_epilogues_match_the_separate_passes() {
+    for (m, n, k) in [(1, 1, 1), (13, 33, 17), (25, 70, 300), (257, 40, 600)] {
+        let (x, w, bias) = exact_operands(m, n, k);
+        for packed in [false, true] {
+            for b in [None, Some(bias.clone())] {
+                let weight = Matrix::F32(w.clone());
+                let l = Linear {
+                    weight: if packed { weight.packed_for(n, k) } else { weight },
+                    bias: b,
+                    out_features: n,
+                    in_features: k,
+                };
+                let z = linear(&x, m, &l);
+                let at = format!("m {m} n {n} k {k} packed {packed} bias {}", l.bias.is_some());
+                for (epilogue, pass) in [
+                    (Epilogue::Gelu, gelu as fn(&mut [f32])),
+                    (Epilogue::QuickGelu, quick_gelu),
+                ] {
+                    let mut want = z.clone();
+                    pass(&mut want);
+                    let mut got = vec![7.0; 5]; // overwritten whatever it held
+                    linear_into(&mut got, &x, m, &l, epilogue);
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same && got.len() == want.len(), "{epilogue:?} {at}");
+                }
+                let y0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
+                let mut want = y0.clone();
+                add(&mut want, &z);
+                let mut got = y0.clone();
+                linear_into(&mut got, &x, m, &l, Epilogue::Residual);
+                // The two orders round differently once per block of k (256) and twice more;
+                // |y| + |b| + sum |x w| bounds every partial sum of either.
+                let roundings = (k.div_ceil(256) + 2) as f32;
+                for i in 0..m {
+                    for j in 0..n {
+                        let terms: f32 = (0..k).map(|t| (x[i * k + t] * w[j * k + t]).abs()).sum();
+                        let bound = y0[i * n + j].abs() + bias[j].abs() + terms;
+                        let (got, want) = (got[i * n + j], want[i * n + j]);
+                        assert!(
+                            (got - want).abs() <= roundings * f32::EPSILON * bound,
+                            "residual {at} ({i},{j}): {got} vs {want}"
+                        );
+                    }
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! D = width (text 1024, vision 1280 for ViT-H), H = heads, Dh = D/H, F = MLP width,
 //! P = projection, V = vocabulary.
 
-use crate::cpu::{add, attention, gelu, gemm_nt, layer_norm, linear, quick_gelu};
+use crate::cpu::{attention, gemm_nt, layer_norm, linear, linear_into, Epilogue};
 use crate::models::clip::config::{Activation, ClipConfig, TowerConfig};
 use crate::models::clip::pool_position;
 use crate::models::clip::weights::{Attention, ClipWeights, EncoderLayer};
@@ -24,16 +24,18 @@ pub struct Trace {
     pub pooled: Vec<f32>,
 }
 
-/// `CLIPAttention` of `b` sequences of `t` tokens: x (B*T, D) -> (B*T, D). The projections run
-/// on all B*T rows at once; attention stays within each sequence.
+/// `CLIPAttention` of `b` sequences of `t` tokens, added to the residual stream:
+/// `y (B*T, D) += attn(x (B*T, D))`. The projections run on all B*T rows at once; attention
+/// stays within each sequence.
 pub(super) fn self_attention(
+    y: &mut Vec<f32>,
     x: &[f32],
     b: usize,
     t: usize,
     a: &Attention,
     heads: usize,
     causal: bool,
-) -> Vec<f32> {
+) {
     // [q | k | v] = x [Wq | Wk | Wv]^T + [bq | bk | bv]   (B*T, 3D)
     let qkv = linear(x, b * t, &a.qkv_proj);
     let d = a.out_proj.out_features;
@@ -42,21 +44,13 @@ pub(super) fn self_attention(
         let seq = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d]; // sequence s   (T, 3D)
         ctx.extend(attention(seq, t, heads, causal)); // softmax(q k^T / sqrt(Dh) + mask) v
     }
-    linear(&ctx, b * t, &a.out_proj) // ctx Wo^T + bo   (B*T, D)
-}
-
-/// The MLP's activation (`hidden_act`), in place.
-fn activation(x: &mut [f32], act: Activation) {
-    match act {
-        Activation::Gelu => gelu(x),
-        Activation::QuickGelu => quick_gelu(x),
-    }
+    linear_into(y, &ctx, b * t, &a.out_proj, Epilogue::Residual) // y += ctx Wo^T + bo
 }
 
 /// One pre-norm encoder layer (`CLIPEncoderLayer`) over `b` sequences of `t` tokens,
 /// x (B*T, D), in place.
 fn encoder_layer(
-    x: &mut [f32],
+    x: &mut Vec<f32>,
     b: usize,
     t: usize,
     l: &EncoderLayer,
@@ -66,14 +60,16 @@ fn encoder_layer(
     let eps = tower.layer_norm_eps;
     // x = x + attn(ln1(x)), attention within each sequence
     let h = layer_norm(x, &l.layer_norm1, eps); // (B*T, D)
-    let a = self_attention(&h, b, t, &l.self_attn, tower.num_heads, causal); // (B*T, D)
-    add(x, &a);
+    self_attention(x, &h, b, t, &l.self_attn, tower.num_heads, causal);
     // x = x + fc2(act(fc1(ln2(x))))
     let h = layer_norm(x, &l.layer_norm2, eps); // (B*T, D)
-    let mut f = linear(&h, b * t, &l.mlp.fc1); // (B*T, F)
-    activation(&mut f, tower.act);
-    let m = linear(&f, b * t, &l.mlp.fc2); // (B*T, D)
-    add(x, &m);
+    let act = match tower.act {
+        Activation::Gelu => Epilogue::Gelu,
+        Activation::QuickGelu => Epilogue::QuickGelu,
+    };
+    let mut f = Vec::new(); // (B*T, F)
+    linear_into(&mut f, &h, b * t, &l.mlp.fc1, act); // f = act(h W1^T + b1)
+    linear_into(x, &f, b * t, &l.mlp.fc2, Epilogue::Residual); // x += f W2^T + b2
 }
 
 /// Images (B, 3, S, S) cut into patches, one row per patch (B*N, 3*p*p) in the (c, ky, kx) order

@@ -4,7 +4,9 @@
 //!
 //! Legend: T = 257 tokens, D = 1280, H = 16, Dh = 80, F = 5120 (one image).
 
-use crate::cpu::{gelu, gemm_nt, layer_norm, linear, softmax_row, LayerNorm, Linear, Matrix};
+use crate::cpu::{
+    gemm_nt, layer_norm, linear, linear_into, softmax_row, Epilogue, LayerNorm, Linear, Matrix,
+};
 use crate::models::clip::cpu::self_attention;
 use crate::models::clip::weights::Attention;
 
@@ -61,8 +63,9 @@ pub(crate) fn vision_layer(
             std::hint::black_box(linear(&h, t, l));
         }
     });
+    let mut y = x.clone(); // (T, D), the residual stream
     time("attention (with its 4 products)", &mut || {
-        std::hint::black_box(self_attention(&h, 1, t, &attn, heads, false));
+        self_attention(&mut y, &h, 1, t, &attn, heads, false);
     });
     // The attention's pieces for 16 heads of 80.
     let dh = d / heads;
@@ -85,10 +88,12 @@ pub(crate) fn vision_layer(
         }
     });
     let mut g = Vec::new(); // (T, F)
-    time("fc1", &mut || g = linear(&h, t, &fc1));
-    time("gelu", &mut || gelu(&mut g));
-    time("fc2", &mut || {
-        std::hint::black_box(linear(&g, t, &fc2));
+    time("fc1 and its GELU", &mut || {
+        linear_into(&mut g, &h, t, &fc1, Epilogue::Gelu)
     });
+    time("fc2 onto the residual stream", &mut || {
+        linear_into(&mut y, &g, t, &fc2, Epilogue::Residual)
+    });
+    std::hint::black_box(&y);
     out
 }
