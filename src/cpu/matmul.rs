@@ -1,7 +1,8 @@
-//! Matrix products: `gemm_nt` (`out = a . b^T`) and `linear` (`y = x W^T + b`, PyTorch's
-//! `nn.Linear`). Natively the `gemm` crate (f32, blocked, SIMD, AVX-512 where the CPU has it),
-//! its output columns split over the threads; in the browser the packed SIMD128 product of
-//! [`super::sgemm`] (one thread, or every core in the `threads` build).
+//! Matrix products: `gemm_nt` (`out = a . b^T`) and `linear` / `linear_into` (`y = x W^T + b`,
+//! PyTorch's `nn.Linear`, then an [`Epilogue`]). Natively on AVX-512 the products on weights run
+//! on [`super::packed_avx512`]'s kernel, the epilogue fused; other products natively on the `gemm`
+//! crate (f32, blocked, SIMD), its output columns split over the threads; in the browser the
+//! packed SIMD128 product of [`super::sgemm`] (one thread, or every core in the `threads` build).
 
 /// A weight matrix kept in the checkpoint's precision: f16/bf16 checkpoints stay half size in
 /// memory, and on wasm32 a large f32 checkpoint is held as f16 too (CLIP-H in f32, 3.9 GB, does
@@ -425,10 +426,7 @@ fn packed_linear(
             Epilogue::Store | Epilogue::Residual => Act::None,
         },
     };
-    assert!(
-        bias.is_none_or(|b| b.len() == w.n()),
-        "linear: bias size"
-    );
+    assert!(bias.is_none_or(|b| b.len() == w.n()), "linear: bias size");
     // The rearranged x in a buffer reused across products; a fresh one if this thread's is
     // in use (a product started from within another's threads).
     PACKED_ROWS.with(|rows| match rows.try_borrow_mut() {

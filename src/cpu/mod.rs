@@ -2,7 +2,8 @@
 //! in the doc. Natively the products run on the `gemm` crate and the rest on all cores (rayon);
 //! in the browser on one thread with the packed SIMD128 product of `sgemm`.
 //!
-//! - `matmul`: weights in their stored precision (`Matrix`), `Linear`, `linear`, `gemm_nt`;
+//! - `matmul`: weights in their stored precision (`Matrix`), `Linear`, `linear` and
+//!   `linear_into` (an `Epilogue` as on the GPU: store, GELU, QuickGELU, residual add), `gemm_nt`;
 //! - `norm`: `LayerNorm`, `layer_norm`;
 //! - `attention`: multi-head scaled dot-product attention, `softmax_row`;
 //! - `pointwise`: the residual `add`, `gelu`, `quick_gelu`;

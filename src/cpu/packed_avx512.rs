@@ -1,11 +1,15 @@
-//! `out (M, N; rows ldc apart) += a (M, K) . W^T` natively on AVX-512, with W (N, K) packed once
-//! when the model loads rather than on every product.
+//! `out (M, N; rows ldc apart) (+)= a (M, K) . W^T + b` natively on AVX-512, with W (N, K) packed
+//! once when the model loads rather than on every product.
 //!
 //! Packed layout: panels of [`NR`] = 32 output columns; panel `j` holds, for each `p` in `0..K`,
 //! the 32 values `W[32 j + c, p]` side by side (K x 32, k-major), 64-byte aligned, the last
 //! panel padded with zero columns. A micro-kernel keeps an [`MR`] x 32 tile of `out` in 24 zmm
 //! accumulators and per step of k loads two vectors of W and broadcasts one value of each of the
 //! 12 rows of `a`: 24 FMAs per 14 loads, so the FMA units, not the loads, set the pace.
+//!
+//! Epilogue ([`Finish`]): the first block of k adds the bias and overwrites `out` (or adds to it:
+//! the residual stream), the last applies GELU or QuickGELU to the tile while it is in L1, so no
+//! pass over the output follows a product.
 //!
 //! Blocking: k in blocks of [`KC`] (a panel's block of W, 256 x 32 f32 = 32 KiB, stays in L1
 //! while every row block of `a` passes it); threads take disjoint runs of panels (columns of
@@ -127,7 +131,7 @@ unsafe impl bytemuck::Pod for Line {}
 pub(super) fn pack_rows(a: &[f32], m: usize, k: usize, out: &mut Vec<f32>) {
     use rayon::prelude::*;
     let m_pad = m.next_multiple_of(MR);
-    out.clear();
+    // Every value is written below (the padding rows with zeros): no serial zero-fill first.
     out.resize(m_pad * k, 0.0);
     if m_pad == 0 {
         return;
@@ -139,10 +143,16 @@ pub(super) fn pack_rows(a: &[f32], m: usize, k: usize, out: &mut Vec<f32>) {
         .for_each(|(block, out)| {
             let (p0, kb) = (block * KC, out.len() / m_pad);
             for (i0, tile) in (0..m_pad).step_by(MR).zip(out.chunks_exact_mut(MR * kb)) {
-                for r in 0..MR.min(m.saturating_sub(i0)) {
+                let rows = MR.min(m - i0);
+                for r in 0..rows {
                     let row = &a[(i0 + r) * k + p0..][..kb];
                     for (p, &v) in row.iter().enumerate() {
                         tile[p * MR + r] = v;
+                    }
+                }
+                if rows < MR {
+                    for step in tile.chunks_exact_mut(MR) {
+                        step[rows..].fill(0.0);
                     }
                 }
             }
@@ -291,7 +301,9 @@ unsafe fn blocks<const KIND: u8>(
                     }
                     if last && finish.act != Act::None {
                         for r in 0..rows {
-                            activate(std::slice::from_raw_parts_mut(c.add(r * ldc), cols), finish.act);
+                            // Row i + r of out, this panel's columns: this task's alone.
+                            let row = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+                            activate(row, finish.act);
                         }
                     }
                 }

@@ -119,8 +119,9 @@ fn half_weight_linear_matches_f32_over_several_blocks() {
 }
 
 /// Weights packed for the AVX-512 products (`packed_for`): f32, f16 and bf16, every row-block
-/// and panel edge (rows 1..=25 around the 12-row tiles and 257, columns around the 32-column
-/// panels and the 16-lane halves, k around the 256 block), one thread and split, against f64.
+/// and panel edge (rows 1..=25 around the 12-row tiles, 257 and 600 (a batch of images),
+/// columns around the 32-column panels and the 16-lane halves, k around the 256 block), one
+/// thread and split, against f64.
 #[test]
 fn packed_linear_matches_f64_on_awkward_sizes() {
     #[cfg(target_arch = "x86_64")]
@@ -140,6 +141,7 @@ fn packed_linear_matches_f64_on_awkward_sizes() {
         (24, 31, 257),
         (257, 70, 300),
         (40, 100, 600),
+        (600, 45, 520),
     ];
     for (m, n, k) in shapes {
         let (x, w, bias) = exact_operands(m, n, k);
@@ -186,19 +188,32 @@ fn packed_linear_matches_f64_on_awkward_sizes() {
 /// panels and k blocks, with and without bias, y's old length other than M * N.
 #[test]
 fn linear_epilogues_match_the_separate_passes() {
-    for (m, n, k) in [(1, 1, 1), (13, 33, 17), (25, 70, 300), (257, 40, 600)] {
+    for (m, n, k) in [
+        (1, 1, 1),
+        (13, 33, 17),
+        (25, 70, 300),
+        (257, 40, 600),
+        (530, 33, 300),
+    ] {
         let (x, w, bias) = exact_operands(m, n, k);
         for packed in [false, true] {
             for b in [None, Some(bias.clone())] {
                 let weight = Matrix::F32(w.clone());
                 let l = Linear {
-                    weight: if packed { weight.packed_for(n, k) } else { weight },
+                    weight: if packed {
+                        weight.packed_for(n, k)
+                    } else {
+                        weight
+                    },
                     bias: b,
                     out_features: n,
                     in_features: k,
                 };
                 let z = linear(&x, m, &l);
-                let at = format!("m {m} n {n} k {k} packed {packed} bias {}", l.bias.is_some());
+                let at = format!(
+                    "m {m} n {n} k {k} packed {packed} bias {}",
+                    l.bias.is_some()
+                );
                 for (epilogue, pass) in [
                     (Epilogue::Gelu, gelu as fn(&mut [f32])),
                     (Epilogue::QuickGelu, quick_gelu),
@@ -207,7 +222,10 @@ fn linear_epilogues_match_the_separate_passes() {
                     pass(&mut want);
                     let mut got = vec![7.0; 5]; // overwritten whatever it held
                     linear_into(&mut got, &x, m, &l, epilogue);
-                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same && got.len() == want.len(), "{epilogue:?} {at}");
                 }
                 let y0: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
