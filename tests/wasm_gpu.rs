@@ -242,7 +242,7 @@ fn bench_cpu_clip_h_product_shapes() {
 #[ignore]
 fn bench_cpu_vision_layer_stages() {
     let now = || js_sys::Date::now();
-    for (stage, ms) in selftest::cpu_layer_profile(&now, true) {
+    for (stage, ms) in selftest::cpu_layer_profile(&now, true, 1) {
         console_log!("cpu vision layer: {stage} {ms:.0} ms");
     }
 }

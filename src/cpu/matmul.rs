@@ -457,29 +457,25 @@ fn packed_acc_on(
     w: &super::packed_avx512::Packed,
     finish: super::packed_avx512::Finish,
 ) {
-    use super::packed_avx512::{gemm_acc, panels_per_task, NR};
+    use super::packed_avx512::{gemm_acc, parts};
     let (n, k) = (w.n(), w.k());
     let threads = if m * n * k > 1 << 16 {
         super::threads::count()
     } else {
         1
     };
-    let panels = n.div_ceil(NR);
-    let step = panels_per_task(n, threads);
     let y_ptr = y.as_mut_ptr() as usize;
-    let run = |panels: std::ops::Range<usize>| {
+    let run = |part| {
         // SAFETY: the CPU has AVX-512F (a Packed matrix exists only then); y holds M * N values
         // (linear_into), x is pack_rows' output for M rows of K, a bias N (packed_linear's
-        // assertion), k > 0; tasks write disjoint columns (their panels) of y.
-        unsafe { gemm_acc(y_ptr as *mut f32, n, x.as_ptr(), m, w, panels, finish) }
+        // assertion), k > 0; parts write disjoint blocks (their rows and panels) of y.
+        unsafe { gemm_acc(y_ptr as *mut f32, n, x.as_ptr(), m, part, w, finish) }
     };
-    if threads <= 1 || step >= panels {
-        run(0..panels);
+    let parts = parts(m, n, threads);
+    if threads <= 1 || parts.len() <= 1 {
+        parts.into_iter().for_each(run);
     } else {
         use rayon::prelude::*;
-        (0..panels)
-            .into_par_iter()
-            .step_by(step)
-            .for_each(|j0| run(j0..(j0 + step).min(panels)));
+        parts.into_par_iter().for_each(run);
     }
 }

@@ -11,9 +11,9 @@
 //! the residual stream), the last applies GELU or QuickGELU to the tile while it is in L1, so no
 //! pass over the output follows a product.
 //!
-//! Blocking: k in blocks of [`KC`] (a panel's block of W, 256 x 32 f32 = 32 KiB, stays in L1
-//! while every row block of `a` passes it); threads take disjoint runs of panels (columns of
-//! `out`). Why not the `gemm` crate here: it packs W on every call, 1.6-1.7x behind
+//! Blocking: rows in blocks of [`MC`] = 264, k in blocks of [`KC`] (a panel's block of W, 256 x
+//! 32 f32 = 32 KiB, stays in L1 while the row block's tiles pass it); threads take disjoint
+//! [`Part`]s, a row block by a run of at most 16 panels ([`parts`]). Why not the `gemm` crate here: it packs W on every call, 1.6-1.7x behind
 //! onnxruntime per ViT-H layer (docs/performance.md, issue 16).
 
 use std::arch::x86_64::*;
@@ -23,6 +23,11 @@ pub(super) const NR: usize = 32;
 /// Rows of `a` per micro-kernel: 12 x 2 accumulators + 2 vectors of W + 1 broadcast of the
 /// 32 zmm registers.
 const MR: usize = 12;
+/// Rows of `a` per row block: a block's rows of `a` for one block of k (264 x 256 f32 = 264
+/// KiB) and of a part's output columns stay in L2 while the block's k blocks pass (at batch 4,
+/// fc2's 1028 x 640 outputs of a thread, 2.6 MiB, left L2 between blocks of k). One image's 257
+/// tokens are one block.
+const MC: usize = 22 * MR;
 /// k per block: one panel's block of W (KC x NR f32 = 32 KiB) fits the L1 data cache (48 KiB).
 /// (128 and 192 measured no better on the ViT-H shapes, and 128 slower on one thread.)
 const KC: usize = 256;
@@ -182,12 +187,14 @@ pub(super) enum Act {
     QuickGelu,
 }
 
-/// `out (M, N; rows ldc apart) (+)= a (M, K) . W^T + b` on panels `panels` of W (output columns
-/// `32 panels.start ..`), `a` as [`pack_rows`] wrote it, finished as `finish` says.
+/// `out (M, N; rows ldc apart) (+)= a (M, K) . W^T + b` on one [`Part`]: its rows, and its panels
+/// of W (output columns `32 panels.start ..`); `a` as [`pack_rows`] wrote it, finished as
+/// `finish` says.
 ///
 /// # Safety
 /// The CPU has AVX-512F ([`available`]); `out` holds `(m - 1) * ldc + w.n` values and `a`
-/// is `pack_rows(.., m, w.k, ..)`'s output; `panels` lies within W's panels; a bias holds
+/// is `pack_rows(.., m, w.k, ..)`'s output; `part`'s rows lie within `0..m` (from a multiple of
+/// [`MC`]) and its panels within W's; a bias holds
 /// `w.n` values; `w.k > 0` unless `finish.residual` with no bias (else nothing is stored).
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn gemm_acc(
@@ -195,16 +202,16 @@ pub(super) unsafe fn gemm_acc(
     ldc: usize,
     a: *const f32,
     m: usize,
+    part: Part,
     w: &Packed,
-    panels: std::ops::Range<usize>,
     finish: Finish,
 ) {
     // SAFETY: forwarded (the caller's contract).
     unsafe {
         match w.kind {
-            Kind::F32 => blocks::<F32>(out, ldc, a, m, w, panels, finish),
-            Kind::F16 => blocks::<F16>(out, ldc, a, m, w, panels, finish),
-            Kind::BF16 => blocks::<BF16>(out, ldc, a, m, w, panels, finish),
+            Kind::F32 => blocks::<F32>(out, ldc, a, m, part, w, finish),
+            Kind::F16 => blocks::<F16>(out, ldc, a, m, part, w, finish),
+            Kind::BF16 => blocks::<BF16>(out, ldc, a, m, part, w, finish),
         }
     }
 }
@@ -214,7 +221,8 @@ const F32: u8 = 0;
 const F16: u8 = 1;
 const BF16: u8 = 2;
 
-/// [`gemm_acc`] for one storage kind: k blocks, then panels, then blocks of [`MR`] rows.
+/// [`gemm_acc`] for one storage kind: blocks of [`MC`] rows, k blocks, panels, then tiles of
+/// [`MR`] rows.
 ///
 /// # Safety
 /// As [`gemm_acc`].
@@ -224,90 +232,98 @@ unsafe fn blocks<const KIND: u8>(
     ldc: usize,
     a: *const f32,
     m: usize,
+    part: Part,
     w: &Packed,
-    panels: std::ops::Range<usize>,
     finish: Finish,
 ) {
     let (k, size) = (w.k, w.kind.bytes());
     let m_pad = m.next_multiple_of(MR);
-    let tiles = m.div_ceil(MR).max(1);
-    for p0 in (0..k).step_by(KC) {
-        let kb = KC.min(k - p0);
-        for j in panels.clone() {
-            let cols = NR.min(w.n - j * NR);
-            let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
-            // The first block of k adds the bias and, outside the residual stream, overwrites
-            // out; the last applies the activation.
-            let (first, last) = (p0 == 0, p0 + KC >= k);
-            let bias = finish.bias.filter(|_| first).map(|b| {
-                // SAFETY: the bias holds w.n values; the masks keep to this panel's columns.
-                unsafe {
-                    let b = b.as_ptr().add(j * NR);
-                    [
-                        _mm512_maskz_loadu_ps(masks[0], b),
-                        _mm512_maskz_loadu_ps(masks[1], b.add(16)),
-                    ]
-                }
-            });
-            let store = Store {
-                bias,
-                keep: !first || finish.residual,
-            };
-            // SAFETY: the panel holds k steps of 32 values.
-            let b = unsafe { w.panel(j).add(p0 * NR * size) };
-            // The block of W after this one, fetched into L2 a slice per row block while this
-            // one is in use: a whole tower's weights come from memory (CLIP-H: 79 MB a layer),
-            // and the hardware prefetcher starts late on each jump to another panel.
-            let next = if j + 1 < panels.end {
-                Some((j + 1, p0, kb))
-            } else if p0 + KC < k {
-                Some((panels.start, p0 + KC, KC.min(k - p0 - KC)))
-            } else {
-                None
-            };
-            let next = next.map(|(j, p0, kb)| {
-                // SAFETY: panel j holds k steps; block p0 has kb of them.
-                let start = unsafe { w.panel(j).add(p0 * NR * size) };
-                let lines = kb * NR * size / 64;
-                (start, lines, lines.div_ceil(tiles))
-            });
-            let mut i = 0;
-            while i < m {
-                let rows = MR.min(m - i);
-                if let Some((start, lines, per_tile)) = next {
-                    let first = (i / MR) * per_tile;
-                    for line in first..(first + per_tile).min(lines) {
-                        // SAFETY: line < lines: within the next block.
-                        unsafe { _mm_prefetch::<_MM_HINT_T1>(start.add(line * 64) as *const i8) };
+    let Part { rows, panels } = part;
+    for i0 in rows.clone().step_by(MC) {
+        let i_end = (i0 + MC).min(rows.end);
+        let tiles = (i_end - i0).div_ceil(MR);
+        for p0 in (0..k).step_by(KC) {
+            let kb = KC.min(k - p0);
+            for j in panels.clone() {
+                let cols = NR.min(w.n - j * NR);
+                let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
+                // The first block of k adds the bias and, outside the residual stream, overwrites
+                // out; the last applies the activation.
+                let (first, last) = (p0 == 0, p0 + KC >= k);
+                let bias = finish.bias.filter(|_| first).map(|b| {
+                    // SAFETY: the bias holds w.n values; the masks keep to this panel's columns.
+                    unsafe {
+                        let b = b.as_ptr().add(j * NR);
+                        [
+                            _mm512_maskz_loadu_ps(masks[0], b),
+                            _mm512_maskz_loadu_ps(masks[1], b.add(16)),
+                        ]
                     }
-                }
-                // SAFETY: rows i..i + rows of a (k apart, from column p0) and of out (ldc apart,
-                // from column 32 j) are within the operands (caller's contract).
-                unsafe {
-                    let (a, c) = (a.add(p0 * m_pad + i * kb), out.add(i * ldc + j * NR));
-                    match rows {
-                        12 => tile::<12, KIND>(a, b, kb, c, ldc, masks, store),
-                        11 => tile::<11, KIND>(a, b, kb, c, ldc, masks, store),
-                        10 => tile::<10, KIND>(a, b, kb, c, ldc, masks, store),
-                        9 => tile::<9, KIND>(a, b, kb, c, ldc, masks, store),
-                        8 => tile::<8, KIND>(a, b, kb, c, ldc, masks, store),
-                        7 => tile::<7, KIND>(a, b, kb, c, ldc, masks, store),
-                        6 => tile::<6, KIND>(a, b, kb, c, ldc, masks, store),
-                        5 => tile::<5, KIND>(a, b, kb, c, ldc, masks, store),
-                        4 => tile::<4, KIND>(a, b, kb, c, ldc, masks, store),
-                        3 => tile::<3, KIND>(a, b, kb, c, ldc, masks, store),
-                        2 => tile::<2, KIND>(a, b, kb, c, ldc, masks, store),
-                        _ => tile::<1, KIND>(a, b, kb, c, ldc, masks, store),
-                    }
-                    if last && finish.act != Act::None {
-                        for r in 0..rows {
-                            // Row i + r of out, this panel's columns: this task's alone.
-                            let row = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
-                            activate(row, finish.act);
+                });
+                let store = Store {
+                    bias,
+                    keep: !first || finish.residual,
+                };
+                // SAFETY: the panel holds k steps of 32 values.
+                let b = unsafe { w.panel(j).add(p0 * NR * size) };
+                // The block of W after this one, fetched into L2 a slice per row block while this
+                // one is in use: a whole tower's weights come from memory (CLIP-H: 79 MB a layer),
+                // and the hardware prefetcher starts late on each jump to another panel.
+                let next = if j + 1 < panels.end {
+                    Some((j + 1, p0, kb))
+                } else if p0 + KC < k {
+                    Some((panels.start, p0 + KC, KC.min(k - p0 - KC)))
+                } else if i_end < rows.end {
+                    Some((panels.start, 0, KC.min(k)))
+                } else {
+                    None
+                };
+                let next = next.map(|(j, p0, kb)| {
+                    // SAFETY: panel j holds k steps; block p0 has kb of them.
+                    let start = unsafe { w.panel(j).add(p0 * NR * size) };
+                    let lines = kb * NR * size / 64;
+                    (start, lines, lines.div_ceil(tiles))
+                });
+                let mut i = i0;
+                while i < i_end {
+                    let rows = MR.min(i_end - i);
+                    if let Some((start, lines, per_tile)) = next {
+                        let first = ((i - i0) / MR) * per_tile;
+                        for line in first..(first + per_tile).min(lines) {
+                            // SAFETY: line < lines: within the next block.
+                            unsafe {
+                                _mm_prefetch::<_MM_HINT_T1>(start.add(line * 64) as *const i8)
+                            };
                         }
                     }
+                    // SAFETY: rows i..i + rows of a (k apart, from column p0) and of out (ldc apart,
+                    // from column 32 j) are within the operands (caller's contract).
+                    unsafe {
+                        let (a, c) = (a.add(p0 * m_pad + i * kb), out.add(i * ldc + j * NR));
+                        match rows {
+                            12 => tile::<12, KIND>(a, b, kb, c, ldc, masks, store),
+                            11 => tile::<11, KIND>(a, b, kb, c, ldc, masks, store),
+                            10 => tile::<10, KIND>(a, b, kb, c, ldc, masks, store),
+                            9 => tile::<9, KIND>(a, b, kb, c, ldc, masks, store),
+                            8 => tile::<8, KIND>(a, b, kb, c, ldc, masks, store),
+                            7 => tile::<7, KIND>(a, b, kb, c, ldc, masks, store),
+                            6 => tile::<6, KIND>(a, b, kb, c, ldc, masks, store),
+                            5 => tile::<5, KIND>(a, b, kb, c, ldc, masks, store),
+                            4 => tile::<4, KIND>(a, b, kb, c, ldc, masks, store),
+                            3 => tile::<3, KIND>(a, b, kb, c, ldc, masks, store),
+                            2 => tile::<2, KIND>(a, b, kb, c, ldc, masks, store),
+                            _ => tile::<1, KIND>(a, b, kb, c, ldc, masks, store),
+                        }
+                        if last && finish.act != Act::None {
+                            for r in 0..rows {
+                                // Row i + r of out, this panel's columns: this task's alone.
+                                let row = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
+                                activate(row, finish.act);
+                            }
+                        }
+                    }
+                    i += rows;
                 }
-                i += rows;
             }
         }
     }
@@ -432,8 +448,40 @@ unsafe fn tile<const R: usize, const KIND: u8>(
     }
 }
 
-/// Panels of W (n columns) per task when `threads` share a product: about four runs per thread
-/// (rayon's work stealing evens out a core slowed by another process), at least one panel.
-pub(super) fn panels_per_task(n: usize, threads: usize) -> usize {
-    n.div_ceil(NR).div_ceil(4 * threads).max(1)
+/// A share of a product: rows of `a` and `out` (from a multiple of [`MC`]) and panels of W.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Part {
+    pub rows: std::ops::Range<usize>,
+    pub panels: std::ops::Range<usize>,
+}
+
+/// How `threads` share a product of `m` rows and `n` output columns: blocks of [`MC`] rows,
+/// each split into runs of panels, about four parts a thread (one thread: whole row blocks) (rayon's work stealing evens out a
+/// core slowed by another process). A part reads its rows of `a` once for all its panels, and
+/// its panels of W once per block of rows: with many rows (a batch of images) splitting rows
+/// first keeps each part's rows of `a` few (fc2 at batch 4: 21 MB of `a` re-read by every run
+/// of panels).
+pub(super) fn parts(m: usize, n: usize, threads: usize) -> Vec<Part> {
+    // 264 rows x 16 panels of out (528 KiB) stay in L2 beside the row block's `a` (at batch 4,
+    // fc1's 80 panels a part measured 274-279 GFLOP/s, 16: 289-294).
+    const PART_PANELS: usize = 16;
+    let (row_blocks, panels) = (m.div_ceil(MC).max(1), n.div_ceil(NR));
+    let runs = match threads {
+        0 | 1 => 1,
+        _ => (4 * threads)
+            .div_ceil(row_blocks)
+            .max(panels.div_ceil(PART_PANELS)),
+    }
+    .clamp(1, panels.max(1));
+    let per_run = panels.div_ceil(runs).max(1);
+    let mut parts = Vec::new();
+    for i0 in (0..m.max(1)).step_by(MC) {
+        for j0 in (0..panels).step_by(per_run) {
+            parts.push(Part {
+                rows: i0..(i0 + MC).min(m),
+                panels: j0..(j0 + per_run).min(panels),
+            });
+        }
+    }
+    parts
 }

@@ -252,6 +252,43 @@ fn linear_epilogues_match_the_separate_passes() {
     }
 }
 
+/// The parts a packed product is split into cover every row and panel exactly once, each row
+/// block starting at a multiple of 264 rows.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn packed_parts_cover_the_product_once() {
+    use super::packed_avx512::{parts, NR};
+    for (m, n) in [
+        (0usize, 5usize),
+        (1, 1),
+        (257, 1280),
+        (257, 5120),
+        (1028, 1280),
+        (1028, 5120),
+        (600, 45),
+    ] {
+        for threads in [1, 2, 3, 8] {
+            let panels = n.div_ceil(NR);
+            let mut seen = vec![0u8; m * panels];
+            for p in parts(m, n, threads) {
+                assert!(
+                    p.rows.start % 264 == 0 && p.rows.end <= m,
+                    "{m} {n} {threads}: {p:?}"
+                );
+                for i in p.rows.clone() {
+                    for j in p.panels.clone() {
+                        seen[i * panels + j] += 1;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|&c| c == 1),
+                "m {m} n {n} threads {threads}"
+            );
+        }
+    }
+}
+
 /// Stacked rows (q, k, v as one product) keep a shared precision and widen mixed ones to f32,
 /// value for value.
 #[test]

@@ -9,14 +9,18 @@ pub fn cpu_packed_product() -> String {
     crate::cpu::selftest::sgemm_awkward_shapes()
 }
 
-/// Where a ViT-H/14 vision layer's time goes on the CPU path, its weights held in f16 or f32:
-/// (stage, best ms of three runs after one that includes V8's tier-up).
-pub fn cpu_layer_profile(now_ms: &dyn Fn() -> f64, f16_weights: bool) -> Vec<(&'static str, f64)> {
+/// Where a ViT-H/14 vision layer's time goes on the CPU path for `batch` images, its weights
+/// held in f16 or f32: (stage, best ms of three runs after one that includes V8's tier-up).
+pub fn cpu_layer_profile(
+    now_ms: &dyn Fn() -> f64,
+    f16_weights: bool,
+    batch: usize,
+) -> Vec<(&'static str, f64)> {
     use crate::models::clip::cpu_profile::vision_layer;
-    vision_layer(now_ms, f16_weights);
-    let mut best = vision_layer(now_ms, f16_weights);
+    vision_layer(now_ms, f16_weights, batch);
+    let mut best = vision_layer(now_ms, f16_weights, batch);
     for _ in 0..2 {
-        let run = vision_layer(now_ms, f16_weights);
+        let run = vision_layer(now_ms, f16_weights, batch);
         for (b, (_, ms)) in best.iter_mut().zip(run) {
             b.1 = b.1.min(ms);
         }

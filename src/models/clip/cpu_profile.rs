@@ -16,8 +16,9 @@ use crate::models::clip::weights::Attention;
 pub(crate) fn vision_layer(
     now_ms: &dyn Fn() -> f64,
     f16_weights: bool,
+    batch: usize,
 ) -> Vec<(&'static str, f64)> {
-    let (t, d, f, heads) = (257, 1280, 5120, 16);
+    let (b, t, d, f, heads) = (batch.max(1), 257, 1280, 5120, 16);
     use crate::testing::rand;
     let mut seed = 0;
     let mut rand = |n: usize, scale: f32| {
@@ -47,7 +48,8 @@ pub(crate) fn vision_layer(
         weight: vec![1.0; d],
         bias: vec![0.0; d],
     };
-    let x: Vec<f32> = (0..t * d) // (T, D)
+    let rows = b * t;
+    let x: Vec<f32> = (0..rows * d) // (B*T, D)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let mut out = Vec::new();
@@ -56,43 +58,43 @@ pub(crate) fn vision_layer(
         f();
         out.push((name, now_ms() - t0));
     };
-    let mut h = Vec::new(); // (T, D)
+    let mut h = Vec::new(); // (B*T, D)
     time("layer_norm", &mut || h = layer_norm(&x, &ln, 1e-5));
     time("qkv and out products", &mut || {
         for l in [&attn.qkv_proj, &attn.out_proj] {
-            std::hint::black_box(linear(&h, t, l));
+            std::hint::black_box(linear(&h, rows, l));
         }
     });
-    let mut y = x.clone(); // (T, D), the residual stream
+    let mut y = x.clone(); // (B*T, D), the residual stream
     time("attention (with its 4 products)", &mut || {
-        self_attention(&mut y, &h, 1, t, &attn, heads, false);
+        self_attention(&mut y, &h, b, t, &attn, heads, false);
     });
-    // The attention's pieces for 16 heads of 80.
+    // The attention's pieces for 16 heads of 80 in each of B sequences, on one thread.
     let dh = d / heads;
     let qh = rand(t * dh, 0.5); // (T, Dh)
     let mut sc = vec![0.0f32; t * t]; // (T, T)
-    time("  16 x scores q k^T (257x257x80)", &mut || {
-        for _ in 0..heads {
+    time("  scores q k^T (257x257x80 a head)", &mut || {
+        for _ in 0..b * heads {
             gemm_nt(&mut sc, &qh, &qh, t, t, dh, false, false);
         }
     });
-    time("  16 x softmax rows", &mut || {
-        for _ in 0..heads {
+    time("  softmax rows", &mut || {
+        for _ in 0..b * heads {
             sc.chunks_exact_mut(t).for_each(|row| softmax_row(row, t));
         }
     });
     let mut o = vec![0.0f32; t * dh]; // (T, Dh)
-    time("  16 x context s v (257x80x257)", &mut || {
-        for _ in 0..heads {
+    time("  context s v (257x80x257 a head)", &mut || {
+        for _ in 0..b * heads {
             gemm_nt(&mut o, &sc, &qh, t, dh, t, false, false);
         }
     });
-    let mut g = Vec::new(); // (T, F)
+    let mut g = Vec::new(); // (B*T, F)
     time("fc1 and its GELU", &mut || {
-        linear_into(&mut g, &h, t, &fc1, Epilogue::Gelu)
+        linear_into(&mut g, &h, rows, &fc1, Epilogue::Gelu)
     });
     time("fc2 onto the residual stream", &mut || {
-        linear_into(&mut y, &g, t, &fc2, Epilogue::Residual)
+        linear_into(&mut y, &g, rows, &fc2, Epilogue::Residual)
     });
     std::hint::black_box(&y);
     out
