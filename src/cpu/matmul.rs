@@ -406,7 +406,8 @@ fn product(x: &[f32], m: usize, l: &Linear) -> Vec<f32> {
     z
 }
 
-/// [`linear_into`] on packed W (k > 0): x rearranged once, W's panels split over the threads.
+/// [`linear_into`] on packed W (k > 0): x rearranged once, the product split into parts over
+/// the threads.
 #[cfg(target_arch = "x86_64")]
 fn packed_linear(
     y: &mut [f32],
@@ -426,7 +427,11 @@ fn packed_linear(
             Epilogue::Store | Epilogue::Residual => Act::None,
         },
     };
-    assert!(bias.is_none_or(|b| b.len() == w.n()), "linear: bias size");
+    // The kernel's bounds (unsafe code): y, x and the bias as W's packed shape says.
+    assert!(
+        y.len() == m * w.n() && x.len() >= m * w.k() && bias.is_none_or(|b| b.len() == w.n()),
+        "linear: operand sizes"
+    );
     // The rearranged x in a buffer reused across products; a fresh one if this thread's is
     // in use (a product started from within another's threads).
     PACKED_ROWS.with(|rows| match rows.try_borrow_mut() {
@@ -467,8 +472,8 @@ fn packed_acc_on(
     let y_ptr = y.as_mut_ptr() as usize;
     let run = |part| {
         // SAFETY: the CPU has AVX-512F (a Packed matrix exists only then); y holds M * N values
-        // (linear_into), x is pack_rows' output for M rows of K, a bias N (packed_linear's
-        // assertion), k > 0; parts write disjoint blocks (their rows and panels) of y.
+        // and a bias N (packed_linear's assertion), x is pack_rows' output for M rows of K,
+        // k > 0; parts write disjoint blocks (their rows and panels) of y.
         unsafe { gemm_acc(y_ptr as *mut f32, n, x.as_ptr(), m, part, w, finish) }
     };
     let parts = parts(m, n, threads);
